@@ -1,0 +1,221 @@
+"""Load config.yaml, merge a user's file and command-line flags, and validate every key.
+
+This module imports no TensorFlow, so `search.py --help` and config mistakes answer fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+TUNERS = ("hyperband", "random", "bayesian")
+OBJECTIVES = ("val_auc", "val_loss", "val_accuracy")
+
+
+class ConfigError(ValueError):
+    """A config file or flag holds something this tool cannot use; the message says which."""
+
+
+Check = Callable[[Any, str], Any]
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Check:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, not {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{key} must be {bounds}, not {value}")
+        return value
+
+    return check
+
+
+def _number(low: float, high: float, *, include_low: bool = True, include_high: bool = True) -> Check:
+    def check(value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, not {value!r}")
+        above = value >= low if include_low else value > low
+        below = value <= high if include_high else value < high
+        if not (above and below):
+            left, right = "[" if include_low else "(", "]" if include_high else ")"
+            raise ConfigError(f"{key} must lie in {left}{low}, {high}{right}, not {value}")
+        return float(value)
+
+    return check
+
+
+def _choice(*options: Any) -> Check:
+    def check(value: Any, key: str) -> Any:
+        if value not in options:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, options))}, not {value!r}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def _optional(check: Check) -> Check:
+    return lambda value, key: None if value is None else check(value, key)
+
+
+def _text(pattern: str = r".+") -> Check:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            raise ConfigError(f"{key} must be text matching {pattern}, not {value!r}")
+        return value
+
+    return check
+
+
+def _int_list(value: Any, key: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key} must be a non-empty list of positive integers, not {value!r}")
+    return sorted({_integer(1)(item, key) for item in value})
+
+
+def _range(kind: Check, *, step: bool = False) -> Check:
+    def check(value: Any, key: str) -> dict[str, Any]:
+        wanted = ["min", "max", "step"] if step else ["min", "max"]
+        if not isinstance(value, dict) or set(value) != set(wanted):
+            raise ConfigError(f"{key} must be a mapping with keys {', '.join(wanted)}")
+        checked = {name: kind(value[name], f"{key}.{name}") for name in wanted}
+        if checked["min"] > checked["max"]:
+            raise ConfigError(f"{key} is upside down: min {checked['min']} is above max {checked['max']}")
+        if step and checked["step"] <= 0:
+            raise ConfigError(f"{key}.step must be above 0, not {checked['step']}")
+        return checked
+
+    return check
+
+
+def _threshold(value: Any, key: str) -> str | float:
+    if value == "youden":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    raise ConfigError(f"{key} must be youden or a probability between 0 and 1, not {value!r}")
+
+
+SCHEMA: dict[str, Any] = {
+    "data_dir": _optional(_text()),
+    "image_size": _integer(8, 1024),
+    "color_mode": _choice("rgb", "grayscale"),
+    "validation_fraction": _number(0, 1, include_low=False, include_high=False),
+    "class_weights": _boolean,
+    "batch_size": _integer(1),
+    "augmentation": {
+        "width_shift": _number(0, 1, include_high=False),
+        "height_shift": _number(0, 1, include_high=False),
+        "shear_degrees": _number(0, 89),
+        "zoom": _number(0, 1, include_high=False),
+    },
+    "tuner": _choice(*TUNERS),
+    "objective": _choice(*OBJECTIVES),
+    "max_trials": _optional(_integer(1)),
+    "epochs": _integer(1),
+    "hyperband_factor": _integer(2),
+    "early_stopping_patience": _integer(1),
+    "seed": _integer(0),
+    "search_space": {
+        "conv_blocks": _range(_integer(1)),
+        "filters": _int_list,
+        "dropout": _range(_number(0, 1, include_high=False), step=True),
+        "dense_layers": _range(_integer(0)),
+        "dense_units": _int_list,
+        "learning_rate": _range(_number(0, 1, include_low=False)),
+    },
+    "final_epochs": _integer(1),
+    "threshold": _threshold,
+    "reports_dir": _text(),
+    "run_name": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
+}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with safe_load; syntax errors name the file and line."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: YAML syntax error ({problem}); fix the file") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, not {type(loaded).__name__}")
+    return loaded
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], schema: dict[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in update.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            known = ", ".join(schema)
+            raise ConfigError(f"{source}: unknown key '{name}' (known keys: {known})")
+        if isinstance(schema[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: key '{name}' must be a mapping")
+            _merge(base[key], value, schema[key], source, f"{name}.")
+        else:
+            base[key] = value
+
+
+def _validate(config: dict[str, Any], schema: dict[str, Any], origin: dict[str, str], prefix: str = "") -> None:
+    for key, check in schema.items():
+        name = f"{prefix}{key}"
+        if isinstance(check, dict):
+            _validate(config[key], check, origin, f"{name}.")
+            continue
+        try:
+            config[key] = check(config[key], name)
+        except ConfigError as error:
+            raise ConfigError(f"{origin.get(name, DEFAULT_CONFIG.name)}: {error}") from None
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults from config.yaml, then `path` if given, then flag overrides (flag name -> (key, value))."""
+    config = read_yaml(DEFAULT_CONFIG)
+    origin: dict[str, str] = {}
+    if path is not None:
+        user = read_yaml(path)
+        _merge(config, user, SCHEMA, str(path))
+        origin.update(dict.fromkeys(_flat_keys(user, SCHEMA), str(path)))
+    for flag, (key, value) in (overrides or {}).items():
+        config[key] = value
+        origin[key] = flag
+    _validate(config, SCHEMA, origin)
+    if config["tuner"] != "hyperband" and config["max_trials"] is None:
+        raise ConfigError(f"max_trials must be set for tuner {config['tuner']}: pass --max-trials N")
+    return config
+
+
+def _flat_keys(mapping: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in mapping.items():
+        if isinstance(schema.get(key), dict):
+            keys += _flat_keys(value, schema[key], f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def dump(config: dict[str, Any]) -> str:
+    """The resolved config as YAML, keys in schema order."""
+    return yaml.safe_dump(copy.deepcopy(config), sort_keys=False)

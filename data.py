@@ -1,0 +1,289 @@
+"""The Kaggle chest X-ray folder layout turned into decoded, cached tf.data pipelines.
+
+Layout: ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg, NORMAL = 0 and PNEUMONIA = 1.
+Validation comes from train, grouped by patient; the 16 Kaggle val images join that pool.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
+DEFAULT_DATA_DIR = Path("data/chest_xray")
+PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_", re.IGNORECASE),  # PNEUMONIA: person12_bacteria_45.jpeg
+    re.compile(r"^((?:NORMAL2-)?IM-\d+)-", re.IGNORECASE),  # NORMAL: IM-0115-0001.jpeg
+)
+
+
+class DataError(ValueError):
+    """The data on disk cannot be used as it is; the message names the path and the fix."""
+
+
+@dataclass
+class Split:
+    """One split's files, labels (0/1) and, once decoded, uint8 images (N, H, W, C)."""
+
+    name: str
+    files: list[Path]
+    labels: np.ndarray
+    images: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def patients(self) -> set[str]:
+        return {patient_id(path) for path in self.files}
+
+    def subset(self, name: str, indices: np.ndarray) -> Split:
+        return Split(name, [self.files[i] for i in indices], self.labels[indices])
+
+
+def patient_id(path: Path) -> str:
+    """The patient a file belongs to, from its Kaggle name; an unknown name is its own patient."""
+    for pattern in PATIENT_PATTERNS:
+        match = pattern.match(path.name)
+        if match:
+            return match.group(1).upper()
+    return f"{path.parent.name}/{path.name}"
+
+
+def find_dataset_root(path: Path) -> Path:
+    """The folder holding train/ and test/ at or below `path` (the Kaggle zip nests a copy)."""
+    if not path.exists():
+        raise DataError(
+            f"data directory {path} does not exist: pass --data-dir with the folder that holds train/ and test/"
+        )
+    if not path.is_dir():
+        raise DataError(
+            f"data directory {path} is a file, not a folder: pass --data-dir with the folder that holds train/ and test/"
+        )
+    queue = [path]
+    while queue:
+        folder = queue.pop(0)
+        children = _subfolders(folder)
+        names = {child.name for child in children}
+        if names & {"train", "test"}:
+            for split in ("train", "test"):
+                if split not in names:
+                    raise DataError(
+                        f"{folder} has no {split}/ folder: the Kaggle layout needs train/ and test/ (val/ is optional)"
+                    )
+            return folder
+        if len(folder.relative_to(path).parts) < 3:
+            queue += [child for child in children if child.name != "__MACOSX"]
+    raise DataError(f"no train/ and test/ folders found in {path}: pass --data-dir with the folder that holds them")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+    except PermissionError:
+        raise DataError(
+            f"cannot read folder {folder}: permission denied; make it readable or pass another --data-dir"
+        ) from None
+
+
+def download_dataset(target: Path = DEFAULT_DATA_DIR) -> Path:
+    """Fetch the public Kaggle dataset with kagglehub (no account needed) into target's parent."""
+    try:
+        import kagglehub
+
+        print(f"Downloading {KAGGLE_HANDLE} with kagglehub into {target.parent} (about 1.2 GB)...")
+        downloaded = Path(kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(target.parent)))
+    except Exception as error:  # kagglehub raises many kinds; every one means "no data"
+        raise DataError(
+            f"could not download {KAGGLE_HANDLE} ({type(error).__name__}; offline?): download it by hand "
+            f"and put its chest_xray folder at {target}, or pass --data-dir PATH"
+        ) from None
+    return find_dataset_root(downloaded)
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """A named folder must hold the data; with none named, use data/chest_xray or download it."""
+    if data_dir is not None:
+        return find_dataset_root(Path(data_dir).expanduser())
+    if DEFAULT_DATA_DIR.exists():
+        return find_dataset_root(DEFAULT_DATA_DIR)
+    return download_dataset(DEFAULT_DATA_DIR)
+
+
+def list_split(root: Path, split: str) -> Split:
+    """Every image file of one split, skipping hidden files and files that are not images."""
+    files, labels = [], []
+    for label, class_name in enumerate(CLASS_NAMES):
+        folder = root / split / class_name
+        if not folder.is_dir():
+            raise DataError(f"{folder} is missing: each split needs a NORMAL/ and a PNEUMONIA/ folder")
+        try:
+            found = sorted(
+                path
+                for path in folder.iterdir()
+                if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+            )
+        except PermissionError:
+            raise DataError(f"cannot read folder {folder}: permission denied; make it readable") from None
+        if not found:
+            raise DataError(f"{folder} holds no images (.jpeg, .jpg or .png): add its images or fix the path")
+        files += found
+        labels += [label] * len(found)
+    return Split(split, files, np.array(labels, dtype=np.int64))
+
+
+def split_by_patient(pool: Split, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): about `fraction` of each class, whole patients only."""
+    patients = [patient_id(path) for path in pool.files]
+    members: dict[str, list[int]] = {}
+    for index, patient in enumerate(patients):
+        members.setdefault(patient, []).append(index)
+    rng = np.random.default_rng(seed)
+    validation: list[int] = []
+    for label in range(len(CLASS_NAMES)):
+        # A patient goes with the class most of their images carry.
+        groups = sorted(
+            patient
+            for patient, indices in members.items()
+            if Counter(pool.labels[indices].tolist()).most_common(1)[0][0] == label
+        )
+        target = fraction * sum(len(members[patient]) for patient in groups)
+        taken = 0
+        for position in rng.permutation(len(groups)):
+            if taken >= target:
+                break
+            validation += members[groups[position]]
+            taken += len(members[groups[position]])
+    validation_indices = np.array(sorted(validation), dtype=np.int64)
+    train_indices = np.setdiff1d(np.arange(len(pool)), validation_indices)
+    return train_indices, validation_indices
+
+
+def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, Split]:
+    """train / validation / test file lists; Kaggle's 16-image val joins the pool validation is drawn from."""
+    train = list_split(root, "train")
+    if (root / "val").is_dir():
+        kaggle_val = list_split(root, "val")
+        train = Split("train", train.files + kaggle_val.files, np.concatenate([train.labels, kaggle_val.labels]))
+    for label, class_name in enumerate(CLASS_NAMES):
+        if np.sum(train.labels == label) < 2:
+            raise DataError(f"{root / 'train' / class_name} needs at least 2 images to carve a validation split from")
+    train_indices, validation_indices = split_by_patient(train, validation_fraction, seed)
+    return {
+        "train": train.subset("train", train_indices),
+        "validation": train.subset("validation", validation_indices),
+        "test": list_split(root, "test"),
+    }
+
+
+def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarray:
+    """Decode and resize every file once into uint8 (N, size, size, channels); list every bad file."""
+    import tensorflow as tf
+
+    def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        return index, tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    images = np.zeros((len(files), image_size, image_size, channels), dtype=np.uint8)
+    decoded = np.zeros(len(files), dtype=bool)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((np.arange(len(files)), [str(path) for path in files]))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .ignore_errors()
+        .batch(256)
+    )
+    for indices, batch in dataset.as_numpy_iterator():
+        images[indices] = batch
+        decoded[indices] = True
+    bad = [str(files[i]) for i in np.flatnonzero(~decoded)]
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} file(s) could not be decoded as images: {shown}; remove or replace them")
+    return images
+
+
+def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str) -> None:
+    """Fill each split's images in place."""
+    channels = 3 if color_mode == "rgb" else 1
+    for split in splits.values():
+        split.images = decode_images(split.files, image_size, channels)
+
+
+def to_dataset(split: Split, batch_size: int, *, shuffle: bool = False, seed: int | None = None):
+    """A batched, prefetched tf.data.Dataset of (uint8 images, one-hot labels)."""
+    import tensorflow as tf
+
+    one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)[split.labels]
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, one_hot))
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights: n_images / (n_classes * n_class_images)."""
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    return {label: float(len(labels) / (len(CLASS_NAMES) * count)) for label, count in enumerate(counts)}
+
+
+def summary_table(splits: dict[str, Split]) -> pd.DataFrame:
+    """Images per split and class, and patients per split."""
+    rows = {
+        name: {
+            **{class_name: int(np.sum(split.labels == label)) for label, class_name in enumerate(CLASS_NAMES)},
+            "images": len(split),
+            "patients": len(split.patients),
+        }
+        for name, split in splits.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def make_synthetic_dataset(
+    root: Path, *, train_patients: int = 24, test_patients: int = 8, size: int = 64, seed: int = 0
+) -> Path:
+    """Write a small learnable dataset in the Kaggle layout: PNEUMONIA lungs carry bright opacities.
+
+    Each patient has two images; the files mix grayscale JPEG, RGB JPEG and PNG of varied sizes.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    counts = {"train": train_patients, "val": 1, "test": test_patients}
+    serial = 0
+    for split, patients in counts.items():
+        for label, class_name in enumerate(CLASS_NAMES):
+            folder = root / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(patients):
+                number = serial = serial + 1
+                for shot in range(2):
+                    side = size + 8 * (serial % 3)
+                    pixels = _synthetic_xray(rng, side, pneumonia=bool(label))
+                    stem = f"person{number}_bacteria_{shot}" if label else f"IM-{number:04d}-{shot + 1:04d}"
+                    image = Image.fromarray(pixels)
+                    if (number + shot) % 3 == 1:
+                        image = image.convert("RGB")
+                    suffix = ".png" if (number + shot) % 5 == 0 else ".jpeg"
+                    image.save(folder / f"{stem}{suffix}")
+    return root
+
+
+def _synthetic_xray(rng: np.random.Generator, side: int, *, pneumonia: bool) -> np.ndarray:
+    y, x = np.mgrid[0:side, 0:side] / side
+    image = 150 + rng.normal(0, 12, (side, side))
+    for centre in (0.3, 0.7):  # two dark lungs
+        image -= 90 * (((x - centre) / 0.16) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1)
+    if pneumonia:
+        for _ in range(3):
+            cx, cy = rng.choice([0.3, 0.7]) + rng.uniform(-0.06, 0.06), rng.uniform(0.35, 0.65)
+            image += 110 * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.06**2)))
+    return np.clip(image, 0, 255).astype(np.uint8)

@@ -1,0 +1,152 @@
+"""The search space around the baseline softmax CNN of ../shared/BASELINE.md.
+
+Every hyperparameter's default is the baseline's value, and `baseline_hyperparameters()`
+returns that point, so `build()` on it gives the baseline model exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import keras_tuner as kt
+from keras import layers
+
+BASELINE: dict[str, Any] = {
+    "conv_blocks": 4,
+    "filters_0": 64,
+    "filters_1": 32,
+    "filters_2": 128,
+    "filters_3": 128,
+    "dropout": 0.2,
+    "dense_layers": 2,
+    "units_0": 512,
+    "units_1": 264,
+    "learning_rate": 1e-3,
+}
+
+
+def max_conv_blocks(image_size: int) -> int:
+    """How many (3x3 valid conv, 2x2 pool) blocks fit before the feature map drops below 1 x 1."""
+    blocks, side = 0, image_size
+    while (side - 2) // 2 >= 1:
+        side = (side - 2) // 2
+        blocks += 1
+    return blocks
+
+
+def baseline_hyperparameters() -> kt.HyperParameters:
+    """The baseline's point of the space: build() on it gives the 931,130-parameter baseline."""
+    hp = kt.HyperParameters()
+    hp.values.update(BASELINE)
+    return hp
+
+
+class ChestXRayHyperModel(kt.HyperModel):
+    """Conv depth and filters, dropout, dense layers and the RMSprop learning rate, tuned."""
+
+    def __init__(self, image_size: int, channels: int, search_space: dict[str, Any], augmentation: dict[str, float]):
+        super().__init__(name="chest_xray_cnn")
+        self.input_shape = (image_size, image_size, channels)
+        self.space = search_space
+        self.augmentation = augmentation
+        fitting = max_conv_blocks(image_size)
+        if BASELINE["conv_blocks"] > fitting:
+            raise ValueError(
+                f"image_size {image_size} is too small for the baseline's {BASELINE['conv_blocks']} conv blocks: use at least 46"
+            )
+        if search_space["conv_blocks"]["min"] > fitting:
+            raise ValueError(
+                f"search_space.conv_blocks.min {search_space['conv_blocks']['min']} does not fit image_size {image_size}: "
+                f"at most {fitting} blocks fit"
+            )
+        # Deeper networks would shrink the feature map below 1 x 1: clamp instead of failing a trial.
+        self.max_blocks = min(search_space["conv_blocks"]["max"], fitting)
+        self._check_baseline_inside()
+
+    def _check_baseline_inside(self) -> None:
+        space = self.space
+        ranges = {
+            "conv_blocks": BASELINE["conv_blocks"],
+            "dropout": BASELINE["dropout"],
+            "dense_layers": BASELINE["dense_layers"],
+            "learning_rate": BASELINE["learning_rate"],
+        }
+        for key, value in ranges.items():
+            if not space[key]["min"] <= value <= space[key]["max"]:
+                raise ValueError(f"search_space.{key} must include the baseline's {value}: widen its min/max")
+        for key, prefix in (("filters", "filters_"), ("dense_units", "units_")):
+            missing = sorted({v for k, v in BASELINE.items() if k.startswith(prefix)} - set(space[key]))
+            if missing:
+                raise ValueError(f"search_space.{key} must include the baseline's {missing}: add them to its list")
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        space = self.space
+        blocks = hp.Int("conv_blocks", space["conv_blocks"]["min"], self.max_blocks, default=BASELINE["conv_blocks"])
+        dense_range = space["dense_layers"]
+        dense = hp.Int("dense_layers", dense_range["min"], dense_range["max"], default=BASELINE["dense_layers"])
+        dropout = hp.Float(
+            "dropout",
+            space["dropout"]["min"],
+            space["dropout"]["max"],
+            step=space["dropout"]["step"],
+            default=BASELINE["dropout"],
+        )
+        learning_rate = hp.Float(
+            "learning_rate",
+            space["learning_rate"]["min"],
+            space["learning_rate"]["max"],
+            sampling="log",
+            default=BASELINE["learning_rate"],
+        )
+
+        inputs = keras.Input(self.input_shape, name="pixels")
+        x = self._augmentation()(inputs)
+        x = layers.Rescaling(1.0 / 255)(x)
+        # Every block's hyperparameter is declared, active only when the depth reaches it,
+        # so Keras Tuner knows the whole space before the first trial.
+        for i in range(self.max_blocks):
+            with hp.conditional_scope("conv_blocks", list(range(i + 1, self.max_blocks + 1))):
+                filters = hp.Choice(
+                    f"filters_{i}", space["filters"], default=BASELINE.get(f"filters_{i}", space["filters"][0])
+                )
+            if i < blocks:
+                x = layers.Conv2D(filters, 3, activation="relu")(x)
+                x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(dropout)(x)
+        for i in range(dense_range["max"]):
+            with hp.conditional_scope("dense_layers", list(range(i + 1, dense_range["max"] + 1))):
+                units = hp.Choice(
+                    f"units_{i}", space["dense_units"], default=BASELINE.get(f"units_{i}", space["dense_units"][0])
+                )
+            if i < dense:
+                x = layers.Dense(units, activation="relu")(x)
+        outputs = layers.Dense(2, activation="softmax", name="probabilities")(x)
+
+        model = keras.Model(inputs, outputs, name="chest_xray_cnn")
+        model.compile(
+            optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+            loss="categorical_crossentropy",
+            # Per-label AUC averaged over two complementary softmax columns is the ROC AUC of PNEUMONIA.
+            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
+        )
+        return model
+
+    def _augmentation(self) -> keras.Sequential:
+        """The baseline's ImageDataGenerator settings as Keras layers, active only in training."""
+        settings = self.augmentation
+        steps = []
+        if settings["width_shift"] or settings["height_shift"]:
+            steps.append(
+                layers.RandomTranslation(settings["height_shift"], settings["width_shift"], fill_mode="nearest")
+            )
+        if settings["shear_degrees"]:
+            # ImageDataGenerator reads shear as an angle in degrees; RandomShear takes its tangent.
+            shear = math.tan(math.radians(settings["shear_degrees"]))
+            steps.append(layers.RandomShear(x_factor=shear, fill_mode="nearest"))
+        if settings["zoom"]:
+            zoom = (-settings["zoom"], settings["zoom"])
+            steps.append(layers.RandomZoom(zoom, zoom, fill_mode="nearest"))
+        return keras.Sequential(steps, name="augmentation")

@@ -1,0 +1,393 @@
+"""Turn one run's results into files: tables, plots, the model and report.md, each written whole."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+from data import CLASS_NAMES
+
+PUBLISHED = {
+    "accuracy": 0.9295,
+    "source": "../shared/BASELINE.md, the original notebook's last of 45 epochs",
+    "caveat": (
+        "The original notebook's 92.95% (580 of 624) is the last of its 45 epochs, measured on the 624-image "
+        'test split that it monitored every epoch as its "validation" data; across those epochs the figure '
+        "swung between 70.5% and 94.7%. It is not a held-out result, so it is quoted here, not compared."
+    ),
+}
+METRIC_ROWS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "threshold", "n_images")
+
+
+@dataclass
+class RunResult:
+    """Everything a report shows, read back from the run folder's files."""
+
+    config: dict[str, Any]
+    data_summary: pd.DataFrame
+    trials: pd.DataFrame | None
+    best_hyperparameters: dict[str, Any]
+    history: pd.DataFrame
+    metrics: dict[str, Any]  # "validation", "test", "run"
+    predictions: pd.DataFrame  # split, file, label, p_pneumonia
+    counterpart: tuple[str, dict[str, Any]] | None = None  # the other kind's run name and metrics
+
+    @property
+    def kind(self) -> str:
+        return self.metrics["run"]["kind"]
+
+    @classmethod
+    def load(cls, run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> RunResult:
+        trials = run_dir / "trials.csv"
+        return cls(
+            config=yaml.safe_load((run_dir / "config.yaml").read_text()),
+            data_summary=pd.read_csv(run_dir / "data_summary.csv", index_col=0),
+            trials=pd.read_csv(trials, dtype={"trial_id": str}, keep_default_na=False, na_values=[""])
+            if trials.exists()
+            else None,
+            best_hyperparameters=yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text()),
+            history=pd.read_csv(run_dir / "history.csv"),
+            metrics=json.loads((run_dir / "metrics.json").read_text()),
+            predictions=pd.read_csv(run_dir / "predictions.csv"),
+            counterpart=counterpart,
+        )
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only once written completely."""
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
+def write_run(
+    run_dir: Path,
+    *,
+    data_summary: pd.DataFrame,
+    trials: pd.DataFrame | None,
+    best_hyperparameters: dict[str, Any],
+    history: pd.DataFrame,
+    metrics: dict[str, Any],
+    predictions: pd.DataFrame,
+    model: Any,
+    counterpart: tuple[str, dict[str, Any]] | None = None,
+) -> None:
+    """Write a finished run's tables and model beside its config.yaml, then render its report."""
+    if trials is not None:
+        _write_csv(run_dir / "trials.csv", trials)
+    _write_csv(run_dir / "data_summary.csv", data_summary, index=True)
+    write_text(run_dir / "best_hyperparameters.yaml", yaml.safe_dump(best_hyperparameters, sort_keys=False))
+    _write_csv(run_dir / "history.csv", history)
+    _write_csv(run_dir / "predictions.csv", predictions)
+    with atomic_path(run_dir / "model.keras") as temporary:
+        model.save(temporary)
+    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    render(run_dir, counterpart)
+
+
+def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> None:
+    """(Re)draw a run's plots and report.md from its files; report.md comes last."""
+    result = RunResult.load(run_dir, counterpart)
+    objective = result.config["objective"]
+    if result.trials is not None:
+        _save(run_dir / "search_progress.png", search_progress_figure(result.trials, objective))
+        _save(run_dir / "search_hyperparameters.png", hyperparameter_figure(result.trials))
+    _save(
+        run_dir / "learning_curves.png",
+        learning_curves_figure(result.history, objective, result.metrics["run"]["best_epoch"]),
+    )
+    _save(run_dir / "confusion_matrix.png", confusion_figure(result.metrics))
+    _save(run_dir / "roc_curve.png", roc_figure(result.predictions, result.metrics))
+    write_text(run_dir / "report.md", render_markdown(result))
+
+
+def _write_csv(path: Path, table: pd.DataFrame, index: bool = False) -> None:
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=index)
+
+
+def _save(path: Path, figure: Figure) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, bbox_inches="tight")
+
+
+def learning_curves_figure(history: pd.DataFrame, objective: str, best_epoch: int) -> Figure:
+    figure = Figure(figsize=(13, 3.6))
+    for ax, metric in zip(figure.subplots(1, 3), ("loss", "accuracy", "auc")):
+        ax.plot(history["epoch"], history[metric], label="train")
+        ax.plot(history["epoch"], history[f"val_{metric}"], label="validation")
+        ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch} (best {objective})")
+        ax.set(title=metric, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    figure.suptitle("Final training: train vs validation (test never seen)")
+    return figure
+
+
+def confusion_figure(metrics: dict[str, Any]) -> Figure:
+    figure = Figure(figsize=(9, 3.8))
+    for ax, split in zip(figure.subplots(1, 2), ("validation", "test")):
+        matrix = np.array(metrics[split]["confusion_matrix"])
+        ConfusionMatrixDisplay(matrix, display_labels=list(CLASS_NAMES)).plot(ax=ax, colorbar=False, cmap="Blues")
+        ax.set_title(f"{split} (threshold {metrics[split]['threshold']:.3f})")
+    return figure
+
+
+def roc_figure(predictions: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
+    figure = Figure(figsize=(5, 4.6))
+    ax = figure.subplots()
+    for split in ("validation", "test"):
+        rows = predictions[predictions["split"] == split]
+        RocCurveDisplay.from_predictions(rows["label"], rows["p_pneumonia"], name=split, ax=ax)
+        chosen = metrics[split]
+        ax.plot(1 - chosen["specificity"], chosen["sensitivity"], "o", color="black")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_title("ROC (dots: the validation-chosen threshold)")
+    return figure
+
+
+def search_progress_figure(trials: pd.DataFrame, objective: str) -> Figure:
+    figure = Figure(figsize=(7, 3.8))
+    ax = figure.subplots()
+    done = trials[trials["status"] == "COMPLETED"]
+    order = np.arange(len(trials))[trials["status"].to_numpy() == "COMPLETED"]
+    ax.plot(order, done["objective"], "o", label="trial")
+    ax.step(
+        order,
+        done["objective"].cummax() if _maximised(objective) else done["objective"].cummin(),
+        where="post",
+        label="best so far",
+    )
+    if len(done) and done.index[0] == 0:
+        ax.plot(order[0], done["objective"].iloc[0], "s", color="red", markersize=9, label="baseline (trial 0)")
+    ax.set(xlabel="trial", ylabel=objective, title="Search progress")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def hyperparameter_figure(trials: pd.DataFrame) -> Figure:
+    done = trials[trials["status"] == "COMPLETED"]
+    names = [name for name in _hyperparameter_columns(trials) if done[name].notna().any()]
+    columns = 3
+    rows = max(1, math.ceil(len(names) / columns))
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for ax, name in zip(axes, names):
+        ax.plot(done[name], done["objective"], "o", alpha=0.7)
+        if name == "learning_rate":
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel="objective")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    figure.suptitle("Validation objective against each hyperparameter")
+    figure.tight_layout()
+    return figure
+
+
+def _hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
+    fixed = {"trial_id", "status", "objective", "epochs_run", "seconds", "error"}
+    return [name for name in trials.columns if name not in fixed and not name.startswith("tuner/")]
+
+
+def _maximised(objective: str) -> bool:
+    return not objective.endswith("loss")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 2:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 0.01 else f"{value:.3f}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def render_markdown(result: RunResult) -> str:
+    config, metrics = result.config, result.metrics
+    run = metrics["run"]
+    test, validation = metrics["test"], metrics["validation"]
+    this = "tuned (this run)" if result.kind == "search" else "baseline (this run)"
+    other_kind = "baseline" if result.kind == "search" else "tuned"
+    other = result.counterpart
+    baseline = run["baseline_hyperparameters"]
+    threshold_rule = (
+        "Youden's J on validation" if config["threshold"] == "youden" else f"fixed at {config['threshold']}"
+    )
+
+    header = ["metric", this, f"{other_kind} (`{other[0]}`)" if other else f"{other_kind} (no matching run yet)"]
+    rows = [[name, test[name], other[1]["test"][name] if other else None] for name in METRIC_ROWS]
+    published_row = ["accuracy, original notebook (not held out)", PUBLISHED["accuracy"], ""]
+    missing_other = (
+        ""
+        if other
+        else f"\nNo finished {other_kind} run with the same data, image size, seed and protocol was found in "
+        f"`{config['reports_dir']}/`; run `python search.py{' --baseline' if result.kind == 'search' else ''}` with the same "
+        "settings to fill that column (it is filled when the later of the two runs writes its report).\n"
+    )
+
+    lines = [
+        f"# Chest X-ray pneumonia classifier: {result.kind} run `{config['run_name']}`",
+        "",
+        f"**Held-out test ({test['n_images']} images, predicted once at the end):** accuracy {test['accuracy']:.3f}, "
+        f"ROC AUC {test['roc_auc']:.3f}, sensitivity {test['sensitivity']:.3f}, specificity {test['specificity']:.3f} "
+        f"at threshold {test['threshold']:.3f} ({threshold_rule}).",
+        "",
+        "## Test: this run against the other kind",
+        "",
+        _table(header, rows + [published_row]),
+        missing_other,
+        f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.",
+        "",
+        "## What ran",
+        "",
+        _table(
+            ["setting", "value"],
+            [
+                ["data", f"`{config['data_dir']}`"],
+                ["input", f"{config['image_size']} x {config['image_size']} {config['color_mode']}"],
+                [
+                    "validation",
+                    f"{config['validation_fraction']:.0%} of train, grouped by patient, stratified by class (seed {config['seed']})",
+                ],
+                ["class weights", "on" if config["class_weights"] else "off"],
+                [
+                    "search",
+                    _search_summary(result)
+                    if result.trials is not None
+                    else "none: the baseline point, trained directly",
+                ],
+                [
+                    "final training",
+                    f"{config['final_epochs']} epochs, kept epoch {run['best_epoch']} (best {config['objective']})",
+                ],
+                ["threshold", f"{test['threshold']:.3f}, {threshold_rule}"],
+                [
+                    "wall time",
+                    ", ".join(
+                        f"{phase.replace('_', ' ')} {_duration(seconds)}"
+                        for phase, seconds in run["wall_seconds"].items()
+                    ),
+                ],
+                ["versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())],
+                ["machine", run["machine"]],
+                ["command", f"`{run['command']}`"],
+            ],
+        ),
+        "",
+        "Images per split:",
+        "",
+        _table(
+            ["split", *result.data_summary.columns],
+            [[name, *row] for name, row in zip(result.data_summary.index, result.data_summary.to_numpy().tolist())],
+        ),
+        "",
+        "## Validation (where every choice was made)",
+        "",
+        _table(["metric", "validation", "test"], [[name, validation[name], test[name]] for name in METRIC_ROWS]),
+        "",
+        "## Hyperparameters: chosen against the baseline's",
+        "",
+        _table(
+            ["hyperparameter", "baseline", "this run"],
+            [
+                [name, baseline.get(name), result.best_hyperparameters.get(name)]
+                for name in dict.fromkeys([*baseline, *result.best_hyperparameters])
+            ],
+        ),
+        "",
+    ]
+    if result.trials is not None:
+        lines += _search_section(result.trials, config["objective"])
+    lines += [
+        "## Plots",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "![confusion matrices](confusion_matrix.png) ![ROC curves](roc_curve.png)",
+        "",
+    ]
+    if result.trials is not None:
+        lines += [
+            "![search progress](search_progress.png)",
+            "",
+            "![objective against hyperparameters](search_hyperparameters.png)",
+            "",
+        ]
+    lines += [
+        "## Files",
+        "",
+        "`config.yaml` settings as resolved · `metrics.json` validation and test metrics · `history.csv` final training per epoch · "
+        "`predictions.csv` every validation and test probability · `best_hyperparameters.yaml` · "
+        + ("`trials.csv` one row per trial · " if result.trials is not None else "")
+        + "`model.keras` the kept model (takes raw 0-255 pixels).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _search_summary(result: RunResult) -> str:
+    trials, config = result.trials, result.config
+    completed = int((trials["status"] == "COMPLETED").sum())
+    epochs = int(trials["epochs_run"].fillna(0).sum())
+    budget = f"max {config['max_trials']} trials" if config["max_trials"] else "its full schedule"
+    return (
+        f"{config['tuner']} ({budget}, up to {config['epochs']} epochs a trial, objective {config['objective']}): "
+        f"{len(trials)} trials, {completed} completed, {epochs} epochs in all"
+    )
+
+
+def _search_section(trials: pd.DataFrame, objective: str) -> list[str]:
+    done = trials[trials["status"] == "COMPLETED"]
+    lines = ["## Search", ""]
+    if len(done):
+        best = done.loc[done["objective"].idxmax() if _maximised(objective) else done["objective"].idxmin()]
+        baseline = trials.iloc[0]
+        lines.append(
+            f"Trial 0 is the baseline point: validation objective {_cell(baseline['objective'])} "
+            f"({baseline['status'].lower()}). The best trial, {best['trial_id']}, reached {_cell(best['objective'])} "
+            "on the same per-trial budget."
+        )
+    failed = trials[trials["status"] != "COMPLETED"]
+    if len(failed):
+        lines += ["", f"**{len(failed)} trial(s) failed**:", ""]
+        lines += [f"- trial {row.trial_id}: {row.error}" for row in failed.itertuples()]
+    top = done.sort_values("objective", ascending=not _maximised(objective)).head(5)
+    shown = ["trial_id", "objective", "epochs_run", "seconds", *_hyperparameter_columns(trials)]
+    lines += ["", "Top trials:", "", _table(shown, top[shown].to_numpy().tolist()), ""]
+    return lines

@@ -1,0 +1,182 @@
+"""Keras Tuner's tuners, set up so the baseline is the first trial and every trial's cost is kept."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+
+TUNER_PREFIX = "tuner/"  # Keras Tuner's Hyperband bookkeeping values
+
+
+class SearchError(RuntimeError):
+    """The search could not produce a usable result; the message says why."""
+
+
+class BaselineFirst:
+    """Oracle mixin: the first trial evaluates the baseline, so every search is compared with it."""
+
+    def __init__(self, *args: Any, baseline_values: dict[str, Any], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.baseline_values = baseline_values
+
+    def _random_values(self) -> dict[str, Any] | None:
+        if not self.trials:
+            return dict(self.baseline_values)
+        return super()._random_values()
+
+
+class BaselineFirstHyperbandOracle(BaselineFirst, kt.oracles.HyperbandOracle):
+    pass
+
+
+class BaselineFirstRandomSearchOracle(BaselineFirst, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class BaselineFirstBayesianOracle(BaselineFirst, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class TrialRecorder:
+    """Tuner mixin: prints progress and records each trial's epochs and seconds with its metrics."""
+
+    def on_search_begin(self) -> None:
+        super().on_search_begin()
+        self.search_started = time.monotonic()
+
+    def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_begin(trial)
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.search_started))
+        planned = planned_trials(self.oracle)
+        best = [trial for trial in self.oracle.get_best_trials(len(self.oracle.trials)) if trial.score is not None]
+        best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
+        print(
+            f"\n== Trial {len(self.oracle.trials)} of {planned or '?'} | elapsed {elapsed} | "
+            f"best {self.oracle.objective.name} so far: {best_text}",
+            flush=True,
+        )
+
+    def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict[str, float]:
+        started = time.monotonic()
+        (history,) = super().run_trial(trial, *args, **kwargs)
+        objective = self.oracle.objective
+        scores = np.asarray(history.history[objective.name], dtype=float)
+        if np.all(np.isnan(scores)):
+            raise kt.errors.FailedTrialError(f"{objective.name} was NaN in every epoch")
+        best = int(np.nanargmax(scores) if objective.direction == "max" else np.nanargmin(scores))
+        metrics = {name: float(values[best]) for name, values in history.history.items()}
+        metrics["epochs_run"] = len(scores)
+        metrics["trial_seconds"] = time.monotonic() - started
+        return metrics
+
+
+class HyperbandTuner(TrialRecorder, kt.Hyperband):
+    def __init__(self, oracle: kt.Oracle, **kwargs: Any):
+        # kt.Hyperband.__init__ would build its own oracle; ours puts the baseline first.
+        kt.Tuner.__init__(self, oracle=oracle, **kwargs)
+
+
+class SearchTuner(TrialRecorder, kt.Tuner):
+    pass
+
+
+def build_tuner(
+    hypermodel: kt.HyperModel,
+    *,
+    kind: str,
+    objective: str,
+    max_trials: int | None,
+    epochs: int,
+    hyperband_factor: int,
+    seed: int,
+    baseline_values: dict[str, Any],
+    directory: Path,
+    overwrite: bool,
+) -> kt.Tuner:
+    """A tuner of the given kind whose first trial is the baseline; it resumes from `directory`."""
+    goal = kt.Objective(objective, direction="min" if objective.endswith("loss") else "max")
+    common = {"objective": goal, "seed": seed, "baseline_values": baseline_values}
+    if kind == "hyperband":
+        oracle = BaselineFirstHyperbandOracle(max_epochs=epochs, factor=hyperband_factor, **common)
+        oracle.max_trials = max_trials  # Hyperband takes no max_trials; the base Oracle honours it.
+        tuner_class = HyperbandTuner
+    elif kind == "random":
+        oracle = BaselineFirstRandomSearchOracle(max_trials=max_trials, **common)
+        tuner_class = SearchTuner
+    else:
+        oracle = BaselineFirstBayesianOracle(max_trials=max_trials, **common)
+        tuner_class = SearchTuner
+    return tuner_class(
+        oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name="search", overwrite=overwrite
+    )
+
+
+def planned_trials(oracle: kt.Oracle) -> int | None:
+    """How many trials the search will run: max_trials, or Hyperband's schedule if smaller."""
+    if isinstance(oracle, kt.oracles.HyperbandOracle):
+        brackets = range(oracle._get_num_brackets())
+        schedule = sum(oracle._get_size(b, r) for b in brackets for r in range(oracle._get_num_rounds(b)))
+        schedule *= oracle.hyperband_iterations
+        return min(schedule, oracle.max_trials) if oracle.max_trials else schedule
+    return oracle.max_trials
+
+
+def run_search(tuner: kt.Tuner, train: Any, validation: Any, **fit_kwargs: Any) -> None:
+    """tuner.search(), with Keras Tuner's stop after repeated failures turned into one sentence."""
+    try:
+        tuner.search(train, validation_data=validation, **fit_kwargs)
+    except RuntimeError as error:
+        if "consecutive failures" not in str(error):
+            raise
+        raise SearchError(
+            f"the search stopped after repeated failed trials; last error: {_last_line(str(error))}"
+        ) from None
+
+
+def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
+    """One row per trial: id, status, objective, epochs, seconds, every hyperparameter, error."""
+    rows = []
+    for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
+        recorded = {
+            name: trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
+            for name in ("epochs_run", "trial_seconds")
+        }
+        values = trial.hyperparameters.values
+        rows.append(
+            {
+                "trial_id": trial.trial_id,
+                "status": trial.status,
+                "objective": trial.score,
+                "epochs_run": recorded["epochs_run"],
+                "seconds": recorded["trial_seconds"],
+                **{name: value for name, value in values.items() if not name.startswith(TUNER_PREFIX)},
+                **{name: value for name, value in values.items() if name.startswith(TUNER_PREFIX)},
+                "error": _last_line(trial.message) if trial.message else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_hyperparameters(tuner: kt.Tuner) -> kt.HyperParameters:
+    """The best completed trial's hyperparameters; an error naming the cause when every trial failed."""
+    best = tuner.get_best_hyperparameters(1)
+    if not best:
+        failed = [trial for trial in tuner.oracle.trials.values() if trial.message]
+        cause = _last_line(failed[-1].message) if failed else "no trial completed"
+        raise SearchError(f"every trial failed, so there is no best model; last error: {cause}")
+    return best[0]
+
+
+def searched_values(hp: kt.HyperParameters) -> dict[str, Any]:
+    """A point's hyperparameter values without Keras Tuner's bookkeeping."""
+    return {name: value for name, value in hp.values.items() if not name.startswith(TUNER_PREFIX)}
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
