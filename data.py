@@ -211,10 +211,12 @@ def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarr
 
 
 def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str) -> None:
-    """Fill each split's images in place."""
+    """Fill each split's images in place, decoding all files in one pass so every bad file is listed."""
     channels = 3 if color_mode == "rgb" else 1
+    images = decode_images([path for split in splits.values() for path in split.files], image_size, channels)
+    start = 0
     for split in splits.values():
-        split.images = decode_images(split.files, image_size, channels)
+        split.images, start = images[start : start + len(split)], start + len(split)
 
 
 def to_dataset(split: Split, batch_size: int, *, shuffle: bool = False, seed: int | None = None):

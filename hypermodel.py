@@ -134,7 +134,7 @@ class ChestXRayHyperModel(kt.HyperModel):
         )
         return model
 
-    def _augmentation(self) -> keras.Sequential:
+    def _augmentation(self) -> keras.Layer:
         """The baseline's ImageDataGenerator settings as Keras layers, active only in training."""
         settings = self.augmentation
         steps = []
@@ -149,4 +149,4 @@ class ChestXRayHyperModel(kt.HyperModel):
         if settings["zoom"]:
             zoom = (-settings["zoom"], settings["zoom"])
             steps.append(layers.RandomZoom(zoom, zoom, fill_mode="nearest"))
-        return keras.Sequential(steps, name="augmentation")
+        return keras.Sequential(steps, name="augmentation") if steps else layers.Identity(name="augmentation")

@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     clock = Stopwatch()
     try:
         config = resolve_config(args)
+        hypermodel = make_hypermodel(config)
         splits = load_data(config, args.synthetic)
         run_dir = prepare_run_dir(config, args)
-        hypermodel = make_hypermodel(config)
         clock.lap("data")
         if args.baseline:
             best, trials = baseline_point(), None
@@ -204,6 +204,7 @@ def fit_settings(splits, config: dict[str, Any]) -> dict[str, Any]:
         "validation_data": data.to_dataset(splits["validation"], config["batch_size"]),
         "class_weight": data.class_weights(splits["train"].labels) if config["class_weights"] else None,
         "verbose": 1 if sys.stdout.isatty() else 2,
+        "shuffle": False,  # the training dataset reshuffles itself every epoch
     }
 
 

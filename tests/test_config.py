@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+import config
+from config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "user.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_hold_the_baseline_protocol():
+    loaded = load_config()
+    assert loaded["image_size"] == 80 and loaded["color_mode"] == "rgb"
+    assert loaded["final_epochs"] == 45 and loaded["batch_size"] == 64
+    assert loaded["tuner"] == "hyperband" and loaded["objective"] == "val_auc"
+    assert loaded["validation_fraction"] == 0.1 and loaded["class_weights"] is True
+
+
+def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
+    path = write(tmp_path, "epochs: 4\nsearch_space:\n  dropout: {min: 0.1, max: 0.3, step: 0.1}\n")
+    loaded = load_config(path, {"--epochs": ("epochs", 7)})
+    assert loaded["epochs"] == 7
+    assert loaded["search_space"]["dropout"] == {"min": 0.1, "max": 0.3, "step": 0.1}
+    assert loaded["search_space"]["filters"] == [16, 32, 64, 128]  # untouched default
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("foo: 1\n", "unknown key 'foo'"),
+        ("augmentation: {twist: 1}\n", "unknown key 'augmentation.twist'"),
+        ("epochs: -1\n", "epochs must be at least 1"),
+        ("epochs: ten\n", "epochs must be an integer"),
+        ("class_weights: 1\n", "class_weights must be true or false"),
+        ("validation_fraction: 0\n", "validation_fraction must lie in (0, 1)"),
+        ("validation_fraction: 1\n", "validation_fraction must lie in (0, 1)"),
+        ("search_space: {learning_rate: {min: 0.1, max: 0.001}}\n", "search_space.learning_rate is upside down"),
+        ("search_space: {filters: []}\n", "search_space.filters must be a non-empty list"),
+        ("tuner: grid\n", "tuner must be one of hyperband, random, bayesian"),
+        ("threshold: 2\n", "threshold must be youden or a probability"),
+        ("run_name: ../escape\n", "run_name must be text matching"),
+        ("- a list\n", "must hold a mapping"),
+    ],
+)
+def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert expected in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "epochs: 3\nseed: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"user\.yaml line \d+: YAML syntax error"):
+        load_config(path)
+
+
+def test_bad_flag_value_names_the_flag():
+    with pytest.raises(ConfigError, match=r"^--final-epochs: final_epochs must be at least 1"):
+        load_config(None, {"--final-epochs": ("final_epochs", 0)})
+
+
+def test_random_and_bayesian_need_max_trials():
+    with pytest.raises(ConfigError, match="max_trials must be set for tuner random"):
+        load_config(None, {"--tuner": ("tuner", "random")})
+
+
+def test_missing_config_file_is_one_sentence(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = write(tmp_path, "seed: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="YAML syntax error"):
+        load_config(path)
+
+
+def test_dump_round_trips(tmp_path):
+    loaded = load_config()
+    path = write(tmp_path, config.dump(loaded))
+    assert load_config(path) == loaded

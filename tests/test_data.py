@@ -1,0 +1,187 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REAL_DATA, make_layout, write_image
+
+import data
+from data import DataError
+
+
+@pytest.mark.parametrize(
+    ("name", "patient"),
+    [
+        ("person12_bacteria_45.jpeg", "PERSON12"),
+        ("person12_virus_3.jpeg", "PERSON12"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-0383-0001.jpeg", "NORMAL2-IM-0383"),
+        ("scan.png", "NORMAL/scan.png"),
+    ],
+)
+def test_patient_id_from_kaggle_names(name, patient):
+    assert data.patient_id(Path("NORMAL") / name) == patient
+
+
+def test_split_keeps_patients_whole_and_classes_balanced(synthetic_root):
+    splits = data.load_splits(synthetic_root, 0.25, seed=1)
+    train, validation = splits["train"], splits["validation"]
+    assert not train.patients & validation.patients
+    for label in (0, 1):
+        share = np.sum(validation.labels == label) / (
+            np.sum(validation.labels == label) + np.sum(train.labels == label)
+        )
+        assert 0.15 <= share <= 0.35
+    # Kaggle's val images join the pool validation is drawn from.
+    val_files = {path.name for path in (synthetic_root / "val").rglob("*.*")}
+    assert val_files <= {path.name for path in train.files + validation.files}
+
+
+def test_split_is_deterministic_for_a_seed(synthetic_root):
+    first = data.load_splits(synthetic_root, 0.2, seed=5)["validation"].files
+    again = data.load_splits(synthetic_root, 0.2, seed=5)["validation"].files
+    other = data.load_splits(synthetic_root, 0.2, seed=6)["validation"].files
+    assert first == again
+    assert first != other
+
+
+def test_multi_image_patients_never_straddle_splits(tmp_path):
+    root = make_layout(tmp_path / "ds", per_class=2)
+    for shot in range(2, 6):  # one patient with five images
+        write_image(root / "train" / "PNEUMONIA" / f"person1_virus_{shot}.jpeg")
+    for seed in range(10):
+        splits = data.load_splits(root, 0.3, seed)
+        owners = [name for name in ("train", "validation") if "PERSON1" in splits[name].patients]
+        assert len(owners) == 1
+
+
+def test_finds_the_real_root_in_a_kaggle_download(tmp_path):
+    download = tmp_path / "download"
+    make_layout(download / "chest_xray" / "__MACOSX" / "junk")
+    make_layout(download / "chest_xray" / "chest_xray")
+    real = make_layout(download / "chest_xray")
+    assert data.find_dataset_root(download) == real
+
+
+def test_hidden_and_non_image_files_are_skipped(tmp_path):
+    root = make_layout(tmp_path / "ds")
+    (root / "train" / "NORMAL" / ".DS_Store").write_bytes(b"\0\1junk")
+    (root / "train" / "NORMAL" / "notes.txt").write_text("not an image")
+    split = data.list_split(root, "train")
+    assert len(split) == 6
+    assert all(not path.name.startswith(".") for path in split.files)
+
+
+def test_decodes_grayscale_rgb_and_png_of_any_size(tmp_path):
+    files = [
+        write_image(tmp_path / "a.jpeg", 50, "L"),
+        write_image(tmp_path / "b.jpeg", 70, "RGB"),
+        write_image(tmp_path / "c.png", 33, "L"),
+        write_image(tmp_path / "d.png", 90, "RGB"),
+    ]
+    rgb = data.decode_images(files, 24, channels=3)
+    gray = data.decode_images(files, 24, channels=1)
+    assert rgb.shape == (4, 24, 24, 3) and rgb.dtype == np.uint8
+    assert gray.shape == (4, 24, 24, 1)
+    assert np.all(rgb[0, ..., 0] == rgb[0, ..., 1])  # grey replicated into RGB
+    assert abs(int(rgb[0].mean()) - 128) <= 1
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("missing root", "does not exist"),
+        ("root is a file", "is a file, not a folder"),
+        ("missing split", "has no test/ folder"),
+        ("missing class folder", "PNEUMONIA is missing"),
+        ("empty class folder", "holds no images"),
+    ],
+)
+def test_layout_errors_name_the_path(tmp_path, breakage, message):
+    root = make_layout(tmp_path / "ds")
+    target = root
+    if breakage == "missing root":
+        target = tmp_path / "absent"
+    elif breakage == "root is a file":
+        target = tmp_path / "file.txt"
+        target.write_text("x")
+    elif breakage == "missing split":
+        for path in (root / "test").rglob("*.jpeg"):
+            path.unlink()
+        for folder in sorted((root / "test").rglob("*"), reverse=True):
+            folder.rmdir()
+        (root / "test").rmdir()
+    elif breakage == "missing class folder":
+        for path in (root / "test" / "PNEUMONIA").iterdir():
+            path.unlink()
+        (root / "test" / "PNEUMONIA").rmdir()
+    elif breakage == "empty class folder":
+        for path in (root / "train" / "NORMAL").iterdir():
+            path.unlink()
+    with pytest.raises(DataError, match=message) as error:
+        data.load_splits(data.find_dataset_root(target), 0.3, seed=0)
+    assert str(target if breakage in ("missing root", "root is a file") else root) in str(error.value)
+
+
+def test_undecodable_files_are_all_listed(tmp_path):
+    root = make_layout(tmp_path / "ds")
+    broken = root / "train" / "NORMAL" / "IM-0099-0001.jpeg"
+    broken.write_text("this is text, not a JPEG")
+    truncated = root / "train" / "PNEUMONIA" / "person9_virus_1.jpeg"
+    truncated.write_bytes(b"")
+    splits = data.load_splits(root, 0.3, seed=0)
+    with pytest.raises(DataError, match="2 file") as error:
+        data.decode_splits(splits, 16, "rgb")
+    assert str(broken) in str(error.value) and str(truncated) in str(error.value)
+
+
+def test_class_weights_balance_the_classes():
+    weights = data.class_weights(np.array([0] * 25 + [1] * 75))
+    assert weights[0] == pytest.approx(2.0) and weights[1] == pytest.approx(2 / 3)
+    assert 25 * weights[0] == pytest.approx(75 * weights[1])
+
+
+def test_summary_table_counts(synthetic_root):
+    splits = data.load_splits(synthetic_root, 0.25, seed=0)
+    table = data.summary_table(splits)
+    assert list(table.index) == ["train", "validation", "test"]
+    assert table.loc["test", "NORMAL"] == 16 and table.loc["test", "PNEUMONIA"] == 16
+    assert table["images"].sum() == sum(len(split) for split in splits.values())
+    assert table.loc["test", "patients"] == 16  # two images per synthetic patient
+
+
+def test_dataset_yields_uint8_images_and_one_hot_labels(synthetic_root):
+    splits = data.load_splits(synthetic_root, 0.25, seed=0)
+    data.decode_splits(splits, 32, "grayscale")
+    images, labels = next(iter(data.to_dataset(splits["test"], 8)))
+    assert images.dtype.name == "uint8" and tuple(images.shape) == (8, 32, 32, 1)
+    assert np.allclose(labels.numpy().sum(axis=1), 1)
+
+
+def test_synthetic_classes_differ_in_a_learnable_way(synthetic_root):
+    splits = data.load_splits(synthetic_root, 0.25, seed=0)
+    data.decode_splits(splits, 32, "grayscale")
+    train = splits["train"]
+    brightness = train.images.reshape(len(train), -1).mean(axis=1)
+    assert brightness[train.labels == 1].mean() > brightness[train.labels == 0].mean() + 5
+
+
+def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch):
+    import kagglehub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", offline)
+    with pytest.raises(DataError, match="could not download .*offline.*data-dir"):
+        data.download_dataset(tmp_path / "data" / "chest_xray")
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="../shared/data/chest_xray is only beside the development checkout")
+def test_real_dataset_counts_and_patient_split():
+    splits = data.load_splits(data.find_dataset_root(REAL_DATA), 0.1, seed=42)
+    table = data.summary_table(splits)
+    assert table.loc["test", "NORMAL"] == 234 and table.loc["test", "PNEUMONIA"] == 390
+    assert table.loc[["train", "validation"], "NORMAL"].sum() == 1341 + 8
+    assert table.loc[["train", "validation"], "PNEUMONIA"].sum() == 3875 + 8
+    assert not splits["train"].patients & splits["validation"].patients
+    assert 0.09 <= len(splits["validation"]) / (len(splits["train"]) + len(splits["validation"])) <= 0.11

@@ -1,0 +1,118 @@
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+import config
+from hypermodel import BASELINE, ChestXRayHyperModel, baseline_hyperparameters, max_conv_blocks
+
+CONFIG = config.load_config()
+
+
+def hypermodel(image_size: int = 80, channels: int = 3, **space) -> ChestXRayHyperModel:
+    return ChestXRayHyperModel(image_size, channels, {**CONFIG["search_space"], **space}, CONFIG["augmentation"])
+
+
+def random_point(model: ChestXRayHyperModel, seed: int) -> kt.HyperParameters:
+    """A random point of the space, sampled the way Keras Tuner's oracles do."""
+    space = kt.HyperParameters()
+    model.build(space)
+    point = kt.HyperParameters()
+    for parameter in space.space:
+        point.merge([parameter])
+        if point.is_active(parameter):
+            point.values[parameter.name] = parameter.random_sample(seed)
+            seed += 1
+    return point
+
+
+def test_baseline_is_exactly_the_published_cnn():
+    model = hypermodel().build(baseline_hyperparameters())
+    layers = [(layer.__class__.__name__, layer.output.shape[1:]) for layer in model.layers[1:]]
+    assert layers == [
+        ("Sequential", (80, 80, 3)),
+        ("Rescaling", (80, 80, 3)),
+        ("Conv2D", (78, 78, 64)),
+        ("MaxPooling2D", (39, 39, 64)),
+        ("Conv2D", (37, 37, 32)),
+        ("MaxPooling2D", (18, 18, 32)),
+        ("Conv2D", (16, 16, 128)),
+        ("MaxPooling2D", (8, 8, 128)),
+        ("Conv2D", (6, 6, 128)),
+        ("MaxPooling2D", (3, 3, 128)),
+        ("Flatten", (1152,)),
+        ("Dropout", (1152,)),
+        ("Dense", (512,)),
+        ("Dense", (264,)),
+        ("Dense", (2,)),
+    ]
+    assert model.count_params() == 931_130
+    assert sum(np.prod(w.shape) for w in model.trainable_weights) == 931_130
+    assert model.layers[-1].activation.__name__ == "softmax"
+    assert model.layers[-4].rate == pytest.approx(0.2)
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert model.loss == "categorical_crossentropy"
+
+
+def test_defaults_of_the_space_are_the_baseline():
+    space = kt.HyperParameters()
+    hypermodel().build(space)
+    assert space.values == BASELINE
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_points_build_and_train_a_step(seed):
+    model_maker = hypermodel(image_size=48)
+    point = random_point(model_maker, seed * 100)
+    model = model_maker.build(point)
+    x = np.random.default_rng(seed).integers(0, 255, (4, 48, 48, 3), dtype=np.uint8)
+    y = np.eye(2, dtype="float32")[[0, 1, 0, 1]]
+    history = model.fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    conv_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(conv_layers) == point.values["conv_blocks"]
+    assert [layer.filters for layer in conv_layers] == [point.values[f"filters_{i}"] for i in range(len(conv_layers))]
+
+
+def test_learning_rate_reaches_rmsprop():
+    point = baseline_hyperparameters()
+    point.values["learning_rate"] = 0.0037
+    model = hypermodel().build(point)
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0037)
+
+
+def test_depth_is_clamped_to_what_the_image_size_allows():
+    assert max_conv_blocks(80) == 4 and max_conv_blocks(48) == 4 and max_conv_blocks(224) == 6
+    model_maker = hypermodel(image_size=80, conv_blocks={"min": 2, "max": 7})
+    assert model_maker.max_blocks == 4
+    space = kt.HyperParameters()
+    model_maker.build(space)
+    (depth,) = [parameter for parameter in space.space if parameter.name == "conv_blocks"]
+    assert depth.max_value == 4
+
+
+def test_image_too_small_for_the_baseline_is_rejected():
+    with pytest.raises(ValueError, match="image_size 32 is too small"):
+        hypermodel(image_size=32)
+
+
+def test_space_must_contain_the_baseline():
+    with pytest.raises(ValueError, match=r"search_space.filters must include the baseline's \[32\]"):
+        hypermodel(filters=[64, 128])
+    with pytest.raises(ValueError, match="search_space.learning_rate must include"):
+        hypermodel(learning_rate={"min": 0.01, "max": 0.1})
+
+
+def test_augmentation_acts_only_in_training():
+    model = hypermodel(image_size=48).build(baseline_hyperparameters())
+    augmentation = model.get_layer("augmentation")
+    x = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3)).astype("float32")
+    assert np.array_equal(augmentation(x, training=False), x)
+    assert not np.array_equal(augmentation(x, training=True), x)
+
+
+def test_grayscale_input_builds():
+    model = hypermodel(channels=1).build(baseline_hyperparameters())
+    assert model.input_shape == (None, 80, 80, 1)

@@ -1,0 +1,263 @@
+"""End to end on synthetic data: search, baseline, report files, resume, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import search
+import tuning
+from hypermodel import BASELINE, ChestXRayHyperModel
+
+TINY = ["--synthetic", "--image-size", "48", "--final-epochs", "2", "--seed", "7"]
+REPORT_FILES = {
+    "config.yaml",
+    "trials.csv",
+    "best_hyperparameters.yaml",
+    "history.csv",
+    "metrics.json",
+    "predictions.csv",
+    "data_summary.csv",
+    "learning_curves.png",
+    "confusion_matrix.png",
+    "roc_curve.png",
+    "search_progress.png",
+    "search_hyperparameters.png",
+    "model.keras",
+    "report.md",
+}
+METRIC_KEYS = {
+    "accuracy",
+    "roc_auc",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "f1",
+    "threshold",
+    "confusion_matrix",
+    "n_images",
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*flags: str) -> int:
+    return search.main([*TINY, *flags])
+
+
+def only_run(reports: Path) -> Path:
+    (folder,) = [path for path in reports.iterdir() if path.is_dir()]
+    return folder
+
+
+def test_tiny_search_writes_every_report_file(workdir):
+    assert run("--tuner", "random", "--max-trials", "3", "--epochs", "1") == 0
+    run_dir = only_run(workdir / "reports")
+    assert REPORT_FILES <= {path.name for path in run_dir.iterdir()}
+    for png in run_dir.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 3 and (trials["status"] == "COMPLETED").all()
+    assert {"trial_id", "status", "objective", "epochs_run", "seconds", *BASELINE} <= set(trials.columns)
+    first = trials.iloc[0]
+    assert {name: first[name] for name in BASELINE} == pytest.approx(BASELINE)  # baseline is trial 0
+    assert (trials["epochs_run"] == 1).all() and (trials["seconds"] > 0).all()
+    assert trials["objective"].between(0, 1).all()
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split, count in (("validation", None), ("test", 32)):
+        assert METRIC_KEYS <= set(metrics[split])
+        assert 0 <= metrics[split]["accuracy"] <= 1
+        assert sum(map(sum, metrics[split]["confusion_matrix"])) == metrics[split]["n_images"]
+        assert count is None or metrics[split]["n_images"] == count
+    assert metrics["validation"]["threshold"] == metrics["test"]["threshold"]
+
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and {"loss", "val_loss", "val_auc"} <= set(history.columns)
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert set(predictions["split"]) == {"validation", "test"}
+    assert predictions["p_pneumonia"].between(0, 1).all()
+
+    best = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
+    assert set(BASELINE) >= set(best) >= {"conv_blocks", "dropout", "learning_rate"}
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["max_trials"] == 3
+
+    report = (run_dir / "report.md").read_text()
+    test = metrics["test"]
+    assert f"accuracy {test['accuracy']:.3f}" in report and f"ROC AUC {test['roc_auc']:.3f}" in report
+    assert "92.95%" in report and "not a held-out result" in report
+    for png in ("learning_curves.png", "confusion_matrix.png", "roc_curve.png", "search_progress.png"):
+        assert f"]({png})" in report
+    assert "Trial 0 is the baseline point" in report
+
+
+def test_hyperband_runs_its_schedule_with_the_baseline_first(workdir, capsys):
+    assert run("--tuner", "hyperband", "--epochs", "2") == 0
+    trials = pd.read_csv(only_run(workdir / "reports") / "trials.csv")
+    assert len(trials) == 2  # Hyperband's schedule for max_epochs=2, factor=3
+    assert trials.iloc[0]["learning_rate"] == BASELINE["learning_rate"]
+    assert "tuner/epochs" in trials.columns
+    assert "== Trial 2 of 2" in capsys.readouterr().out
+
+
+def test_baseline_and_search_reports_compare_on_test(workdir):
+    assert run("--baseline") == 0
+    baseline_dir = workdir / "reports" / "synthetic-baseline-48px-seed7"
+    assert not (baseline_dir / "trials.csv").exists()
+    assert yaml.safe_load((baseline_dir / "best_hyperparameters.yaml").read_text()) == BASELINE
+    assert "no matching run yet" in (baseline_dir / "report.md").read_text()
+
+    assert run("--tuner", "random", "--max-trials", "2", "--epochs", "1") == 0
+    search_report = (workdir / "reports" / "synthetic-search-random-48px-seed7" / "report.md").read_text()
+    baseline_metrics = json.loads((baseline_dir / "metrics.json").read_text())
+    assert "baseline (`synthetic-baseline-48px-seed7`)" in search_report
+    search_metrics = json.loads((workdir / "reports" / "synthetic-search-random-48px-seed7" / "metrics.json").read_text())
+    tuned, base = search_metrics["test"]["sensitivity"], baseline_metrics["test"]["sensitivity"]
+    assert f"| sensitivity | {tuned:.3f} | {base:.3f} |" in search_report
+    # The earlier baseline report is refreshed to show the search beside it.
+    assert "tuned (`synthetic-search-random-48px-seed7`)" in (baseline_dir / "report.md").read_text()
+
+
+def test_test_split_is_predicted_once_after_the_threshold(workdir, monkeypatch):
+    import data
+    import evaluation
+
+    events = []
+    to_dataset, choose_threshold = data.to_dataset, evaluation.choose_threshold
+    monkeypatch.setattr(
+        data, "to_dataset", lambda split, *a, **k: events.append(split.name) or to_dataset(split, *a, **k)
+    )
+    monkeypatch.setattr(
+        evaluation, "choose_threshold", lambda *a, **k: events.append("threshold") or choose_threshold(*a, **k)
+    )
+    assert run("--tuner", "random", "--max-trials", "2", "--epochs", "1") == 0
+    assert events.count("test") == 1
+    assert events[-2:] == ["threshold", "test"]
+
+
+def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch, capsys):
+    flags = ("--tuner", "random", "--max-trials", "3", "--epochs", "1")
+    original = tuning.TrialRecorder.run_trial
+    ran = []
+
+    def interrupt_second_trial(self, trial, *args, **kwargs):
+        ran.append(trial.trial_id)
+        if len(ran) == 2:
+            raise KeyboardInterrupt
+        return original(self, trial, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.TrialRecorder, "run_trial", interrupt_second_trial)
+    assert run(*flags) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    run_dir = only_run(workdir / "reports")
+    assert not (run_dir / "report.md").exists()
+    first_score = json.loads(next((run_dir / "tuner" / "search").glob("trial_0/trial.json")).read_text())["score"]
+
+    ran.clear()
+    monkeypatch.setattr(
+        tuning.TrialRecorder,
+        "run_trial",
+        lambda self, trial, *a, **k: ran.append(trial.trial_id) or original(self, trial, *a, **k),
+    )
+    assert run(*flags) == 0
+    assert ran == ["1", "2"]  # trial 0 was kept, not run again
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert list(trials["trial_id"]) == [0, 1, 2]
+    assert trials.iloc[0]["objective"] == pytest.approx(first_score)
+
+
+def test_finished_run_is_not_overwritten_by_accident(workdir, capsys):
+    flags = ("--baseline", "--final-epochs", "1")
+    assert run(*flags) == 0
+    assert run(*flags) == 2
+    assert "holds a finished run: pass --overwrite" in capsys.readouterr().err
+    assert run(*flags, "--overwrite") == 0
+
+
+def test_changed_settings_do_not_resume_a_run(workdir, capsys, monkeypatch):
+    flags = ("--tuner", "random", "--max-trials", "2", "--epochs", "1", "--run-name", "mine")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning.TrialRecorder, "run_trial", stop)
+    assert run(*flags) == 130
+    assert run("--tuner", "random", "--max-trials", "3", "--epochs", "1", "--run-name", "mine") == 2
+    assert "was started with other settings (max_trials)" in capsys.readouterr().err
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(workdir, monkeypatch, capsys):
+    def fit(self, hp, model, *args, **kwargs):
+        if hp.values["learning_rate"] != BASELINE["learning_rate"]:
+            raise RuntimeError("synthetic failure for this point")
+        return model.fit(*args, **kwargs)
+
+    monkeypatch.setattr(ChestXRayHyperModel, "fit", fit)
+    assert run("--tuner", "random", "--max-trials", "3", "--epochs", "1") == 0
+    run_dir = only_run(workdir / "reports")
+    trials = pd.read_csv(run_dir / "trials.csv", keep_default_na=False)
+    assert list(trials["status"]) == ["COMPLETED", "FAILED", "FAILED"]
+    assert (trials["error"][1:] == "RuntimeError: synthetic failure for this point").all()
+    assert "2 of 3 trials failed" in capsys.readouterr().err
+    assert "**2 trial(s) failed**" in (run_dir / "report.md").read_text()
+
+
+def test_every_trial_failing_stops_with_one_sentence(workdir, monkeypatch, capsys):
+    def fit(self, hp, model, *args, **kwargs):
+        raise RuntimeError("nothing trains here")
+
+    monkeypatch.setattr(ChestXRayHyperModel, "fit", fit)
+    assert run("--tuner", "random", "--max-trials", "3", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "error: the search stopped after repeated failed trials" in err
+    assert "nothing trains here" in err
+    assert not (only_run(workdir / "reports") / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "--epochs: epochs must be at least 1"),
+        (["--image-size", "32"], "image_size 32 is too small"),
+        (["--tuner", "random"], "max_trials must be set for tuner random"),
+        (["--config", "absent.yaml"], "cannot read config file absent.yaml"),
+    ],
+)
+def test_bad_input_exits_2_with_one_sentence_and_no_run_folder(workdir, capsys, flags, message):
+    assert run(*flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (workdir / "reports").exists() or not any((workdir / "reports").iterdir())
+
+
+def test_missing_data_dir_names_the_path(workdir, capsys):
+    assert search.main(["--data-dir", "nowhere/chest_xray"]) == 2
+    assert "data directory nowhere/chest_xray does not exist" in capsys.readouterr().err
+
+
+def test_unwritable_reports_dir_is_one_sentence(workdir, capsys):
+    (workdir / "blocker").write_text("a file where a folder should be")
+    assert run("--baseline", "--reports-dir", "blocker/reports") == 2
+    assert "pass a writable --reports-dir" in capsys.readouterr().err
+
+
+def test_help_lists_every_flag_without_loading_tensorflow():
+    code = "import sys, search\ntry:\n    search.parse_args(['--help'])\nexcept SystemExit:\n    pass\nprint('tensorflow' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(search.__file__).parent
+    )
+    for flag in ("--config", "--data-dir", "--synthetic", "--baseline", "--tuner", "--max-trials", "--epochs",
+                 "--final-epochs", "--image-size", "--seed", "--run-name", "--reports-dir", "--overwrite"):  # fmt: skip
+        assert flag in result.stdout
+    assert result.stdout.strip().endswith("False")
