@@ -133,7 +133,7 @@ def _save(path: Path, figure: Figure) -> None:
 
 
 def learning_curves_figure(history: pd.DataFrame, objective: str, best_epoch: int) -> Figure:
-    figure = Figure(figsize=(13, 3.6))
+    figure = Figure(figsize=(13, 3.6), layout="constrained")
     for ax, metric in zip(figure.subplots(1, 3), ("loss", "accuracy", "auc")):
         ax.plot(history["epoch"], history[metric], label="train")
         ax.plot(history["epoch"], history[f"val_{metric}"], label="validation")
@@ -146,7 +146,7 @@ def learning_curves_figure(history: pd.DataFrame, objective: str, best_epoch: in
 
 
 def confusion_figure(metrics: dict[str, Any]) -> Figure:
-    figure = Figure(figsize=(9, 3.8))
+    figure = Figure(figsize=(9, 3.8), layout="constrained")
     for ax, split in zip(figure.subplots(1, 2), ("validation", "test")):
         matrix = np.array(metrics[split]["confusion_matrix"])
         ConfusionMatrixDisplay(matrix, display_labels=list(CLASS_NAMES)).plot(ax=ax, colorbar=False, cmap="Blues")
@@ -155,7 +155,7 @@ def confusion_figure(metrics: dict[str, Any]) -> Figure:
 
 
 def roc_figure(predictions: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
-    figure = Figure(figsize=(5, 4.6))
+    figure = Figure(figsize=(5, 4.6), layout="constrained")
     ax = figure.subplots()
     for split in ("validation", "test"):
         rows = predictions[predictions["split"] == split]
@@ -168,7 +168,7 @@ def roc_figure(predictions: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
 
 
 def search_progress_figure(trials: pd.DataFrame, objective: str) -> Figure:
-    figure = Figure(figsize=(7, 3.8))
+    figure = Figure(figsize=(7, 3.8), layout="constrained")
     ax = figure.subplots()
     done = trials[trials["status"] == "COMPLETED"]
     order = np.arange(len(trials))[trials["status"].to_numpy() == "COMPLETED"]
@@ -192,7 +192,7 @@ def hyperparameter_figure(trials: pd.DataFrame) -> Figure:
     names = [name for name in _hyperparameter_columns(trials) if done[name].notna().any()]
     columns = 3
     rows = max(1, math.ceil(len(names) / columns))
-    figure = Figure(figsize=(4.2 * columns, 3.0 * rows))
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows), layout="constrained")
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax, name in zip(axes, names):
         ax.plot(done[name], done["objective"], "o", alpha=0.7)
@@ -203,7 +203,6 @@ def hyperparameter_figure(trials: pd.DataFrame) -> Figure:
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     figure.suptitle("Validation objective against each hyperparameter")
-    figure.tight_layout()
     return figure
 
 
