@@ -111,6 +111,14 @@ def test_hyperband_runs_its_schedule_with_the_baseline_first(workdir, capsys):
     assert "== Trial 2 of 2" in capsys.readouterr().out
 
 
+def test_bayesian_search_starts_from_the_baseline(workdir):
+    assert run("--tuner", "bayesian", "--max-trials", "2", "--epochs", "1") == 0
+    trials = pd.read_csv(only_run(workdir / "reports") / "trials.csv")
+    assert len(trials) == 2
+    assert {name: trials.iloc[0][name] for name in BASELINE} == pytest.approx(BASELINE)
+    assert trials.iloc[1]["learning_rate"] != BASELINE["learning_rate"]
+
+
 def test_baseline_and_search_reports_compare_on_test(workdir):
     assert run("--baseline") == 0
     baseline_dir = workdir / "reports" / "synthetic-baseline-48px-seed7"
@@ -122,7 +130,9 @@ def test_baseline_and_search_reports_compare_on_test(workdir):
     search_report = (workdir / "reports" / "synthetic-search-random-48px-seed7" / "report.md").read_text()
     baseline_metrics = json.loads((baseline_dir / "metrics.json").read_text())
     assert "baseline (`synthetic-baseline-48px-seed7`)" in search_report
-    search_metrics = json.loads((workdir / "reports" / "synthetic-search-random-48px-seed7" / "metrics.json").read_text())
+    search_metrics = json.loads(
+        (workdir / "reports" / "synthetic-search-random-48px-seed7" / "metrics.json").read_text()
+    )
     tuned, base = search_metrics["test"]["sensitivity"], baseline_metrics["test"]["sensitivity"]
     assert f"| sensitivity | {tuned:.3f} | {base:.3f} |" in search_report
     # The earlier baseline report is refreshed to show the search beside it.
