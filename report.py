@@ -332,7 +332,7 @@ def render_markdown(result: RunResult) -> str:
         "",
     ]
     if result.trials is not None:
-        lines += _search_section(result.trials, config["objective"])
+        lines += _search_section(result.trials, config["objective"], baseline)
     lines += [
         "## Plots",
         "",
@@ -371,16 +371,24 @@ def _search_summary(result: RunResult) -> str:
     )
 
 
-def _search_section(trials: pd.DataFrame, objective: str) -> list[str]:
+def _search_section(trials: pd.DataFrame, objective: str, baseline: dict[str, Any]) -> list[str]:
     done = trials[trials["status"] == "COMPLETED"]
     lines = ["## Search", ""]
     if len(done):
         best = done.loc[done["objective"].idxmax() if _maximised(objective) else done["objective"].idxmin()]
-        baseline = trials.iloc[0]
+        first = trials.iloc[0]
         lines.append(
-            f"Trial 0 is the baseline point: validation objective {_cell(baseline['objective'])} "
-            f"({baseline['status'].lower()}). The best trial, {best['trial_id']}, reached {_cell(best['objective'])} "
-            "on the same per-trial budget."
+            f"Trial {first['trial_id']} is the baseline point at the search's first budget ({_cell(first['epochs_run'])} "
+            f"epochs): validation objective {_cell(first['objective'])} ({first['status'].lower()})."
+        )
+        same = all(best.get(name) == value for name, value in baseline.items())
+        lines.append(
+            f"The best trial, {best['trial_id']}, reached {_cell(best['objective'])} after {_cell(best['epochs_run'])} "
+            + (
+                "epochs; it is the baseline point itself, so this search found nothing better than the baseline."
+                if same
+                else 'epochs at the point shown under "Hyperparameters".'
+            )
         )
     failed = trials[trials["status"] != "COMPLETED"]
     if len(failed):
