@@ -214,9 +214,9 @@ def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str) ->
     """Fill each split's images in place, decoding all files in one pass so every bad file is listed."""
     channels = 3 if color_mode == "rgb" else 1
     images = decode_images([path for split in splits.values() for path in split.files], image_size, channels)
-    start = 0
-    for split in splits.values():
-        split.images, start = images[start : start + len(split)], start + len(split)
+    boundaries = np.cumsum([len(split) for split in splits.values()])[:-1]
+    for split, part in zip(splits.values(), np.split(images, boundaries)):
+        split.images = part
 
 
 def to_dataset(split: Split, batch_size: int, *, shuffle: bool = False, seed: int | None = None):
