@@ -139,6 +139,7 @@ SCHEMA: dict[str, Any] = {
     "final_epochs": _integer(1),
     "threshold": _threshold,
     "reports_dir": _text(),
+    "tensorboard": _boolean,
     "run_name": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
 }
 

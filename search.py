@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = Stopwatch()
     try:
         config = resolve_config(args)
+        print_devices()
         hypermodel = make_hypermodel(config)
         splits = load_data(config, args.synthetic)
         run_dir = prepare_run_dir(config, args)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             best, trials = search(hypermodel, splits, config, run_dir)
             clock.lap("search")
-        model, history, best_epoch = retrain(hypermodel, best, splits, config)
+        model, history, best_epoch = retrain(hypermodel, best, splits, config, run_dir)
         clock.lap("final_training")
         metrics, predictions = evaluate(model, splits, config)
         write_report(
@@ -179,6 +180,19 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def print_devices() -> None:
+    """Say what trains the models, so a GPU that TensorFlow cannot see is noticed at once."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    print(
+        f"Training on: {', '.join(names)}"
+        if gpus
+        else f"Training on: CPU only ({os.cpu_count()} cores), no GPU visible"
+    )
+
+
 def make_hypermodel(config: dict[str, Any]):
     from hypermodel import ChestXRayHyperModel
 
@@ -233,6 +247,7 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
     callbacks = [
         keras.callbacks.EarlyStopping(config["objective"], patience=config["early_stopping_patience"], mode=mode),
         keras.callbacks.TerminateOnNaN(),
+        *tensorboard_logging(config, run_dir / "tensorboard"),  # Keras Tuner gives each trial a folder
     ]
     tuning.run_search(
         tuner,
@@ -252,10 +267,21 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
     return tuning.best_hyperparameters(tuner), trials
 
 
-def retrain(hypermodel, hp, splits, config: dict[str, Any]):
+def tensorboard_logging(config: dict[str, Any], log_dir: Path) -> list:
+    """Keras' TensorBoard callback, or nothing when `tensorboard: false`."""
+    import keras
+
+    if not config["tensorboard"]:
+        return []
+    return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)]
+
+
+def retrain(hypermodel, hp, splits, config: dict[str, Any], run_dir: Path):
     """Train the chosen point from scratch for final_epochs; keep the epoch best on validation."""
     import keras
     import pandas as pd
+
+    import tuning
 
     keras.utils.set_random_seed(config["seed"])
     model = hypermodel.build(hp)
@@ -264,8 +290,14 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any]):
     best = keras.callbacks.EarlyStopping(
         config["objective"], mode=goal, patience=config["final_epochs"], restore_best_weights=True
     )
+    logging = tensorboard_logging(config, run_dir / "tensorboard" / "final")
+    if logging:
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        # The retrain joins the trials in TensorBoard's HParams table under the name "final".
+        logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id="final"))
     settings = fit_settings(splits, config)
-    history = model.fit(epochs=config["final_epochs"], callbacks=[best], **settings)
+    history = model.fit(epochs=config["final_epochs"], callbacks=[best, *logging], **settings)
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", range(1, len(table) + 1))
     return model, table, best.best_epoch + 1

@@ -1,0 +1,72 @@
+"""TensorBoard logs, read back with TensorBoard's own reader: every trial's HParams and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tensorflow as tf
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+from tensorboard.plugins.hparams import metadata
+
+import search
+
+
+def read_events(folder: Path) -> EventAccumulator:
+    events = EventAccumulator(str(folder), size_guidance={TENSORS: 0})
+    events.Reload()
+    return events
+
+
+def session_hparams(folder: Path) -> tuple[str, dict[str, float]]:
+    """The HParams session written in `folder`: its name and hyperparameter values."""
+    content = read_events(folder).SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
+    start = metadata.parse_session_start_info_plugin_data(content)
+    return start.group_name, {name: value.number_value for name, value in start.hparams.items()}
+
+
+def epoch_values(folder: Path, tag: str) -> list[float]:
+    return [float(tf.make_ndarray(event.tensor_proto)) for event in read_events(folder).Tensors(tag)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tensorboard")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        flags = ["--synthetic", "--image-size", "48", "--seed", "5", "--tuner", "random", "--max-trials", "2"]
+        assert search.main([*flags, "--epochs", "2", "--final-epochs", "2"]) == 0
+    (folder,) = (workdir / "reports").iterdir()
+    return folder
+
+
+def test_every_trial_logs_its_hyperparameters_and_validation_metric(run_dir):
+    trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
+    assert len(trials) == 2
+    for trial in trials.itertuples():
+        folder = run_dir / "tensorboard" / trial.trial_id / "execution0"
+        name, hparams = session_hparams(folder)
+        assert name == trial.trial_id
+        assert hparams["learning_rate"] == pytest.approx(trial.learning_rate)
+        assert hparams["conv_blocks"] == trial.conv_blocks and hparams["dropout"] == pytest.approx(trial.dropout)
+        val_auc = epoch_values(folder / "validation", "epoch_auc")
+        assert len(val_auc) == trial.epochs_run
+        assert max(val_auc) == pytest.approx(trial.objective, abs=1e-6)
+
+
+def test_final_training_is_logged_beside_the_trials(run_dir):
+    folder = run_dir / "tensorboard" / "final"
+    name, hparams = session_hparams(folder)
+    best = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
+    assert name == "final" and hparams == pytest.approx({key: float(value) for key, value in best.items()})
+    history = pd.read_csv(run_dir / "history.csv")
+    assert epoch_values(folder / "validation", "epoch_auc") == pytest.approx(list(history["val_auc"]))
+    assert len(epoch_values(folder / "train", "epoch_loss")) == len(history)
+
+
+def test_logging_can_be_switched_off():
+    assert search.tensorboard_logging({"tensorboard": False}, Path("unused")) == []
+    (callback,) = search.tensorboard_logging({"tensorboard": True}, Path("logs"))
+    assert callback.log_dir == "logs"
