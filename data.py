@@ -188,9 +188,7 @@ def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarr
     import tensorflow as tf
 
     def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        return index, tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return index, _decode_and_resize(tf.io.read_file(path), image_size, channels)
 
     images = np.zeros((len(files), image_size, image_size, channels), dtype=np.uint8)
     decoded = np.zeros(len(files), dtype=bool)
@@ -208,6 +206,26 @@ def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarr
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise DataError(f"{len(bad)} file(s) could not be decoded as images: {shown}; remove or replace them")
     return images
+
+
+def decode_file(path: Path, image_size: int, channels: int) -> np.ndarray:
+    """One image file decoded exactly as training decodes it; DataError with the reason if it cannot be."""
+    import tensorflow as tf
+
+    try:
+        return _decode_and_resize(tf.io.read_file(str(path)), image_size, channels).numpy()
+    except (tf.errors.OpError, ValueError) as error:
+        reason = getattr(error, "message", str(error)).strip().splitlines()[0]
+        raise DataError(f"{path}: {reason}") from None
+
+
+def _decode_and_resize(contents, image_size: int, channels: int):
+    """JPEG or PNG bytes, grayscale or colour, any size -> uint8 (size, size, channels), bilinear with antialiasing."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
 def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str) -> None:

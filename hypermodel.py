@@ -150,3 +150,18 @@ class ChestXRayHyperModel(kt.HyperModel):
             zoom = (-settings["zoom"], settings["zoom"])
             steps.append(layers.RandomZoom(zoom, zoom, fill_mode="nearest"))
         return keras.Sequential(steps, name="augmentation") if steps else layers.Identity(name="augmentation")
+
+
+def without_augmentation(model: keras.Model) -> keras.Model:
+    """The trained model minus its training-only augmentation, sharing its weights: the model to save.
+
+    Predictions are the same, since augmentation is off at inference. Keras 3.15 cannot reload a
+    saved RandomShear (its config holds a negative factor that its constructor rejects), and the
+    saved model should reload anywhere without our code.
+    """
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    x = inputs
+    for layer in model.layers[1:]:
+        if layer.name != "augmentation":
+            x = layer(x)
+    return keras.Model(inputs, x, name=model.name)

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import yaml
 from matplotlib.figure import Figure
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, brier_score_loss
 
 from data import CLASS_NAMES
 
@@ -28,6 +29,13 @@ PUBLISHED = {
         "swung between 70.5% and 94.7%. It is not a held-out result, so it is quoted here, not compared."
     ),
 }
+EXAMPLES_PER_OUTCOME = 3
+OUTCOMES = (  # (name, true label, predicted label)
+    ("true positive", 1, 1),
+    ("true negative", 0, 0),
+    ("false positive", 0, 1),
+    ("false negative", 1, 0),
+)
 METRIC_ROWS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "threshold", "n_images")
 
 
@@ -35,6 +43,7 @@ METRIC_ROWS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision",
 class RunResult:
     """Everything a report shows, read back from the run folder's files."""
 
+    run_dir: Path
     config: dict[str, Any]
     data_summary: pd.DataFrame
     trials: pd.DataFrame | None
@@ -52,6 +61,7 @@ class RunResult:
     def load(cls, run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> RunResult:
         trials = run_dir / "trials.csv"
         return cls(
+            run_dir=run_dir,
             config=yaml.safe_load((run_dir / "config.yaml").read_text()),
             data_summary=pd.read_csv(run_dir / "data_summary.csv", index_col=0),
             trials=pd.read_csv(trials, dtype={"trial_id": str}, keep_default_na=False, na_values=[""])
@@ -119,7 +129,72 @@ def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None)
     )
     _save(run_dir / "confusion_matrix.png", confusion_figure(result.metrics))
     _save(run_dir / "roc_curve.png", roc_figure(result.predictions, result.metrics))
+    _save(run_dir / "calibration.png", calibration_figure(result.predictions))
+    if (run_dir / "model.keras").exists() and not (run_dir / "gradcam.png").exists():
+        _save(run_dir / "gradcam.png", gradcam_figure(result))
     write_text(run_dir / "report.md", render_markdown(result))
+    write_index(run_dir.parent)
+
+
+def write_index(reports_dir: Path) -> None:
+    """reports/index.md: one row per run folder, finished or not, newest first."""
+    rows = []
+    for config_file in sorted(reports_dir.glob("*/config.yaml")):
+        run_dir = config_file.parent
+        metrics_file = run_dir / "metrics.json"
+        if not metrics_file.exists():
+            rows.append(("", [run_dir.name, "unfinished", *[None] * 10, f"[folder]({run_dir.name}/)"]))
+            continue
+        result = RunResult.load(run_dir)
+        run, test = result.metrics["run"], result.metrics["test"]
+        trials = 0 if result.trials is None else len(result.trials)
+        rows.append(
+            (
+                run["finished"],
+                [
+                    run_dir.name,
+                    run["finished"],
+                    result.kind,
+                    result.config["image_size"],
+                    trials or "–",
+                    _best_validation_objective(result),
+                    test["accuracy"],
+                    test["roc_auc"],
+                    test["sensitivity"],
+                    test["specificity"],
+                    _duration(run["wall_seconds"]["total"]),
+                    f"[report]({run_dir.name}/report.md)",
+                ],
+            )
+        )
+    rows.sort(key=lambda row: row[0], reverse=True)
+    header = [
+        "run", "finished", "kind", "image size", "trials", "best validation objective",
+        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report",
+    ]  # fmt: skip
+    text = "\n".join(
+        [
+            "# Runs",
+            "",
+            "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
+            "the test split was predicted once, after every choice was made on validation.",
+            "",
+            _table(header, [cells for _, cells in rows]),
+            "",
+        ]
+    )
+    write_text(reports_dir / "index.md", text)
+
+
+def _best_validation_objective(result: RunResult) -> str:
+    """The search's best trial score, or for a baseline the kept epoch's validation objective."""
+    objective = result.config["objective"]
+    if result.trials is not None:
+        done = result.trials[result.trials["status"] == "COMPLETED"]["objective"]
+        value = done.max() if _maximised(objective) else done.min()
+    else:
+        value = result.history[objective].iloc[result.metrics["run"]["best_epoch"] - 1]
+    return f"{objective} {_cell(float(value))}"
 
 
 def _write_csv(path: Path, table: pd.DataFrame, index: bool = False) -> None:
@@ -164,6 +239,72 @@ def roc_figure(predictions: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
         ax.plot(1 - chosen["specificity"], chosen["sensitivity"], "o", color="black")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_title("ROC (dots: the validation-chosen threshold)")
+    return figure
+
+
+def brier_scores(predictions: pd.DataFrame) -> dict[str, float]:
+    """Mean squared error of P(pneumonia) per split: 0 is perfect, 0.25 is a constant 0.5."""
+    return {
+        split: float(brier_score_loss(rows["label"], rows["p_pneumonia"]))
+        for split, rows in predictions.groupby("split", sort=False)
+    }
+
+
+def calibration_figure(predictions: pd.DataFrame) -> Figure:
+    figure = Figure(figsize=(5, 4.6), layout="constrained")
+    ax = figure.subplots()
+    for split, brier in brier_scores(predictions).items():
+        rows = predictions[predictions["split"] == split]
+        CalibrationDisplay.from_predictions(
+            rows["label"], rows["p_pneumonia"], n_bins=10, name=f"{split} (Brier {brier:.3f})", ax=ax
+        )
+    ax.set(xlabel="mean predicted P(pneumonia) in bin", ylabel="share of PNEUMONIA in bin")
+    ax.set_title("Reliability diagram (10 equal-width bins)")
+    return figure
+
+
+def test_examples(predictions: pd.DataFrame, threshold: float) -> list[tuple[str, pd.DataFrame]]:
+    """Per outcome (TP, TN, FP, FN), the test images the model was most confident about."""
+    test = predictions[predictions["split"] == "test"]
+    predicted = (test["p_pneumonia"] >= threshold).astype(int)
+    chosen = []
+    for name, label, guess in OUTCOMES:
+        rows = test[(test["label"] == label) & (predicted == guess)]
+        confidence = (rows["p_pneumonia"] - threshold).abs()
+        chosen.append((name, rows.loc[confidence.sort_values(ascending=False).index[:EXAMPLES_PER_OUTCOME]]))
+    return chosen
+
+
+def gradcam_figure(result: RunResult) -> Figure:
+    """Test images of each outcome with the Grad-CAM heatmap of the class the model predicted."""
+    import keras
+
+    import data
+    import explain
+
+    model = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True)
+    threshold = result.metrics["test"]["threshold"]
+    examples = test_examples(result.predictions, threshold)
+    files = [Path(file) for _, rows in examples for file in rows["file"]]
+    channels = 3 if result.config["color_mode"] == "rgb" else 1
+    images = data.decode_images(files, result.config["image_size"], channels)
+    figure = Figure(figsize=(2.4 * EXAMPLES_PER_OUTCOME, 2.7 * len(OUTCOMES)), layout="constrained")
+    axes = figure.subplots(len(OUTCOMES), EXAMPLES_PER_OUTCOME, squeeze=False)
+    start = 0
+    for row_axes, (name, rows) in zip(axes, examples):
+        batch, start = images[start : start + len(rows)], start + len(rows)
+        predicted = (rows["p_pneumonia"] >= threshold).to_numpy(int)
+        heatmaps = explain.grad_cam(model, batch, predicted) if len(rows) else []
+        for ax, image, heatmap, probability, file in zip(row_axes, batch, heatmaps, rows["p_pneumonia"], rows["file"]):
+            ax.imshow(explain.overlay(image, heatmap))
+            ax.set_title(f"P={probability:.3f}\n{Path(file).name}", fontsize=7)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in row_axes[max(len(rows), 1) :]:
+            ax.set_visible(False)
+        row_axes[0].set_ylabel(f"{name}" if len(rows) else f"{name}\n(none on test)", fontsize=9)
+    figure.suptitle(f"Grad-CAM on test (threshold {threshold:.3f}): where the last conv layer found the evidence")
     return figure
 
 
@@ -333,6 +474,29 @@ def render_markdown(result: RunResult) -> str:
     ]
     if result.trials is not None:
         lines += _search_section(result.trials, config["objective"], baseline)
+    brier = brier_scores(result.predictions)
+    lines += [
+        "## Calibration",
+        "",
+        f"Brier score (mean squared error of P(pneumonia); lower is better, 0.25 is a constant 0.5): "
+        f"validation {brier['validation']:.3f}, test {brier['test']:.3f}. In the reliability diagram a calibrated "
+        "model lies on the diagonal; points below it mean the model says PNEUMONIA more confidently than it is right.",
+        "",
+        "![reliability diagram](calibration.png)",
+        "",
+    ]
+    if (result.run_dir / "gradcam.png").exists():
+        lines += [
+            "## Where the model looked (Grad-CAM)",
+            "",
+            f"For each outcome on test at threshold {test['threshold']:.3f}, the {EXAMPLES_PER_OUTCOME} images the model was "
+            "most confident about, with the Grad-CAM heatmap of the class it predicted (last conv layer; red = most "
+            "evidence). Heat outside the lungs (labels, borders, devices) is a warning sign. These images were chosen "
+            "after the test prediction and influence nothing.",
+            "",
+            "![Grad-CAM examples](gradcam.png)",
+            "",
+        ]
     lines += [
         "## Plots",
         "",
@@ -354,7 +518,8 @@ def render_markdown(result: RunResult) -> str:
         "`config.yaml` settings as resolved · `metrics.json` validation and test metrics · `history.csv` final training per epoch · "
         "`predictions.csv` every validation and test probability · `best_hyperparameters.yaml` · "
         + ("`trials.csv` one row per trial · " if result.trials is not None else "")
-        + "`model.keras` the kept model (takes raw 0-255 pixels).",
+        + "`model.keras` the kept model (takes raw 0-255 pixels; `python predict.py --run` uses it) · "
+        "`tensorboard/` logs for `tensorboard --logdir` (when on).",
         "",
     ]
     return "\n".join(lines)

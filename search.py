@@ -359,7 +359,7 @@ def write_report(
     import data
     import report
     import tuning
-    from hypermodel import BASELINE
+    from hypermodel import BASELINE, without_augmentation
 
     kind = "baseline" if args.baseline else "search"
     metrics["run"] = {
@@ -388,7 +388,7 @@ def write_report(
         history=history,
         metrics=metrics,
         predictions=predictions,
-        model=model,
+        model=without_augmentation(model),
         counterpart=counterpart,
     )
     if counterpart:

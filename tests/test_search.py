@@ -27,6 +27,8 @@ REPORT_FILES = {
     "learning_curves.png",
     "confusion_matrix.png",
     "roc_curve.png",
+    "calibration.png",
+    "gradcam.png",
     "search_progress.png",
     "search_hyperparameters.png",
     "model.keras",

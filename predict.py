@@ -1,0 +1,165 @@
+"""Predict pneumonia on new chest X-rays with a finished run's model and its validation-chosen threshold.
+
+    python predict.py xray.jpeg more_xrays/ --run reports/search-hyperband-80px-seed42
+    python predict.py more_xrays/ --run reports/<run> --csv predictions.csv --explain gradcam/
+
+Files may be JPEG or PNG, grayscale or colour, any size: each is decoded and resized exactly as
+in training. A file that cannot be read is listed with the reason; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from config import ConfigError, read_yaml
+
+# TensorFlow is imported only once the arguments are known to be usable, so mistakes answer at once.
+
+
+class RunError(ValueError):
+    """The --run folder cannot be used; the message says why."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run = load_run(args.run)
+        files = collect_files(args.paths)
+    except (RunError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    images, readable, failures = decode(files, run["config"])
+    table = predict(run, images, readable)
+    if len(table):
+        print(table.to_string(index=False, float_format=lambda p: f"{p:.4f}"))
+    try:
+        if args.csv and len(table):
+            table.to_csv(args.csv, index=False)
+            print(f"Saved {len(table)} rows to {args.csv}")
+        if args.explain and len(table):
+            written = explain_images(run, images, table, args.explain)
+            print(f"Grad-CAM overlays: {written} file(s) in {args.explain}")
+    except OSError as error:
+        print(
+            f"error: cannot write {error.filename} ({error.strerror}): choose a writable --csv or --explain path",
+            file=sys.stderr,
+        )
+        return 2
+    if failures:
+        print(f"\n{len(failures)} file(s) could not be read:", file=sys.stderr)
+        for path, reason in failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    parser.add_argument("--run", type=Path, required=True, help="a finished run folder, e.g. reports/<run>")
+    parser.add_argument("--csv", type=Path, help="also save the table to this CSV file")
+    parser.add_argument("--explain", type=Path, metavar="OUT_DIR", help="write a Grad-CAM overlay per image here")
+    return parser.parse_args(argv)
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """The run's settings, its validation-chosen threshold and its model."""
+    needed = [run_dir / name for name in ("config.yaml", "metrics.json", "model.keras")]
+    missing = [path.name for path in needed if not path.is_file()]
+    if missing:
+        raise RunError(
+            f"--run {run_dir} is not a finished run (missing {', '.join(missing)}): "
+            "pass a folder under reports/ that holds a report.md"
+        )
+    import keras
+
+    return {
+        "config": read_yaml(run_dir / "config.yaml"),
+        "threshold": json.loads((run_dir / "metrics.json").read_text())["validation"]["threshold"],
+        "model": keras.saving.load_model(run_dir / "model.keras", safe_mode=True),
+    }
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    """Named files as given; folders searched for JPEG and PNG files, hidden ones skipped."""
+    from data import IMAGE_SUFFIXES
+
+    files = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                file
+                for file in path.rglob("*")
+                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".")
+            )
+        else:
+            files.append(path)
+    if not files:
+        raise RunError(
+            f"no JPEG or PNG files in {', '.join(map(str, paths))}: name image files or folders holding them"
+        )
+    return files
+
+
+def decode(files: list[Path], config: dict[str, Any]):
+    """Decoded images of the readable files, those files, and (file, reason) for the rest."""
+    import numpy as np
+
+    from data import DataError, decode_file
+
+    channels = 3 if config["color_mode"] == "rgb" else 1
+    images, readable, failures = [], [], []
+    for path in files:
+        if not path.is_file():
+            failures.append((path, "no such file"))
+            continue
+        try:
+            images.append(decode_file(path, config["image_size"], channels))
+            readable.append(path)
+        except DataError as error:
+            failures.append((path, str(error).removeprefix(f"{path}: ")))
+    shape = (0, config["image_size"], config["image_size"], channels)
+    return (np.stack(images) if images else np.zeros(shape, np.uint8)), readable, failures
+
+
+def predict(run: dict[str, Any], images, files: list[Path]):
+    """One row per image: file, P(pneumonia), and the label at the run's threshold."""
+    import pandas as pd
+
+    from data import CLASS_NAMES
+
+    probabilities = run["model"].predict(images, verbose=0)[:, 1] if len(images) else []
+    return pd.DataFrame(
+        {
+            "file": list(map(str, files)),
+            "p_pneumonia": probabilities,
+            "label": [CLASS_NAMES[int(p >= run["threshold"])] for p in probabilities],
+        }
+    )
+
+
+def explain_images(run: dict[str, Any], images, table, out_dir: Path) -> int:
+    """Write each image with the Grad-CAM heatmap of its predicted class; returns how many."""
+    import matplotlib.image
+
+    import explain
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predicted = (table["p_pneumonia"].to_numpy() >= run["threshold"]).astype(int)
+    heatmaps = explain.grad_cam(run["model"], images, predicted)
+    used: set[str] = set()
+    for image, heatmap, file in zip(images, heatmaps, table["file"]):
+        name = Path(file).stem
+        while name in used:  # the same file name in two folders
+            name += "_"
+        used.add(name)
+        matplotlib.image.imsave(out_dir / f"{name}_gradcam.png", explain.overlay(image, heatmap))
+    return len(used)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
