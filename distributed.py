@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -74,6 +75,20 @@ def serve_oracle(tuner: kt.Tuner, address: str, running_trial_timeout: int | Non
                 _give_up_running_trials(oracle, running_trial_timeout)
     finally:
         server.stop(grace=None)
+
+
+@contextlib.contextmanager
+def chief_connection(address: str | None) -> Iterator[None]:
+    """Turn a worker's lost or unreachable chief into one sentence instead of a gRPC traceback."""
+    import grpc
+
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise SearchError(
+            f"this worker lost the chief at {address} ({error.code().name}): "
+            "check that the chief runs and that --oracle-address reaches it, then start the worker again"
+        ) from None
 
 
 @kt.synchronized

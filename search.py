@@ -265,14 +265,15 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         keras.callbacks.EarlyStopping(config["objective"], patience=config["early_stopping_patience"], mode=mode),
         keras.callbacks.TerminateOnNaN(),
     ]
-    tuning.run_search(
-        tuner,
-        settings.pop("x"),
-        settings.pop("validation_data"),
-        epochs=config["epochs"],
-        callbacks=callbacks,
-        **settings,
-    )
+    with distributed.chief_connection(config["distributed"]["oracle_address"]):
+        tuning.run_search(
+            tuner,
+            settings.pop("x"),
+            settings.pop("validation_data"),
+            epochs=config["epochs"],
+            callbacks=callbacks,
+            **settings,
+        )
     if role == "worker":
         ran = ", ".join(tuner.trials_run) or "none"
         print(f"Worker {config['distributed']['worker_id']} ran trials: {ran}. The chief retrains the best and reports.")

@@ -168,3 +168,27 @@ def test_bad_distributed_settings_exit_2_with_one_sentence(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_chief_that_cannot_listen_and_a_worker_without_chief_stop_with_one_sentence(
+    tmp_path, monkeypatch, capsys
+):
+    from keras_tuner.src.distribute import oracle_client
+
+    monkeypatch.chdir(tmp_path)
+    for name in distributed.ENVIRONMENT:  # restored after the test: the roles below set them
+        monkeypatch.setenv(name, "")
+    monkeypatch.setattr(oracle_client, "TIMEOUT", 1)  # Keras Tuner's worker waits an hour for its chief
+    tiny = ["--synthetic", "--image-size", "48", "--tuner", "random", "--max-trials", "2", "--epochs", "1"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert search.main([*tiny, "--role", "chief", "--oracle-address", address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: the chief cannot listen on {address} (port in use or not an address of this machine): pass another --oracle-address"
+
+    nobody = f"127.0.0.1:{free_port()}"
+    assert search.main([*tiny, "--role", "worker", "--oracle-address", nobody, "--worker-id", "w"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: this worker lost the chief at {nobody} (DEADLINE_EXCEEDED)")
