@@ -100,6 +100,13 @@ def _range(kind: Check, *, step: bool = False) -> Check:
     return check
 
 
+def _address(value: Any, key: str) -> str:
+    host, _, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} must be HOST:PORT, such as 10.0.0.5:8000, not {value!r}")
+    return value
+
+
 def _threshold(value: Any, key: str) -> str | float:
     if value == "youden":
         return value
@@ -141,6 +148,13 @@ SCHEMA: dict[str, Any] = {
     "reports_dir": _text(),
     "tensorboard": _boolean,
     "run_name": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
+    "distribution": _choice("none", "mirrored"),
+    "distributed": {
+        "role": _choice("standalone", "chief", "worker"),
+        "oracle_address": _optional(_address),
+        "worker_id": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
+        "running_trial_timeout": _optional(_integer(1)),
+    },
 }
 
 
@@ -199,12 +213,33 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         _merge(config, user, SCHEMA, str(path))
         origin.update(dict.fromkeys(_flat_keys(user, SCHEMA), str(path)))
     for flag, (key, value) in (overrides or {}).items():
-        config[key] = value
+        *parents, leaf = key.split(".")  # "distributed.role" sets config["distributed"]["role"]
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
         origin[key] = flag
     _validate(config, SCHEMA, origin)
     if config["tuner"] != "hyperband" and config["max_trials"] is None:
         raise ConfigError(f"max_trials must be set for tuner {config['tuner']}: pass --max-trials N")
+    _check_distributed(config["distributed"], origin)
     return config
+
+
+def _check_distributed(settings: dict[str, Any], origin: dict[str, str]) -> None:
+    """A chief needs an address to listen on; a worker an address and an id of its own."""
+    role = settings["role"]
+    if role != "standalone" and settings["oracle_address"] is None:
+        raise ConfigError(
+            f"distributed.oracle_address must be set for role {role}: pass --oracle-address HOST:PORT (the chief's)"
+        )
+    worker_id = settings["worker_id"]
+    if role == "worker" and worker_id is None:
+        raise ConfigError("distributed.worker_id must be set for a worker: pass --worker-id NAME, unique per worker")
+    # Keras Tuner takes any tuner id containing "chief" for the chief.
+    if role == "worker" and "chief" in worker_id:
+        where = origin.get("distributed.worker_id", DEFAULT_CONFIG.name)
+        raise ConfigError(f"{where}: distributed.worker_id must not contain 'chief', not {worker_id!r}")
 
 
 def _flat_keys(mapping: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:

@@ -35,12 +35,17 @@ FLAGS = {  # config key -> flag that overrides it
     "seed": "--seed",
     "run_name": "--run-name",
     "reports_dir": "--reports-dir",
+    "distributed.role": "--role",
+    "distributed.oracle_address": "--oracle-address",
+    "distributed.worker_id": "--worker-id",
 }
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
     "data_dir", "image_size", "color_mode", "validation_fraction", "class_weights", "batch_size",
     "augmentation", "objective", "final_epochs", "threshold", "seed",
 )  # fmt: skip
+# How a run is spread over processes and devices, not what it computes: a run may resume under other values.
+RUNTIME_KEYS = ("distribution", "distributed")
 SYNTHETIC_DIR = Path("data/synthetic")
 
 
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             best, trials = search(hypermodel, splits, config, run_dir)
             clock.lap("search")
+            if best is None:  # a distributed worker: the chief retrains the best and reports
+                return 0
         model, history, best_epoch = retrain(hypermodel, best, splits, config, run_dir)
         clock.lap("final_training")
         metrics, predictions = evaluate(model, splits, config)
@@ -116,13 +123,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-name", help="report folder name (default: derived from the settings)")
     parser.add_argument("--reports-dir", help="where run folders go (default: reports)")
     parser.add_argument("--overwrite", action="store_true", help="start the run afresh instead of resuming it")
+    distributed = parser.add_argument_group("distributed search (README: Distributed search)")
+    distributed.add_argument(
+        "--role", choices=("standalone", "chief", "worker"), help="chief serves the search, workers run its trials"
+    )
+    distributed.add_argument("--oracle-address", metavar="HOST:PORT", help="where the chief listens for workers")
+    distributed.add_argument("--worker-id", help="this worker's name, unique per worker (reuse it on restart)")
     return parser.parse_args(argv)
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """config.yaml, then --config, then flags; the run name defaults to a summary of the settings."""
-    overrides = {flag: (key, getattr(args, key)) for key, flag in FLAGS.items() if getattr(args, key) is not None}
+    values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in FLAGS.values()}
+    overrides = {flag: (key, values[flag]) for key, flag in FLAGS.items() if values[flag] is not None}
     config = load_config(args.config, overrides)
+    if args.baseline and config["distributed"]["role"] != "standalone":
+        raise ConfigError("--baseline runs no search, so it cannot be distributed: drop --role")
     if config["run_name"] is None:
         kind = "baseline" if args.baseline else f"search-{config['tuner']}"
         prefix = "synthetic-" if args.synthetic else ""
@@ -157,6 +173,9 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
     import report
 
     run_dir = Path(config["reports_dir"]) / config["run_name"]
+    if config["distributed"]["role"] == "worker":
+        # A worker keeps only its trials' checkpoints under tuner/; the chief owns the run's files.
+        return run_dir
     if run_dir.exists() and args.overwrite:
         shutil.rmtree(run_dir)
     elif (run_dir / "metrics.json").exists():
@@ -165,7 +184,7 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
         )
     elif (run_dir / "config.yaml").exists():
         previous = read_yaml(run_dir / "config.yaml")
-        changed = [key for key in config if previous.get(key) != config[key]]
+        changed = [key for key in config if key not in RUNTIME_KEYS and previous.get(key) != config[key]]
         if changed:
             raise ConfigError(
                 f"{run_dir} was started with other settings ({', '.join(changed)}): "
@@ -223,13 +242,19 @@ def fit_settings(splits, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
-    """Run (or resume) the search; the first trial is the baseline. Returns the best point and trials."""
+    """Run (or resume) the search; the first trial is the baseline. Returns the best point and trials.
+
+    Distributed, the chief serves the search and returns its result; a worker returns (None, None).
+    """
     import keras
 
+    import distributed
     import tuning
     from hypermodel import BASELINE
 
     keras.utils.set_random_seed(config["seed"])
+    role = config["distributed"]["role"]
+    distributed.configure(config["distributed"])  # Keras Tuner reads it when the tuner is built
     tuner = tuning.build_tuner(
         hypermodel,
         kind=config["tuner"],
@@ -241,7 +266,13 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         baseline_values=BASELINE,
         directory=run_dir / "tuner",
         overwrite=False,
+        distribution_strategy=distributed.choose_strategy(config["distribution"]),
     )
+    if role == "chief":
+        distributed.serve_oracle(
+            tuner, config["distributed"]["oracle_address"], config["distributed"]["running_trial_timeout"]
+        )
+        return _search_result(tuner)
     settings = fit_settings(splits, config)
     mode = tuner.oracle.objective.direction
     callbacks = [
@@ -249,14 +280,26 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         keras.callbacks.TerminateOnNaN(),
         *tensorboard_logging(config, run_dir / "tensorboard"),  # Keras Tuner gives each trial a folder
     ]
-    tuning.run_search(
-        tuner,
-        settings.pop("x"),
-        settings.pop("validation_data"),
-        epochs=config["epochs"],
-        callbacks=callbacks,
-        **settings,
-    )
+    with distributed.chief_connection(config["distributed"]["oracle_address"]):
+        tuning.run_search(
+            tuner,
+            settings.pop("x"),
+            settings.pop("validation_data"),
+            epochs=config["epochs"],
+            callbacks=callbacks,
+            **settings,
+        )
+    if role == "worker":
+        ran = ", ".join(tuner.trials_run) or "none"
+        print(f"Worker {config['distributed']['worker_id']} ran trials: {ran}. The chief retrains the best and reports.")
+        return None, None
+    return _search_result(tuner)
+
+
+def _search_result(tuner):
+    """The best point and the trials table, with a warning when trials failed."""
+    import tuning
+
     trials = tuning.trials_table(tuner.oracle)
     failed = trials[trials["status"] != "COMPLETED"]
     if len(failed):
@@ -281,10 +324,12 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], run_dir: Path):
     import keras
     import pandas as pd
 
+    import distributed
     import tuning
 
     keras.utils.set_random_seed(config["seed"])
-    model = hypermodel.build(hp)
+    with distributed.strategy_scope(config["distribution"]):
+        model = hypermodel.build(hp)
     goal = "min" if config["objective"].endswith("loss") else "max"
     # Patience as long as training: it never stops early, it only restores the best epoch's weights.
     best = keras.callbacks.EarlyStopping(

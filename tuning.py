@@ -48,15 +48,18 @@ class TrialRecorder:
     def on_search_begin(self) -> None:
         super().on_search_begin()
         self.search_started = time.monotonic()
+        self.trials_run: list[str] = []  # by this process; a distributed worker runs a share
 
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_begin(trial)
+        self.trials_run.append(trial.trial_id)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.search_started))
         planned = planned_trials(self.oracle)
-        best = [trial for trial in self.oracle.get_best_trials(len(self.oracle.trials)) if trial.score is not None]
+        # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
+        best = [trial for trial in self.oracle.get_best_trials(1) if trial.score is not None]
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
         print(
-            f"\n== Trial {len(self.oracle.trials)} of {planned or '?'} | elapsed {elapsed} | "
+            f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed} | "
             f"best {self.oracle.objective.name} so far: {best_text}",
             flush=True,
         )
@@ -97,6 +100,7 @@ def build_tuner(
     baseline_values: dict[str, Any],
     directory: Path,
     overwrite: bool,
+    distribution_strategy: Any = None,
 ) -> kt.Tuner:
     """A tuner of the given kind whose first trial is the baseline; it resumes from `directory`."""
     goal = kt.Objective(objective, direction="min" if objective.endswith("loss") else "max")
@@ -112,12 +116,18 @@ def build_tuner(
         oracle = BaselineFirstBayesianOracle(max_trials=max_trials, **common)
         tuner_class = SearchTuner
     return tuner_class(
-        oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name="search", overwrite=overwrite
+        oracle=oracle,
+        hypermodel=hypermodel,
+        directory=str(directory),
+        project_name="search",
+        overwrite=overwrite,
+        distribution_strategy=distribution_strategy,
     )
 
 
 def planned_trials(oracle: kt.Oracle) -> int | None:
     """How many trials the search will run: max_trials, or Hyperband's schedule if smaller."""
+    oracle = getattr(oracle, "_oracle", oracle)  # a worker's OracleClient wraps its local copy
     if isinstance(oracle, kt.oracles.HyperbandOracle):
         brackets = range(oracle._get_num_brackets())
         schedule = sum(oracle._get_size(b, r) for b in brackets for r in range(oracle._get_num_rounds(b)))

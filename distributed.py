@@ -1,0 +1,137 @@
+"""Spread a search over machines with Keras Tuner's chief/worker mode, and a trial over GPUs.
+
+Keras Tuner runs distributed when three environment variables are set before the tuner is
+built: the chief serves the oracle over gRPC, and each worker asks it for hyperparameters,
+trains, and sends back its metrics. `configure` sets them from the `distributed:` config block,
+so users pass `--role`, `--oracle-address` and `--worker-id` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import keras_tuner as kt
+
+from tuning import SearchError
+
+ENVIRONMENT = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+CHIEF_ID = "chief"  # Keras Tuner treats any tuner id containing "chief" as the chief
+
+
+def configure(settings: dict[str, Any]) -> None:
+    """Set (or, standalone, clear) Keras Tuner's variables; call before the tuner is built."""
+    if settings["role"] == "standalone":
+        # A variable left exported from another run must not turn this run into a worker.
+        for name in ENVIRONMENT:
+            os.environ.pop(name, None)
+        return
+    host, _, port = settings["oracle_address"].rpartition(":")
+    os.environ["KERASTUNER_ORACLE_IP"] = host
+    os.environ["KERASTUNER_ORACLE_PORT"] = port
+    os.environ["KERASTUNER_TUNER_ID"] = CHIEF_ID if settings["role"] == "chief" else settings["worker_id"]
+
+
+def serve_oracle(tuner: kt.Tuner, address: str, running_trial_timeout: int | None) -> None:
+    """The chief's search: serve the oracle to the workers until every trial has ended.
+
+    Keras Tuner's own `tuner.search()` on the chief does the same, but it waits forever for a
+    trial whose worker died, and polls every 20 s. Here the trials still running when the last
+    one was handed out get `running_trial_timeout` seconds, and are then recorded as failed.
+    """
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    oracle = tuner.oracle
+    tuner.save()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError:
+        raise SearchError(
+            f"the chief cannot listen on {address} (port in use or not an address of this machine): "
+            "pass another --oracle-address"
+        ) from None
+    server.start()
+    print(f"Chief: serving the search on {address}; workers join with --role worker --oracle-address {address}")
+    try:
+        handed_out = None
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(1)
+            if not servicer.stop_triggered:  # set when a worker was told there is no trial left
+                continue
+            if handed_out is None:
+                handed_out = time.monotonic()
+                _say_who_is_awaited(oracle, running_trial_timeout)
+            if running_trial_timeout is not None and time.monotonic() - handed_out > running_trial_timeout:
+                _give_up_running_trials(oracle, running_trial_timeout)
+    finally:
+        server.stop(grace=None)
+
+
+@contextlib.contextmanager
+def chief_connection(address: str | None) -> Iterator[None]:
+    """Turn a worker's lost or unreachable chief into one sentence instead of a gRPC traceback."""
+    import grpc
+
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise SearchError(
+            f"this worker lost the chief at {address} ({error.code().name}): "
+            "check that the chief runs and that --oracle-address reaches it, then start the worker again"
+        ) from None
+
+
+@kt.synchronized
+def _say_who_is_awaited(oracle: kt.Oracle, timeout: int | None) -> None:
+    for tuner_id, trial in oracle.ongoing_trials.items():
+        limit = "as long as it takes" if timeout is None else f"at most {timeout} s"
+        print(
+            f"Chief: every trial is handed out; waiting {limit} for trial {trial.trial_id} on worker {tuner_id}. "
+            f"If that worker died, restart it with --worker-id {tuner_id} to run the trial again.",
+            flush=True,
+        )
+
+
+@kt.synchronized
+def _give_up_running_trials(oracle: kt.Oracle, timeout: int) -> None:
+    """Record trials whose worker sent nothing in time as failed, so the chief can report."""
+    for tuner_id, trial in list(oracle.ongoing_trials.items()):
+        trial.status = kt.engine.trial.TrialStatus.FAILED
+        trial.message = f"worker {tuner_id} sent no result within {timeout} s after the last trial was handed out"
+        print(f"Warning: trial {trial.trial_id} failed: {trial.message}.", flush=True)
+        oracle.end_trial(trial)  # also removes it from ongoing_trials
+    # Workers that asked for a trial and were never heard of again.
+    oracle.tuner_ids.clear()
+
+
+@functools.cache
+def choose_strategy(distribution: str) -> Any:
+    """MirroredStrategy over this machine's GPUs for `mirrored`, when there are two or more; else None."""
+    if distribution == "none":
+        return None
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) < 2:
+        found = "no GPU" if not gpus else "one GPU"
+        print(f"Note: distribution: mirrored found {found}; each trial trains on one device.")
+        return None
+    strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+    print(f"Distribution: each trial mirrored over {strategy.num_replicas_in_sync} GPUs; batch_size is split among them.")
+    return strategy
+
+
+def strategy_scope(distribution: str) -> contextlib.AbstractContextManager:
+    """Where a model must be built to train under the chosen strategy."""
+    strategy = choose_strategy(distribution)
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
