@@ -127,7 +127,9 @@ def choose_strategy(distribution: str) -> Any:
         print(f"Note: distribution: mirrored found {found}; each trial trains on one device.")
         return None
     strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
-    print(f"Distribution: each trial mirrored over {strategy.num_replicas_in_sync} GPUs; batch_size is split among them.")
+    print(
+        f"Distribution: each trial mirrored over {strategy.num_replicas_in_sync} GPUs; batch_size is split among them."
+    )
     return strategy
 
 

@@ -45,7 +45,7 @@ PROTOCOL_KEYS = (
     "augmentation", "objective", "final_epochs", "threshold", "seed",
 )  # fmt: skip
 # How a run is spread over processes and devices, not what it computes: a run may resume under other values.
-RUNTIME_KEYS = ("distribution", "distributed")
+RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
 SYNTHETIC_DIR = Path("data/synthetic")
 
 
@@ -291,7 +291,9 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         )
     if role == "worker":
         ran = ", ".join(tuner.trials_run) or "none"
-        print(f"Worker {config['distributed']['worker_id']} ran trials: {ran}. The chief retrains the best and reports.")
+        print(
+            f"Worker {config['distributed']['worker_id']} ran trials: {ran}. The chief retrains the best and reports."
+        )
         return None, None
     return _search_result(tuner)
 
