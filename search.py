@@ -44,7 +44,7 @@ PROTOCOL_KEYS = (
     "data_dir", "image_size", "color_mode", "validation_fraction", "class_weights", "batch_size",
     "augmentation", "objective", "final_epochs", "threshold", "seed",
 )  # fmt: skip
-# How a run is spread over processes and devices, not what it computes: a run may resume under other values.
+# How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
 RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
 SYNTHETIC_DIR = Path("data/synthetic")
 
