@@ -43,6 +43,20 @@ def baseline_hyperparameters() -> kt.HyperParameters:
     return hp
 
 
+@keras.saving.register_keras_serializable(package="chest_xray")
+class SymmetricShear(layers.RandomShear):
+    """RandomShear whose saved config loads again.
+
+    Keras 3.15 saves a factor f as the range (-f, f), which its own constructor then rejects, so a
+    model.keras holding a plain RandomShear cannot be loaded. Saving f itself round-trips.
+    """
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["x_factor"], config["y_factor"] = self.x_factor[1], self.y_factor[1]
+        return config
+
+
 class ChestXRayHyperModel(kt.HyperModel):
     """Conv depth and filters, dropout, dense layers and the RMSprop learning rate, tuned."""
 
@@ -145,7 +159,7 @@ class ChestXRayHyperModel(kt.HyperModel):
         if settings["shear_degrees"]:
             # ImageDataGenerator reads shear as an angle in degrees; RandomShear takes its tangent.
             shear = math.tan(math.radians(settings["shear_degrees"]))
-            steps.append(layers.RandomShear(x_factor=shear, fill_mode="nearest"))
+            steps.append(SymmetricShear(x_factor=shear, fill_mode="nearest"))
         if settings["zoom"]:
             zoom = (-settings["zoom"], settings["zoom"])
             steps.append(layers.RandomZoom(zoom, zoom, fill_mode="nearest"))
