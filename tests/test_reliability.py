@@ -18,6 +18,7 @@ import pytest
 
 import report
 import search
+import tuning
 from config import load_config
 from hypermodel import BASELINE, ChestXRayHyperModel, baseline_hyperparameters
 
@@ -106,6 +107,31 @@ def test_killed_then_interrupted_search_resumes_to_its_full_count(tmp_path):
             assert {name: rows.loc[tid, name] for name in point} == pytest.approx(point)
             if state["status"] == "COMPLETED":
                 assert rows.loc[tid, "objective"] == pytest.approx(state["score"])
+
+
+def test_tuner_state_is_replaced_whole_so_a_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):
+    defaults = load_config()
+    tuner = tuning.build_tuner(
+        ChestXRayHyperModel(48, 3, defaults["search_space"], defaults["augmentation"]),
+        kind="random",
+        objective="val_auc",
+        max_trials=2,
+        epochs=1,
+        hyperband_factor=3,
+        seed=1,
+        baseline_values=BASELINE,
+        directory=tmp_path,
+        overwrite=True,
+    )
+    tuner.save()
+    saved = {path: path.read_text() for path in tmp_path.rglob("*.json")}
+    assert {path.name for path in saved} == {"oracle.json", "tuner0.json"}
+    # json.dump has written part of the file when it meets the object it cannot encode.
+    monkeypatch.setattr(type(tuner.oracle), "get_state", lambda self: {"start": 1, "broken": object()})
+    with pytest.raises(TypeError):
+        tuner.oracle.save()
+    assert {path: path.read_text() for path in tmp_path.rglob("*.json")} == saved
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_same_config_and_seed_repeat_the_trial_sequence(workdir):
@@ -200,6 +226,15 @@ def test_bad_images_stop_the_run_or_are_left_out_and_reported(workdir, synthetic
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert not set(predictions["file"]) & set(map(str, bad))
     assert len(predictions[predictions["split"] == "test"]) == 32  # the 33 test files less the bad one
+
+
+def test_a_depth_that_does_not_fit_the_image_exits_2(workdir, capsys):
+    # Too small for the baseline's depth is tested in test_search; here the configured minimum depth.
+    (workdir / "deep.yaml").write_text("search_space: {conv_blocks: {min: 5, max: 5}}\n")
+    assert search.main([*TINY, "--config", "deep.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: search_space.conv_blocks.min 5 does not fit image_size 48: at most 4 blocks fit"
+    assert not (workdir / "reports").exists()
 
 
 def test_saved_model_loads_in_keras_safe_mode(tmp_path):
