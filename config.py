@@ -122,6 +122,7 @@ SCHEMA: dict[str, Any] = {
     "validation_fraction": _number(0, 1, include_low=False, include_high=False),
     "class_weights": _boolean,
     "batch_size": _integer(1),
+    "skip_bad_images": _boolean,
     "augmentation": {
         "width_shift": _number(0, 1, include_high=False),
         "height_shift": _number(0, 1, include_high=False),
@@ -164,6 +165,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text: pass a YAML file") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:

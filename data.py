@@ -36,6 +36,7 @@ class Split:
     files: list[Path]
     labels: np.ndarray
     images: np.ndarray | None = field(default=None, repr=False)
+    skipped: list[Path] = field(default_factory=list)  # files left out because they did not decode
 
     def __len__(self) -> int:
         return len(self.files)
@@ -185,6 +186,15 @@ def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, 
 
 def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarray:
     """Decode and resize every file once into uint8 (N, size, size, channels); list every bad file."""
+    images, decoded = _decode(files, image_size, channels)
+    bad = [files[i] for i in np.flatnonzero(~decoded)]
+    if bad:
+        raise DataError(f"{len(bad)} file(s) could not be decoded as images: {_listing(bad)}; remove or replace them")
+    return images
+
+
+def _decode(files: list[Path], image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded images and a mask of the files that decoded; a bad file leaves zeros."""
     import tensorflow as tf
 
     def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -201,11 +211,7 @@ def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarr
     for indices, batch in dataset.as_numpy_iterator():
         images[indices] = batch
         decoded[indices] = True
-    bad = [str(files[i]) for i in np.flatnonzero(~decoded)]
-    if bad:
-        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-        raise DataError(f"{len(bad)} file(s) could not be decoded as images: {shown}; remove or replace them")
-    return images
+    return images, decoded
 
 
 def decode_file(path: Path, image_size: int, channels: int) -> np.ndarray:
@@ -223,18 +229,52 @@ def _decode_and_resize(contents, image_size: int, channels: int):
     """JPEG or PNG bytes, grayscale or colour, any size -> uint8 (size, size, channels), bilinear with antialiasing."""
     import tensorflow as tf
 
+    # decode_image scales 16-bit PNGs to uint8 and converts CMYK JPEGs to RGB.
     image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
     image = tf.image.resize(image, (image_size, image_size), antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str) -> None:
-    """Fill each split's images in place, decoding all files in one pass so every bad file is listed."""
+def _listing(files: list[Path]) -> str:
+    shown = ", ".join(map(str, files[:10]))
+    return shown + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+
+
+def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str, *, skip_bad: bool = False) -> None:
+    """Fill each split's images in place, decoding all files in one pass so every bad file is listed.
+
+    With `skip_bad`, files that do not decode are dropped from their split and kept in its `skipped`.
+    """
     channels = 3 if color_mode == "rgb" else 1
-    images = decode_images([path for split in splits.values() for path in split.files], image_size, channels)
+    files = [path for split in splits.values() for path in split.files]
+    images, decoded = _decode(files, image_size, channels)
+    if not decoded.all() and not skip_bad:
+        bad = [files[i] for i in np.flatnonzero(~decoded)]
+        raise DataError(
+            f"{len(bad)} file(s) could not be decoded as images: {_listing(bad)}; remove or replace them, "
+            "or pass --skip-bad-images to run without them"
+        )
     boundaries = np.cumsum([len(split) for split in splits.values()])[:-1]
-    for split, part in zip(splits.values(), np.split(images, boundaries)):
-        split.images = part
+    for split, part, ok in zip(splits.values(), np.split(images, boundaries), np.split(decoded, boundaries)):
+        split.skipped = [path for path, good in zip(split.files, ok) if not good]
+        split.files = [path for path, good in zip(split.files, ok) if good]
+        split.labels, split.images = split.labels[ok], part[ok]
+        for label, class_name in enumerate(CLASS_NAMES):
+            if not np.any(split.labels == label):
+                raise DataError(
+                    f"without its {len(split.skipped)} undecodable file(s) ({_listing(split.skipped)}) the "
+                    f"{split.name} split has no {class_name} image left: replace those files"
+                )
+
+
+def skipped_table(splits: dict[str, Split]) -> pd.DataFrame:
+    """One row per image left out of a split because it could not be decoded."""
+    rows = [
+        {"split": name, "file": str(path), "class": path.parent.name}
+        for name, split in splits.items()
+        for path in split.skipped
+    ]
+    return pd.DataFrame(rows, columns=["split", "file", "class"])
 
 
 def to_dataset(split: Split, batch_size: int, *, shuffle: bool = False, seed: int | None = None):

@@ -36,6 +36,12 @@ OUTCOMES = (  # (name, true label, predicted label)
     ("false positive", 0, 1),
     ("false negative", 1, 0),
 )
+
+
+class ReportError(RuntimeError):
+    """A run's files could not be written; the message names the folder and what to do."""
+
+
 METRIC_ROWS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "threshold", "n_images")
 
 
@@ -52,6 +58,7 @@ class RunResult:
     metrics: dict[str, Any]  # "validation", "test", "run"
     predictions: pd.DataFrame  # split, file, label, p_pneumonia
     counterpart: tuple[str, dict[str, Any]] | None = None  # the other kind's run name and metrics
+    skipped_images: pd.DataFrame | None = None  # split, file, class of images left out as undecodable
 
     @property
     def kind(self) -> str:
@@ -60,6 +67,7 @@ class RunResult:
     @classmethod
     def load(cls, run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> RunResult:
         trials = run_dir / "trials.csv"
+        skipped = run_dir / "skipped_images.csv"
         return cls(
             run_dir=run_dir,
             config=yaml.safe_load((run_dir / "config.yaml").read_text()),
@@ -72,6 +80,7 @@ class RunResult:
             metrics=json.loads((run_dir / "metrics.json").read_text()),
             predictions=pd.read_csv(run_dir / "predictions.csv"),
             counterpart=counterpart,
+            skipped_images=pd.read_csv(skipped) if skipped.exists() else None,
         )
 
 
@@ -102,10 +111,13 @@ def write_run(
     predictions: pd.DataFrame,
     model: Any,
     counterpart: tuple[str, dict[str, Any]] | None = None,
+    skipped_images: pd.DataFrame | None = None,
 ) -> None:
     """Write a finished run's tables and model beside its config.yaml, then render its report."""
     if trials is not None:
         _write_csv(run_dir / "trials.csv", trials)
+    if skipped_images is not None and len(skipped_images):
+        _write_csv(run_dir / "skipped_images.csv", skipped_images)
     _write_csv(run_dir / "data_summary.csv", data_summary, index=True)
     write_text(run_dir / "best_hyperparameters.yaml", yaml.safe_dump(best_hyperparameters, sort_keys=False))
     _write_csv(run_dir / "history.csv", history)
@@ -457,6 +469,7 @@ def render_markdown(result: RunResult) -> str:
             [[name, *row] for name, row in zip(result.data_summary.index, result.data_summary.to_numpy().tolist())],
         ),
         "",
+        *_skipped_section(result.skipped_images),
         "## Validation (where every choice was made)",
         "",
         _table(["metric", "validation", "test"], [[name, validation[name], test[name]] for name in METRIC_ROWS]),
@@ -523,6 +536,24 @@ def render_markdown(result: RunResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _skipped_section(skipped: pd.DataFrame | None, shown: int = 20) -> list[str]:
+    """The images left out because they did not decode (`skip_bad_images`), if any."""
+    if skipped is None or not len(skipped):
+        return []
+    lines = [
+        "## Images left out",
+        "",
+        f"{len(skipped)} image(s) could not be decoded and were left out (`skip_bad_images`); "
+        "every one is listed in `skipped_images.csv`.",
+        "",
+        _table(["split", "class", "file"], skipped[["split", "class", "file"]].head(shown).to_numpy().tolist()),
+        "",
+    ]
+    if len(skipped) > shown:
+        lines += [f"... and {len(skipped) - shown} more.", ""]
+    return lines
 
 
 def _search_summary(result: RunResult) -> str:

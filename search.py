@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ FLAGS = {  # config key -> flag that overrides it
     "distributed.role": "--role",
     "distributed.oracle_address": "--oracle-address",
     "distributed.worker_id": "--worker-id",
+    "skip_bad_images": "--skip-bad-images",
 }
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
@@ -53,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.command = "python search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     from data import DataError
+    from report import ReportError
     from tuning import SearchError
 
     clock = Stopwatch()
+    previous_handler = signal.signal(signal.SIGINT, CTRL_C.handle)
+    sys.unraisablehook = CTRL_C.unraisable
     try:
         config = resolve_config(args)
         print_devices()
@@ -76,13 +81,67 @@ def main(argv: list[str] | None = None) -> int:
         write_report(
             run_dir, args, config, splits, best, trials, model, history, best_epoch, metrics, predictions, clock
         )
-    except (ConfigError, DataError, SearchError) as error:
+    except (ConfigError, DataError, SearchError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nInterrupted: finished trials are kept; run the same command again to resume.", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = sys.__unraisablehook__
+        CTRL_C.reset()
     return 0
+
+
+class CtrlC:
+    """Ctrl-C while a model trains stops it at the end of the current batch; elsewhere, or pressed twice, at once.
+
+    Raised at an arbitrary point, the KeyboardInterrupt can land in a weakref callback of TensorFlow's, where
+    Python prints and drops it and the search runs on; raised from a Keras callback it always stops the run.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.training = self.pressed = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        at_once = self.pressed or not self.training
+        self.pressed = True  # remembered, so that training stops even if this exception is dropped
+        if at_once:
+            raise KeyboardInterrupt
+
+    def unraisable(self, unraisable: Any) -> None:
+        """sys.unraisablehook: a dropped Ctrl-C is not news, the next batch raises it again; the rest is printed."""
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sys.__unraisablehook__(unraisable)
+
+    def callback(self):
+        """A Keras callback that marks training and raises the pending interrupt after each batch."""
+        import keras
+
+        ctrl_c = self
+
+        class StopOnCtrlC(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                ctrl_c.training = True
+
+            def on_train_end(self, logs=None):
+                ctrl_c.training = False
+
+            def on_train_batch_end(self, batch, logs=None):
+                if ctrl_c.pressed:
+                    ctrl_c.training = False
+                    raise KeyboardInterrupt
+
+            on_test_batch_end = on_train_batch_end
+
+        return StopOnCtrlC()
+
+
+CTRL_C = CtrlC()
 
 
 class Stopwatch:
@@ -129,6 +188,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     distributed.add_argument("--oracle-address", metavar="HOST:PORT", help="where the chief listens for workers")
     distributed.add_argument("--worker-id", help="this worker's name, unique per worker (reuse it on restart)")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,  # None: config.yaml's skip_bad_images decides
+        help="leave out images that do not decode (listed in the report) instead of stopping",
+    )
     return parser.parse_args(argv)
 
 
@@ -164,7 +229,14 @@ def load_data(config: dict[str, Any], synthetic: bool):
         print(
             f"Note: {len(shared)} file-name patient ids of train/validation also occur in Kaggle's test split (see README)."
         )
-    data.decode_splits(splits, config["image_size"], config["color_mode"])
+    data.decode_splits(splits, config["image_size"], config["color_mode"], skip_bad=config["skip_bad_images"])
+    skipped = data.skipped_table(splits)
+    if len(skipped):
+        print(
+            f"Warning: left out {len(skipped)} image(s) that could not be decoded (skip_bad_images); "
+            "the report lists them in skipped_images.csv",
+            file=sys.stderr,
+        )
     return splits
 
 
@@ -178,7 +250,7 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
         return run_dir
     if run_dir.exists() and args.overwrite:
         shutil.rmtree(run_dir)
-    elif (run_dir / "metrics.json").exists():
+    elif (run_dir / "report.md").exists():  # written last, so only a finished run has one
         raise ConfigError(
             f"{run_dir} holds a finished run: pass --overwrite to redo it or --run-name NAME for a new one"
         )
@@ -277,7 +349,9 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
     mode = tuner.oracle.objective.direction
     callbacks = [
         keras.callbacks.EarlyStopping(config["objective"], patience=config["early_stopping_patience"], mode=mode),
-        keras.callbacks.TerminateOnNaN(),
+        # Raising makes a NaN loss a failed trial with this message, not a finished one with a junk score.
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        CTRL_C.callback(),
         *tensorboard_logging(config, run_dir / "tensorboard"),  # Keras Tuner gives each trial a folder
     ]
     with distributed.chief_connection(config["distributed"]["oracle_address"]):
@@ -344,7 +418,7 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], run_dir: Path):
         # The retrain joins the trials in TensorBoard's HParams table under the name "final".
         logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id="final"))
     settings = fit_settings(splits, config)
-    history = model.fit(epochs=config["final_epochs"], callbacks=[best, *logging], **settings)
+    history = model.fit(epochs=config["final_epochs"], callbacks=[best, CTRL_C.callback(), *logging], **settings)
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", range(1, len(table) + 1))
     return model, table, best.best_epoch + 1
@@ -385,6 +459,8 @@ def find_counterpart(config: dict[str, Any], kind: str) -> tuple[str, dict[str, 
         Path(config["reports_dir"]).glob("*/metrics.json"), key=lambda path: path.stat().st_mtime, reverse=True
     )
     for metrics_file in finished:
+        if not metrics_file.with_name("report.md").exists():  # an unfinished report
+            continue
         other = json.loads(metrics_file.read_text())
         other_config = read_yaml(metrics_file.with_name("config.yaml"))
         if other.get("run", {}).get("kind") != kind and all(
@@ -440,6 +516,26 @@ def write_report(
     )
     if counterpart:
         report.render(run_dir.parent / counterpart[0], (config["run_name"], metrics))
+    try:
+        report.write_run(
+            run_dir,
+            data_summary=data.summary_table(splits),
+            trials=trials,
+            best_hyperparameters=tuning.searched_values(best),
+            history=history,
+            metrics=metrics,
+            predictions=predictions,
+            model=model,
+            counterpart=counterpart,
+            skipped_images=data.skipped_table(splits),
+        )
+        if counterpart:
+            report.render(run_dir.parent / counterpart[0], (config["run_name"], metrics))
+    except OSError as error:
+        raise report.ReportError(
+            f"cannot write the report in {run_dir} ({error.strerror or error}): free space or fix permissions there and "
+            "run the same command again (finished trials are kept)"
+        ) from None
     print(f"\nReport: {run_dir / 'report.md'}")
     test = metrics["test"]
     print(

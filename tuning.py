@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,20 +32,52 @@ class BaselineFirst:
         return super()._random_values()
 
 
-class BaselineFirstHyperbandOracle(BaselineFirst, kt.oracles.HyperbandOracle):
+class WholeFiles:
+    """Oracle mixin: oracle.json and each trial.json are replaced whole, never rewritten in place.
+
+    Keras Tuner truncates and rewrites them; a run killed in between would leave a file that
+    stops the next run from resuming.
+    """
+
+    def save(self) -> None:
+        write_json_whole(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial: kt.engine.trial.Trial) -> None:
+        write_json_whole(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+
+def write_json_whole(path: str, state: dict[str, Any]) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it over `path` in one step."""
+    temporary = f"{path}.partial"
+    try:
+        with open(temporary, "w") as file:
+            json.dump(state, file)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class BaselineFirstHyperbandOracle(WholeFiles, BaselineFirst, kt.oracles.HyperbandOracle):
     pass
 
 
-class BaselineFirstRandomSearchOracle(BaselineFirst, kt.oracles.RandomSearchOracle):
+class BaselineFirstRandomSearchOracle(WholeFiles, BaselineFirst, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BaselineFirstBayesianOracle(BaselineFirst, kt.oracles.BayesianOptimizationOracle):
+class BaselineFirstBayesianOracle(WholeFiles, BaselineFirst, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
 class TrialRecorder:
     """Tuner mixin: prints progress and records each trial's epochs and seconds with its metrics."""
+
+    def save(self) -> None:
+        # As kt.Tuner.save, with the tuner's own JSON replaced whole (see WholeFiles).
+        if not self._is_worker():
+            self.oracle.save()
+        write_json_whole(self._get_tuner_fname(), self.get_state())
 
     def on_search_begin(self) -> None:
         super().on_search_begin()

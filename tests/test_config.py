@@ -44,6 +44,13 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
         ("threshold: 2\n", "threshold must be youden or a probability"),
         ("run_name: ../escape\n", "run_name must be text matching"),
         ("- a list\n", "must hold a mapping"),
+        ("epochs: 1.5\n", "epochs must be an integer"),
+        ("max_trials: 0\n", "max_trials must be at least 1"),
+        ("image_size: 4\n", "image_size must be between 8 and 1024"),
+        ("skip_bad_images: sometimes\n", "skip_bad_images must be true or false"),
+        ("search_space: {dropout: {min: 0.0, max: 0.5, step: 0}}\n", "search_space.dropout.step must be above 0"),
+        ("search_space: {learning_rate: {min: 0, max: 0.01}}\n", "search_space.learning_rate.min must lie in (0"),
+        ("search_space: {conv_blocks: {min: 2}}\n", "search_space.conv_blocks must be a mapping with keys min, max"),
     ],
 )
 def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
@@ -57,6 +64,13 @@ def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "epochs: 3\nseed: [1, 2\n")
     with pytest.raises(ConfigError, match=r"user\.yaml line \d+: YAML syntax error"):
+        load_config(path)
+
+
+def test_binary_config_file_is_one_sentence(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"PK\x03\x04\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"model\.keras is not UTF-8 text"):
         load_config(path)
 
 

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ def test_decodes_grayscale_rgb_and_png_of_any_size(tmp_path):
         ("missing split", "has no test/ folder"),
         ("missing class folder", "PNEUMONIA is missing"),
         ("empty class folder", "holds no images"),
+        ("train with one class only", "train/PNEUMONIA is missing"),
     ],
 )
 def test_layout_errors_name_the_path(tmp_path, breakage, message):
@@ -117,21 +119,101 @@ def test_layout_errors_name_the_path(tmp_path, breakage, message):
     elif breakage == "empty class folder":
         for path in (root / "train" / "NORMAL").iterdir():
             path.unlink()
+    elif breakage == "train with one class only":
+        for path in (root / "train" / "PNEUMONIA").iterdir():
+            path.unlink()
+        (root / "train" / "PNEUMONIA").rmdir()
     with pytest.raises(DataError, match=message) as error:
         data.load_splits(data.find_dataset_root(target), 0.3, seed=0)
     assert str(target if breakage in ("missing root", "root is a file") else root) in str(error.value)
 
 
+def broken_images(root: Path) -> list[Path]:
+    """A text file named .jpeg, a zero-byte file and a JPEG cut in half, added to a layout."""
+    text = root / "train" / "NORMAL" / "IM-0099-0001.jpeg"
+    text.write_text("this is text, not a JPEG")
+    empty = root / "train" / "PNEUMONIA" / "person9_virus_1.jpeg"
+    empty.write_bytes(b"")
+    whole = write_noise_jpeg(root / "test" / "NORMAL" / "IM-0098-0001.jpeg")
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return [text, empty, whole]
+
+
+def write_noise_jpeg(path: Path, side: int = 64) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)).save(path)
+    return path
+
+
 def test_undecodable_files_are_all_listed(tmp_path):
     root = make_layout(tmp_path / "ds")
-    broken = root / "train" / "NORMAL" / "IM-0099-0001.jpeg"
-    broken.write_text("this is text, not a JPEG")
-    truncated = root / "train" / "PNEUMONIA" / "person9_virus_1.jpeg"
-    truncated.write_bytes(b"")
+    broken = broken_images(root)
     splits = data.load_splits(root, 0.3, seed=0)
-    with pytest.raises(DataError, match="2 file") as error:
+    with pytest.raises(DataError, match="3 file") as error:
         data.decode_splits(splits, 16, "rgb")
-    assert str(broken) in str(error.value) and str(truncated) in str(error.value)
+    assert all(str(path) in str(error.value) for path in broken)
+    assert "--skip-bad-images" in str(error.value)
+
+
+def test_undecodable_files_can_be_left_out_and_are_kept_for_the_report(tmp_path):
+    root = make_layout(tmp_path / "ds")
+    broken = broken_images(root)
+    splits = data.load_splits(root, 0.3, seed=0)
+    total = sum(len(split) for split in splits.values())
+    data.decode_splits(splits, 16, "rgb", skip_bad=True)
+    assert sum(len(split) for split in splits.values()) == total - 3
+    for split in splits.values():
+        assert len(split.images) == len(split.labels) == len(split.files)
+        assert not set(split.files) & set(broken)
+    skipped = data.skipped_table(splits)
+    assert sorted(skipped["file"]) == sorted(map(str, broken))
+    assert set(skipped["class"]) == {"NORMAL", "PNEUMONIA"}
+
+
+def test_leaving_out_the_last_image_of_a_class_is_an_error(tmp_path):
+    root = make_layout(tmp_path / "ds", per_class=1, splits=("test",))
+    make_layout(root, per_class=3, splits=("train",))
+    (root / "test" / "NORMAL" / "IM-0001-0001.jpeg").write_text("not a JPEG")
+    splits = data.load_splits(root, 0.3, seed=0)
+    with pytest.raises(DataError, match=r"the test split has no NORMAL image left: replace those files"):
+        data.decode_splits(splits, 16, "rgb", skip_bad=True)
+
+
+def test_odd_but_valid_images_decode_to_the_right_pixels(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((30, 30), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")  # 16-bit grey
+    Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpeg")  # pure red in CMYK
+    Image.new("P", (30, 30), 0).save(tmp_path / "palette.png")
+    images = data.decode_images([tmp_path / name for name in ("deep.png", "cmyk.jpeg", "palette.png")], 8, 3)
+    assert np.all(images[0] == round(40000 / 65535 * 255))
+    assert np.allclose(images[1].reshape(-1, 3).mean(axis=0), [255, 0, 0], atol=3)
+    assert images.shape == (3, 8, 8, 3)
+
+
+def test_a_10000_pixel_image_decodes(tmp_path):
+    from PIL import Image
+
+    huge = Image.new("L", (10_000, 10_000), 0)
+    huge.paste(255, (5_000, 0, 10_000, 10_000))  # left half black, right half white
+    huge.save(tmp_path / "huge.jpeg")
+    del huge
+    (image,) = data.decode_images([tmp_path / "huge.jpeg"], 16, 1)
+    assert image.shape == (16, 16, 1)
+    assert image[:, :7].max() <= 3 and image[:, 9:].min() >= 252
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder whatever its permissions")
+def test_unreadable_folder_is_one_sentence(tmp_path):
+    root = make_layout(tmp_path / "ds")
+    folder = root / "train" / "NORMAL"
+    folder.chmod(0)
+    try:
+        with pytest.raises(DataError, match=f"cannot read folder {folder}: permission denied"):
+            data.load_splits(root, 0.3, seed=0)
+    finally:
+        folder.chmod(0o755)
 
 
 def test_class_weights_balance_the_classes():

@@ -157,7 +157,10 @@ def test_roles_set_keras_tuners_variables_and_standalone_clears_them(monkeypatch
     [
         (["--role", "worker", "--worker-id", "a"], "distributed.oracle_address must be set for role worker"),
         (["--role", "worker", "--oracle-address", "127.0.0.1:8000"], "pass --worker-id NAME"),
-        (["--role", "chief", "--oracle-address", "8000"], "--oracle-address: distributed.oracle_address must be HOST:PORT"),
+        (
+            ["--role", "chief", "--oracle-address", "8000"],
+            "--oracle-address: distributed.oracle_address must be HOST:PORT",
+        ),
         (["--role", "worker", "--oracle-address", "h:1", "--worker-id", "chief2"], "must not contain 'chief'"),
         (["--baseline", "--role", "chief", "--oracle-address", "h:1"], "--baseline runs no search"),
     ],
@@ -170,9 +173,7 @@ def test_bad_distributed_settings_exit_2_with_one_sentence(tmp_path, monkeypatch
     assert not (tmp_path / "reports").exists()
 
 
-def test_a_chief_that_cannot_listen_and_a_worker_without_chief_stop_with_one_sentence(
-    tmp_path, monkeypatch, capsys
-):
+def test_a_chief_that_cannot_listen_and_a_worker_without_chief_stop_with_one_sentence(tmp_path, monkeypatch, capsys):
     from keras_tuner.src.distribute import oracle_client
 
     monkeypatch.chdir(tmp_path)
@@ -186,7 +187,10 @@ def test_a_chief_that_cannot_listen_and_a_worker_without_chief_stop_with_one_sen
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         assert search.main([*tiny, "--role", "chief", "--oracle-address", address]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == f"error: the chief cannot listen on {address} (port in use or not an address of this machine): pass another --oracle-address"
+    assert (
+        err
+        == f"error: the chief cannot listen on {address} (port in use or not an address of this machine): pass another --oracle-address"
+    )
 
     nobody = f"127.0.0.1:{free_port()}"
     assert search.main([*tiny, "--role", "worker", "--oracle-address", nobody, "--worker-id", "w"]) == 2

@@ -1,0 +1,65 @@
+"""Peak memory of decoding very large images (10,000 x 10,000 JPEG) with data.decode_images.
+
+    python bench/large_image_memory.py            # 1, 4 and 16 copies, each in a fresh process
+
+Prints the growth of the process's peak resident memory (ru_maxrss) during the decode, so a
+change to the decode pipeline can be checked for how many full-size frames it holds at once.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+SIDE = 10_000
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(image: Path, copies: int, image_size: int) -> None:
+    import tensorflow as tf  # noqa: F401  (imported before the baseline reading)
+    from PIL import Image
+
+    import data
+
+    small = image.with_name(f"small{os.getpid()}.jpeg")
+    Image.new("L", (64, 64)).save(small)
+    data.decode_images([small], 8, 3)  # load TensorFlow's decode kernels on a small image first
+    before = peak_mib()
+    started = time.perf_counter()
+    images = data.decode_images([image] * copies, image_size, 3)
+    seconds = time.perf_counter() - started
+    print(
+        f"{copies:3d} x {SIDE}x{SIDE} JPEG -> {images.shape}: {seconds:5.1f} s, "
+        f"peak RSS {before:,.0f} -> {peak_mib():,.0f} MiB (+{peak_mib() - before:,.0f})",
+        flush=True,
+    )
+
+
+def main() -> None:
+    if len(sys.argv) == 4:  # a child: image path, copies, image size
+        measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+        return
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "huge.jpeg"
+        huge = Image.new("L", (SIDE, SIDE), 40)
+        huge.paste(220, (SIDE // 2, 0, SIDE, SIDE))
+        huge.save(path, quality=90)
+        del huge
+        print(f"{path.stat().st_size / 1e6:.1f} MB grayscale JPEG, decoded to RGB at 80 px; {os.cpu_count()} cores")
+        for copies in (1, 4, 16):
+            subprocess.run([sys.executable, __file__, str(path), str(copies), "80"], check=True)
+
+
+if __name__ == "__main__":
+    main()
