@@ -122,6 +122,11 @@ def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None)
     write_text(run_dir / "report.md", render_markdown(result))
 
 
+def disk_usage(folder: Path) -> int:
+    """Bytes taken by the files under `folder`."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
 def _write_csv(path: Path, table: pd.DataFrame, index: bool = False) -> None:
     with atomic_path(path) as temporary:
         table.to_csv(temporary, index=index)

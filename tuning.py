@@ -75,14 +75,37 @@ class TrialRecorder:
         return metrics
 
 
-class HyperbandTuner(TrialRecorder, kt.Hyperband):
+class CheckpointCleanup:
+    """Tuner mixin: drops trial weights once nothing can read them; trial.json files stay.
+
+    The final model is retrained from scratch, so a finished search needs no trial's weights
+    (Keras Tuner keeps one checkpoint per trial otherwise, keras-tuner issue 288), while
+    trial.json and oracle.json keep the run explainable and resumable.
+    """
+
+    def delete_checkpoint(self, trial_id: str) -> None:
+        Path(self._get_checkpoint_fname(trial_id)).unlink(missing_ok=True)
+
+    def on_search_end(self) -> None:
+        super().on_search_end()
+        for trial_id in self.oracle.trials:
+            self.delete_checkpoint(trial_id)
+
+
+class HyperbandTuner(CheckpointCleanup, TrialRecorder, kt.Hyperband):
+    """Hyperband keeps checkpoints until the search ends: promoted trials start from their parent's weights."""
+
     def __init__(self, oracle: kt.Oracle, **kwargs: Any):
         # kt.Hyperband.__init__ would build its own oracle; ours puts the baseline first.
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)
 
 
-class SearchTuner(TrialRecorder, kt.Tuner):
-    pass
+class SearchTuner(CheckpointCleanup, TrialRecorder, kt.Tuner):
+    """Random and Bayesian search never reload a trial's weights: drop them as soon as it ends."""
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        self.delete_checkpoint(trial.trial_id)
 
 
 def build_tuner(
