@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import keras_tuner as kt
 import numpy as np
 import pandas as pd
@@ -92,7 +96,31 @@ class CheckpointCleanup:
             self.delete_checkpoint(trial_id)
 
 
-class HyperbandTuner(CheckpointCleanup, TrialRecorder, kt.Hyperband):
+class MemoryRelease:
+    """Tuner mixin: hands a finished trial's memory back before the next trial starts.
+
+    Keras Tuner clears the Keras session only when it builds the next model, and glibc keeps
+    freed blocks of large models mapped, so resident memory crept up trial after trial
+    (keras-tuner issues 873, 1031, 395; bench/memory.py measures it).
+    """
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        keras.backend.clear_session()
+        gc.collect()
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the system (glibc's malloc_trim); a no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+class HyperbandTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, kt.Hyperband):
     """Hyperband keeps checkpoints until the search ends: promoted trials start from their parent's weights."""
 
     def __init__(self, oracle: kt.Oracle, **kwargs: Any):
@@ -100,7 +128,7 @@ class HyperbandTuner(CheckpointCleanup, TrialRecorder, kt.Hyperband):
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)
 
 
-class SearchTuner(CheckpointCleanup, TrialRecorder, kt.Tuner):
+class SearchTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, kt.Tuner):
     """Random and Bayesian search never reload a trial's weights: drop them as soon as it ends."""
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
