@@ -209,6 +209,11 @@ def _best_validation_objective(result: RunResult) -> str:
     return f"{objective} {_cell(float(value))}"
 
 
+def disk_usage(folder: Path) -> int:
+    """Bytes taken by the files under `folder`."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
 def _write_csv(path: Path, table: pd.DataFrame, index: bool = False) -> None:
     with atomic_path(path) as temporary:
         table.to_csv(temporary, index=index)

@@ -537,6 +537,8 @@ def write_report(
             "run the same command again (finished trials are kept)"
         ) from None
     print(f"\nReport: {run_dir / 'report.md'}")
+    model_mb = (run_dir / "model.keras").stat().st_size / 1e6
+    print(f"Disk: {report.disk_usage(run_dir) / 1e6:.1f} MB in {run_dir}, of which model.keras {model_mb:.1f} MB")
     test = metrics["test"]
     print(
         f"Test (held out): accuracy {test['accuracy']:.3f}, ROC AUC {test['roc_auc']:.3f}, "

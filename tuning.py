@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import keras_tuner as kt
 import numpy as np
 import pandas as pd
@@ -112,14 +116,61 @@ class TrialRecorder:
         return metrics
 
 
-class HyperbandTuner(TrialRecorder, kt.Hyperband):
+class CheckpointCleanup:
+    """Tuner mixin: drops trial weights once nothing can read them; trial.json files stay.
+
+    The final model is retrained from scratch, so a finished search needs no trial's weights
+    (Keras Tuner keeps one checkpoint per trial otherwise, keras-tuner issue 288), while
+    trial.json and oracle.json keep the run explainable and resumable.
+    """
+
+    def delete_checkpoint(self, trial_id: str) -> None:
+        Path(self._get_checkpoint_fname(trial_id)).unlink(missing_ok=True)
+
+    def on_search_end(self) -> None:
+        super().on_search_end()
+        for trial_id in self.oracle.trials:
+            self.delete_checkpoint(trial_id)
+
+
+class MemoryRelease:
+    """Tuner mixin: hands a finished trial's memory back before the next trial starts.
+
+    Keras Tuner clears the Keras session only when it builds the next model, and glibc keeps
+    freed blocks of large models mapped, so resident memory crept up trial after trial
+    (keras-tuner issues 873, 1031, 395; bench/memory.py measures it).
+    """
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        keras.backend.clear_session()
+        gc.collect()
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the system (glibc's malloc_trim); a no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+class HyperbandTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, kt.Hyperband):
+    """Hyperband keeps checkpoints until the search ends: promoted trials start from their parent's weights."""
+
     def __init__(self, oracle: kt.Oracle, **kwargs: Any):
         # kt.Hyperband.__init__ would build its own oracle; ours puts the baseline first.
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)
 
 
-class SearchTuner(TrialRecorder, kt.Tuner):
-    pass
+class SearchTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, kt.Tuner):
+    """Random and Bayesian search never reload a trial's weights: drop them as soon as it ends."""
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        self.delete_checkpoint(trial.trial_id)
 
 
 def build_tuner(

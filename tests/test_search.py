@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def test_tiny_search_writes_every_report_file(workdir):
     first = trials.iloc[0]
     assert {name: first[name] for name in BASELINE} == pytest.approx(BASELINE)  # baseline is trial 0
     assert (trials["epochs_run"] == 1).all() and (trials["seconds"] > 0).all()
+    assert_tuner_keeps_no_weights(run_dir, trials=3)
     assert trials["objective"].between(0, 1).all()
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -110,9 +112,18 @@ def test_hyperband_runs_its_schedule_with_the_baseline_first(workdir, capsys):
     assert len(trials) == 2  # Hyperband's schedule for max_epochs=2, factor=3
     assert trials.iloc[0]["learning_rate"] == BASELINE["learning_rate"]
     assert "tuner/epochs" in trials.columns
-    out = capsys.readouterr().out
-    assert "== Trial 2 of 2" in out
-    assert "Training on: CPU only" in out or "Training on: NVIDIA" in out
+    output = capsys.readouterr().out
+    assert "== Trial 2 of 2" in output
+    assert "Training on: CPU only" in output or "Training on: NVIDIA" in output
+    assert_tuner_keeps_no_weights(only_run(workdir / "reports"), trials=2)
+    assert re.search(r"Disk: \d+\.\d MB in .*, of which model.keras \d+\.\d MB", output)
+
+
+def assert_tuner_keeps_no_weights(run_dir: Path, trials: int) -> None:
+    """A finished run keeps each trial's trial.json (to explain and resume it) but no trial weights."""
+    tuner_dir = run_dir / "tuner" / "search"
+    assert len(list(tuner_dir.glob("trial_*/trial.json"))) == trials and (tuner_dir / "oracle.json").exists()
+    assert not [path for path in tuner_dir.rglob("*") if path.suffix in {".h5", ".keras", ".index"}]
 
 
 def test_bayesian_search_starts_from_the_baseline(workdir):

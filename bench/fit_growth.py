@@ -1,0 +1,64 @@
+"""Resident memory across repeated fit() calls of a tiny model: does TensorFlow/Keras itself grow?
+
+    python bench/fit_growth.py shared    # one tf.data dataset for every fit
+    python bench/fit_growth.py rebuilt   # a new dataset for every fit
+
+Each round clears the Keras session, builds a tiny model, fits it for 5 steps, deletes it,
+collects garbage and trims the heap, then prints RSS; the growth per fit after round 3 is
+what remains per fit() whatever this project does between trials.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def rss_mb() -> float:
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
+
+
+def main() -> None:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    mode = sys.argv[1] if len(sys.argv) > 1 else "shared"
+    x = np.random.randint(0, 255, (4700, 48, 48, 3), dtype=np.uint8)
+    y = keras.utils.to_categorical(np.random.randint(0, 2, 4700), 2)
+
+    def dataset():
+        return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(4700).batch(64).prefetch(2)
+
+    shared = dataset()
+    readings = []
+    for _ in range(10):
+        keras.backend.clear_session()
+        gc.collect()
+        model = keras.Sequential(
+            [
+                keras.Input((48, 48, 3)),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2, activation="softmax"),
+            ]
+        )
+        model.compile("rmsprop", "categorical_crossentropy")
+        data = shared if mode == "shared" else dataset()
+        model.fit(data.take(5), validation_data=data.take(2), epochs=1, verbose=0)
+        del model, data
+        keras.backend.clear_session()
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        readings.append(rss_mb())
+    print(mode, " ".join(f"{r:.0f}" for r in readings), f"per fit after 3: {(readings[-1] - readings[2]) / 7:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
