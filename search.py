@@ -503,19 +503,6 @@ def write_report(
         "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, {len(tf.config.list_physical_devices('GPU'))} GPU(s)",
     }
     counterpart = find_counterpart(config, kind)
-    report.write_run(
-        run_dir,
-        data_summary=data.summary_table(splits),
-        trials=trials,
-        best_hyperparameters=tuning.searched_values(best),
-        history=history,
-        metrics=metrics,
-        predictions=predictions,
-        model=without_augmentation(model),
-        counterpart=counterpart,
-    )
-    if counterpart:
-        report.render(run_dir.parent / counterpart[0], (config["run_name"], metrics))
     try:
         report.write_run(
             run_dir,
@@ -525,7 +512,7 @@ def write_report(
             history=history,
             metrics=metrics,
             predictions=predictions,
-            model=model,
+            model=without_augmentation(model),
             counterpart=counterpart,
             skipped_images=data.skipped_table(splits),
         )
