@@ -129,8 +129,9 @@ class CheckpointCleanup:
 
     def on_search_end(self) -> None:
         super().on_search_end()
-        for trial_id in self.oracle.trials:
-            self.delete_checkpoint(trial_id)
+        # From the folders, not oracle.trials: a distributed worker's oracle is a client without them.
+        for trial_dir in Path(self.project_dir).glob("trial_*"):
+            self.delete_checkpoint(trial_dir.name.removeprefix("trial_"))
 
 
 class MemoryRelease:

@@ -93,7 +93,7 @@ def test_chief_and_two_workers_share_the_trials_and_only_the_chief_reports(clust
     assert ran_a and ran_b, "each worker runs at least one trial"
     assert sorted(ran_a + ran_b) == sorted(trials["trial_id"])  # every trial ran exactly once
     # One run folder, reported by the chief alone; the workers wrote checkpoints only.
-    assert [path.name for path in (tmp_path / "reports").iterdir()] == [RUN_DIR.name]
+    assert sorted(path.name for path in (tmp_path / "reports").iterdir()) == sorted([RUN_DIR.name, "index.md"])
     assert (tmp_path / RUN_DIR / "report.md").exists()
     assert "Report:" in run.log("chief")
     assert not any("Report:" in run.log(name) for name in ("worker-a", "worker-b"))

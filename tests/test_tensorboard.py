@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory) -> Path:
         patch.chdir(workdir)
         flags = ["--synthetic", "--image-size", "48", "--seed", "5", "--tuner", "random", "--max-trials", "2"]
         assert search.main([*flags, "--epochs", "2", "--final-epochs", "2"]) == 0
-    (folder,) = (workdir / "reports").iterdir()
+    (folder,) = [path for path in (workdir / "reports").iterdir() if path.is_dir()]
     return folder
 
 
