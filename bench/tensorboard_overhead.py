@@ -13,28 +13,17 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
+from pipeline import EpochTimer  # noqa: E402  (bench/, beside this script)
 
 import data  # noqa: E402
 import search  # noqa: E402
 from config import load_config  # noqa: E402
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters  # noqa: E402
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
 
 
 def main() -> None:
