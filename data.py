@@ -184,6 +184,11 @@ def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, 
     }
 
 
+def channel_count(color_mode: str) -> int:
+    """Image channels for a `color_mode` setting: rgb 3, grayscale 1."""
+    return 3 if color_mode == "rgb" else 1
+
+
 def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarray:
     """Decode and resize every file once into uint8 (N, size, size, channels); list every bad file."""
     images, decoded = _decode(files, image_size, channels)
@@ -268,9 +273,8 @@ def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str, *,
 
     With `skip_bad`, files that do not decode are dropped from their split and kept in its `skipped`.
     """
-    channels = 3 if color_mode == "rgb" else 1
     files = [path for split in splits.values() for path in split.files]
-    images, decoded = _decode(files, image_size, channels)
+    images, decoded = _decode(files, image_size, channel_count(color_mode))
     if not decoded.all() and not skip_bad:
         bad = [files[i] for i in np.flatnonzero(~decoded)]
         raise DataError(

@@ -109,9 +109,9 @@ def decode(files: list[Path], config: dict[str, Any]):
     """Decoded images of the readable files, those files, and (file, reason) for the rest."""
     import numpy as np
 
-    from data import DataError, decode_file
+    from data import DataError, channel_count, decode_file
 
-    channels = 3 if config["color_mode"] == "rgb" else 1
+    channels = channel_count(config["color_mode"])
     images, readable, failures = [], [], []
     for path in files:
         if not path.is_file():

@@ -303,8 +303,7 @@ def gradcam_figure(result: RunResult) -> Figure:
     threshold = result.metrics["test"]["threshold"]
     examples = test_examples(result.predictions, threshold)
     files = [Path(file) for _, rows in examples for file in rows["file"]]
-    channels = 3 if result.config["color_mode"] == "rgb" else 1
-    images = data.decode_images(files, result.config["image_size"], channels)
+    images = data.decode_images(files, result.config["image_size"], data.channel_count(result.config["color_mode"]))
     figure = Figure(figsize=(2.4 * EXAMPLES_PER_OUTCOME, 2.7 * len(OUTCOMES)), layout="constrained")
     axes = figure.subplots(len(OUTCOMES), EXAMPLES_PER_OUTCOME, squeeze=False)
     start = 0

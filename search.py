@@ -285,9 +285,10 @@ def print_devices() -> None:
 
 
 def make_hypermodel(config: dict[str, Any]):
+    from data import channel_count
     from hypermodel import ChestXRayHyperModel
 
-    channels = 3 if config["color_mode"] == "rgb" else 1
+    channels = channel_count(config["color_mode"])
     try:
         return ChestXRayHyperModel(config["image_size"], channels, config["search_space"], config["augmentation"])
     except ValueError as error:

@@ -16,6 +16,8 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
+from report import write_text
+
 TUNER_PREFIX = "tuner/"  # Keras Tuner's Hyperband bookkeeping values
 
 
@@ -52,14 +54,7 @@ class WholeFiles:
 
 def write_json_whole(path: str, state: dict[str, Any]) -> None:
     """Write JSON to a temporary file beside `path`, then rename it over `path` in one step."""
-    temporary = f"{path}.partial"
-    try:
-        with open(temporary, "w") as file:
-            json.dump(state, file)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_text(Path(path), json.dumps(state))
 
 
 class BaselineFirstHyperbandOracle(WholeFiles, BaselineFirst, kt.oracles.HyperbandOracle):
