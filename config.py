@@ -85,6 +85,15 @@ def _int_list(value: Any, key: str) -> list[int]:
     return sorted({_integer(1)(item, key) for item in value})
 
 
+def _list_of(*options: Any) -> Check:
+    def check(value: Any, key: str) -> list[Any]:
+        if not isinstance(value, list) or not value or any(item not in options for item in value):
+            raise ConfigError(f"{key} must be a non-empty list of {', '.join(map(str, options))}, not {value!r}")
+        return list(dict.fromkeys(value))
+
+    return check
+
+
 def _range(kind: Check, *, step: bool = False) -> Check:
     def check(value: Any, key: str) -> dict[str, Any]:
         wanted = ["min", "max", "step"] if step else ["min", "max"]
@@ -143,8 +152,14 @@ SCHEMA: dict[str, Any] = {
         "dense_layers": _range(_integer(0)),
         "dense_units": _int_list,
         "learning_rate": _range(_number(0, 1, include_low=False)),
+        "batch_norm": _list_of(False, True),
+        "pooling": _list_of("flatten", "average"),
+        "brightness": _range(_number(0, 1), step=True),
+        "contrast": _range(_number(0, 1), step=True),
+        "label_smoothing": _range(_number(0, 0.5), step=True),
     },
     "final_epochs": _integer(1),
+    "final_schedule": _choice("constant", "cosine"),
     "threshold": _threshold,
     "reports_dir": _text(),
     "tensorboard": _boolean,

@@ -24,6 +24,12 @@ BASELINE: dict[str, Any] = {
     "units_0": 512,
     "units_1": 264,
     "learning_rate": 1e-3,
+    # Options beyond the original notebook; their baseline values leave its model as it was.
+    "batch_norm": False,
+    "pooling": "flatten",
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "label_smoothing": 0.0,
 }
 
 
@@ -76,6 +82,12 @@ class ChestXRayHyperModel(kt.HyperModel):
         for key, value in ranges.items():
             if not space[key]["min"] <= value <= space[key]["max"]:
                 raise ValueError(f"search_space.{key} must include the baseline's {value}: widen its min/max")
+        for key in ("brightness", "contrast", "label_smoothing"):
+            if not space[key]["min"] <= BASELINE[key] <= space[key]["max"]:
+                raise ValueError(f"search_space.{key} must include the baseline's {BASELINE[key]}: set its min to 0")
+        for key in ("batch_norm", "pooling"):
+            if BASELINE[key] not in space[key]:
+                raise ValueError(f"search_space.{key} must include the baseline's {BASELINE[key]}: add it to its list")
         for key, prefix in (("filters", "filters_"), ("dense_units", "units_")):
             missing = sorted({v for k, v in BASELINE.items() if k.startswith(prefix)} - set(space[key]))
             if missing:
@@ -100,9 +112,18 @@ class ChestXRayHyperModel(kt.HyperModel):
             sampling="log",
             default=BASELINE["learning_rate"],
         )
+        batch_norm = (
+            hp.Boolean("batch_norm", default=BASELINE["batch_norm"])
+            if len(space["batch_norm"]) == 2
+            else hp.Fixed("batch_norm", space["batch_norm"][0])
+        )
+        pooling = hp.Choice("pooling", space["pooling"], default=BASELINE["pooling"])
+        brightness, contrast, label_smoothing = (
+            _stepped(hp, key, space[key], BASELINE[key]) for key in ("brightness", "contrast", "label_smoothing")
+        )
 
         inputs = keras.Input(self.input_shape, name="pixels")
-        x = self._augmentation()(inputs)
+        x = self._augmentation(brightness, contrast)(inputs)
         x = layers.Rescaling(1.0 / 255)(x)
         # Every block's hyperparameter is declared, active only when the depth reaches it,
         # so Keras Tuner knows the whole space before the first trial.
@@ -111,10 +132,16 @@ class ChestXRayHyperModel(kt.HyperModel):
                 filters = hp.Choice(
                     f"filters_{i}", space["filters"], default=BASELINE.get(f"filters_{i}", space["filters"][0])
                 )
-            if i < blocks:
+            if i < blocks and batch_norm:
+                # The normalisation's shift replaces the convolution's bias.
+                x = layers.Conv2D(filters, 3, use_bias=False)(x)
+                x = layers.BatchNormalization()(x)
+                x = layers.Activation("relu")(x)
+                x = layers.MaxPooling2D(2)(x)
+            elif i < blocks:
                 x = layers.Conv2D(filters, 3, activation="relu")(x)
                 x = layers.MaxPooling2D(2)(x)
-        x = layers.Flatten()(x)
+        x = layers.GlobalAveragePooling2D()(x) if pooling == "average" else layers.Flatten()(x)
         x = layers.Dropout(dropout)(x)
         for i in range(dense_range["max"]):
             with hp.conditional_scope("dense_layers", list(range(i + 1, dense_range["max"] + 1))):
@@ -128,16 +155,25 @@ class ChestXRayHyperModel(kt.HyperModel):
         model = keras.Model(inputs, outputs, name="chest_xray_cnn")
         model.compile(
             optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-            loss="categorical_crossentropy",
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+            if label_smoothing
+            else "categorical_crossentropy",
             # Per-label AUC averaged over two complementary softmax columns is the ROC AUC of PNEUMONIA.
             metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
         )
         return model
 
-    def _augmentation(self) -> keras.Layer:
-        """The baseline's ImageDataGenerator settings as Keras layers, active only in training."""
+    def _augmentation(self, brightness: float, contrast: float) -> keras.Layer:
+        """The baseline's ImageDataGenerator settings as Keras layers, active only in training.
+
+        Brightness and contrast are searched: the test split's exposure differs from train's.
+        """
         settings = self.augmentation
         steps = []
+        if brightness:
+            steps.append(layers.RandomBrightness(brightness, value_range=(0, 255)))
+        if contrast:
+            steps.append(layers.RandomContrast(contrast))
         if settings["width_shift"] or settings["height_shift"]:
             steps.append(
                 layers.RandomTranslation(settings["height_shift"], settings["width_shift"], fill_mode="nearest")
@@ -150,6 +186,13 @@ class ChestXRayHyperModel(kt.HyperModel):
             zoom = (-settings["zoom"], settings["zoom"])
             steps.append(layers.RandomZoom(zoom, zoom, fill_mode="nearest"))
         return keras.Sequential(steps, name="augmentation") if steps else layers.Identity(name="augmentation")
+
+
+def _stepped(hp: kt.HyperParameters, name: str, bounds: dict[str, float], default: float) -> float:
+    """A stepped float hyperparameter, or a fixed value when the range is a single point."""
+    if bounds["min"] == bounds["max"]:
+        return hp.Fixed(name, bounds["min"])
+    return hp.Float(name, bounds["min"], bounds["max"], step=bounds["step"], default=default)
 
 
 def without_augmentation(model: keras.Model) -> keras.Model:

@@ -191,7 +191,7 @@ def write_index(reports_dir: Path) -> None:
             "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
             "the test split was predicted once, after every choice was made on validation.",
             "",
-            _table(header, [cells for _, cells in rows]),
+            markdown_table(header, [cells for _, cells in rows]),
             "",
         ]
     )
@@ -372,7 +372,8 @@ def _maximised(objective: str) -> bool:
     return not objective.endswith("loss")
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; floats with three decimals, missing values as a dash."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -426,13 +427,13 @@ def render_markdown(result: RunResult) -> str:
         "",
         "## Test: this run against the other kind",
         "",
-        _table(header, rows + [published_row]),
+        markdown_table(header, rows + [published_row]),
         missing_other,
         f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.",
         "",
         "## What ran",
         "",
-        _table(
+        markdown_table(
             ["setting", "value"],
             [
                 ["data", f"`{config['data_dir']}`"],
@@ -450,7 +451,8 @@ def render_markdown(result: RunResult) -> str:
                 ],
                 [
                     "final training",
-                    f"{config['final_epochs']} epochs, kept epoch {run['best_epoch']} (best {config['objective']})",
+                    f"{config['final_epochs']} epochs, {config.get('final_schedule', 'constant')} learning rate, "
+                    f"kept epoch {run['best_epoch']} (best {config['objective']})",
                 ],
                 ["threshold", f"{test['threshold']:.3f}, {threshold_rule}"],
                 [
@@ -468,7 +470,7 @@ def render_markdown(result: RunResult) -> str:
         "",
         "Images per split:",
         "",
-        _table(
+        markdown_table(
             ["split", *result.data_summary.columns],
             [[name, *row] for name, row in zip(result.data_summary.index, result.data_summary.to_numpy().tolist())],
         ),
@@ -476,11 +478,13 @@ def render_markdown(result: RunResult) -> str:
         *_skipped_section(result.skipped_images),
         "## Validation (where every choice was made)",
         "",
-        _table(["metric", "validation", "test"], [[name, validation[name], test[name]] for name in METRIC_ROWS]),
+        markdown_table(
+            ["metric", "validation", "test"], [[name, validation[name], test[name]] for name in METRIC_ROWS]
+        ),
         "",
         "## Hyperparameters: chosen against the baseline's",
         "",
-        _table(
+        markdown_table(
             ["hyperparameter", "baseline", "this run"],
             [
                 [name, baseline.get(name), result.best_hyperparameters.get(name)]
@@ -552,7 +556,7 @@ def _skipped_section(skipped: pd.DataFrame | None, shown: int = 20) -> list[str]
         f"{len(skipped)} image(s) could not be decoded and were left out (`skip_bad_images`); "
         "every one is listed in `skipped_images.csv`.",
         "",
-        _table(["split", "class", "file"], skipped[["split", "class", "file"]].head(shown).to_numpy().tolist()),
+        markdown_table(["split", "class", "file"], skipped[["split", "class", "file"]].head(shown).to_numpy().tolist()),
         "",
     ]
     if len(skipped) > shown:
@@ -596,5 +600,5 @@ def _search_section(trials: pd.DataFrame, objective: str, baseline: dict[str, An
         lines += [f"- trial {row.trial_id}: {row.error}" for row in failed.itertuples()]
     top = done.sort_values("objective", ascending=not _maximised(objective)).head(5)
     shown = ["trial_id", "objective", "epochs_run", "seconds", *_hyperparameter_columns(trials)]
-    lines += ["", "Top trials:", "", _table(shown, top[shown].to_numpy().tolist()), ""]
+    lines += ["", "Top trials:", "", markdown_table(shown, top[shown].to_numpy().tolist()), ""]
     return lines

@@ -44,7 +44,7 @@ FLAGS = {  # config key -> flag that overrides it
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
     "data_dir", "image_size", "color_mode", "validation_fraction", "class_weights", "batch_size",
-    "augmentation", "objective", "final_epochs", "threshold", "seed",
+    "augmentation", "objective", "final_epochs", "final_schedule", "threshold", "seed",
 )  # fmt: skip
 # How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
 RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
@@ -418,11 +418,29 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], run_dir: Path):
 
         # The retrain joins the trials in TensorBoard's HParams table under the name "final".
         logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id="final"))
+    schedule = learning_rate_schedule(config["final_schedule"], hp.get("learning_rate"), config["final_epochs"])
     settings = fit_settings(splits, config)
-    history = model.fit(epochs=config["final_epochs"], callbacks=[best, CTRL_C.callback(), *logging], **settings)
+    history = model.fit(
+        epochs=config["final_epochs"], callbacks=[best, *schedule, CTRL_C.callback(), *logging], **settings
+    )
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", range(1, len(table) + 1))
     return model, table, best.best_epoch + 1
+
+
+def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list:
+    """Nothing for a constant rate; for cosine, a callback that decays it from the tuned rate towards 0."""
+    import math
+
+    import keras
+
+    if kind == "constant":
+        return []
+    return [
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch: learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+        )
+    ]
 
 
 def evaluate(model, splits, config: dict[str, Any]):

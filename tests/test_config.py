@@ -51,6 +51,13 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
         ("search_space: {dropout: {min: 0.0, max: 0.5, step: 0}}\n", "search_space.dropout.step must be above 0"),
         ("search_space: {learning_rate: {min: 0, max: 0.01}}\n", "search_space.learning_rate.min must lie in (0"),
         ("search_space: {conv_blocks: {min: 2}}\n", "search_space.conv_blocks must be a mapping with keys min, max"),
+        ("search_space: {pooling: [max]}\n", "search_space.pooling must be a non-empty list of flatten, average"),
+        ("search_space: {batch_norm: []}\n", "search_space.batch_norm must be a non-empty list of False, True"),
+        (
+            "search_space: {label_smoothing: {min: 0, max: 0.9, step: 0.1}}\n",
+            "label_smoothing.max must lie in [0, 0.5]",
+        ),
+        ("final_schedule: linear\n", "final_schedule must be one of constant, cosine"),
     ],
 )
 def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
@@ -99,3 +106,11 @@ def test_dump_round_trips(tmp_path):
     loaded = load_config()
     path = write(tmp_path, config.dump(loaded))
     assert load_config(path) == loaded
+
+
+def test_cpu_preset_is_valid_and_keeps_the_baseline_inside():
+    from hypermodel import ChestXRayHyperModel
+
+    preset = load_config(Path(__file__).parents[1] / "configs" / "cpu.yaml")
+    assert preset["color_mode"] == "grayscale" and preset["final_schedule"] == "cosine"
+    ChestXRayHyperModel(preset["image_size"], 1, preset["search_space"], preset["augmentation"])

@@ -116,3 +116,58 @@ def test_augmentation_acts_only_in_training():
 def test_grayscale_input_builds():
     model = hypermodel(channels=1).build(baseline_hyperparameters())
     assert model.input_shape == (None, 80, 80, 1)
+
+
+def with_options(**values) -> kt.HyperParameters:
+    point = baseline_hyperparameters()
+    point.values.update(values)
+    return point
+
+
+def test_batch_norm_follows_every_conv_and_replaces_its_bias():
+    model = hypermodel(image_size=48).build(with_options(batch_norm=True))
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(convs) == len(norms) == BASELINE["conv_blocks"]
+    assert not any(conv.use_bias for conv in convs)
+
+
+def test_average_pooling_replaces_flatten():
+    flat = hypermodel().build(baseline_hyperparameters())
+    pooled = hypermodel().build(with_options(pooling="average"))
+    assert any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in pooled.layers)
+    assert not any(isinstance(layer, keras.layers.Flatten) for layer in pooled.layers)
+    # Dense 512 now reads 128 pooled channels instead of 3 x 3 x 128 values.
+    assert flat.count_params() - pooled.count_params() == (1152 - 128) * 512
+
+
+def test_label_smoothing_reaches_the_loss():
+    model = hypermodel().build(with_options(label_smoothing=0.1))
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+def test_brightness_and_contrast_augment_in_training_and_are_not_saved(tmp_path):
+    from hypermodel import without_augmentation
+
+    model = hypermodel(image_size=48).build(
+        with_options(brightness=0.3, contrast=0.3, batch_norm=True, pooling="average")
+    )
+    steps = [layer.__class__.__name__ for layer in model.get_layer("augmentation").layers]
+    assert steps[:2] == ["RandomBrightness", "RandomContrast"]
+    x = np.random.default_rng(0).integers(0, 255, (4, 48, 48, 3)).astype("float32")
+    model.fit(x, np.eye(2, dtype="float32")[[0, 1, 0, 1]], epochs=1, verbose=0)
+    saved = without_augmentation(model)
+    saved.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_single_point_ranges_are_fixed_and_must_hold_the_baseline():
+    space = kt.HyperParameters()
+    hypermodel(brightness={"min": 0.0, "max": 0.0, "step": 0.1}, batch_norm=[False]).build(space)
+    fixed = {parameter.name for parameter in space.space if isinstance(parameter, kt.engine.hyperparameters.Fixed)}
+    assert {"brightness", "batch_norm"} <= fixed
+    with pytest.raises(ValueError, match="search_space.contrast must include the baseline's 0.0"):
+        hypermodel(contrast={"min": 0.1, "max": 0.3, "step": 0.1})
+    with pytest.raises(ValueError, match="search_space.pooling must include the baseline's flatten"):
+        hypermodel(pooling=["average"])

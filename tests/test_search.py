@@ -154,6 +154,17 @@ def test_baseline_and_search_reports_compare_on_test(workdir):
     assert "tuned (`synthetic-search-random-48px-seed7`)" in (baseline_dir / "report.md").read_text()
 
 
+def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
+    (workdir / "cosine.yaml").write_text("final_schedule: cosine\n")
+    assert run("--baseline", "--config", "cosine.yaml", "--final-epochs", "4") == 0
+    run_dir = only_run(workdir / "reports")
+    rates = pd.read_csv(run_dir / "history.csv")["learning_rate"].tolist()
+    start = BASELINE["learning_rate"]
+    # Epoch e trains at start * (1 + cos(pi * e / 4)) / 2.
+    assert rates == pytest.approx([start, start * 0.8536, start * 0.5, start * 0.1464], rel=1e-3)
+    assert "cosine learning rate" in (run_dir / "report.md").read_text()
+
+
 def test_test_split_is_predicted_once_after_the_threshold(workdir, monkeypatch):
     import data
     import evaluation

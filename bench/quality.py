@@ -1,0 +1,164 @@
+"""Baseline vs tuned on the held-out test split, over several seeds: the figures of README "Results".
+
+    python bench/quality.py                        # configs/cpu.yaml, seeds 42 43 44, real data
+    python bench/quality.py --table-only           # print the table from the runs finished so far
+    python bench/quality.py --seeds 1 -- --synthetic --epochs 1 --final-epochs 1   # a smoke test
+
+For each seed it runs, one after the other, through search.py as a user would:
+  baseline  python search.py --baseline --seed S          (config.yaml: the exact baseline, 80 x 80 RGB)
+  tuned     python search.py --config CONFIG --seed S      (the search, its 45-epoch retrain)
+Run it from the repository root. Every run writes its usual report in REPORTS_DIR. A finished run (its report.md exists) is
+reused, an unfinished one resumes, so the benchmark can be stopped and started again.
+The test split is read only by search.py's final evaluation; this script reads metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from config import load_config  # noqa: E402
+from report import markdown_table  # noqa: E402
+
+METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
+TARGETS = {"accuracy": 0.93, "roc_auc": 0.98, "sensitivity": 0.95}  # issue 3, on the tuned mean
+STRETCH = {"accuracy": 0.946, "roc_auc": 0.991}  # Google AutoML Vision on PneumoniaMNIST (MedMNIST v2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu.yaml", help="the tuned runs' config")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--data-dir", default="../shared/data/chest_xray")
+    parser.add_argument("--reports-dir", default="reports")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; tabulate the finished runs")
+    parser.add_argument("search_flags", nargs="*", help="after --: more flags for every search.py run")
+    args = parser.parse_args()
+
+    runs = planned_runs(args.config, args.seeds)
+    if not args.table_only:
+        for run in runs:
+            code = run_once(run, args)
+            if code != 0:
+                print(f"error: {run['name']} stopped with exit code {code}; run this command again to resume it")
+                return code
+    results = finished_results(runs, Path(args.reports_dir))
+    if results.empty:
+        print(f"No finished runs in {args.reports_dir}: run without --table-only first.")
+        return 1
+    print(f"\nHeld-out test split, config {args.config.name}, seeds {' '.join(map(str, args.seeds))}:\n")
+    for table in (per_seed_table(results), summary_table(results)):
+        print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
+    print()
+    for line in target_lines(results):
+        print(line)
+    return 0
+
+
+def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
+    """The baseline and tuned runs per seed, each with its run name and search.py flags."""
+    baseline_size = load_config()["image_size"]
+    runs = []
+    for seed in seeds:
+        runs.append(
+            {
+                "kind": "baseline",
+                "seed": seed,
+                "name": f"baseline-{baseline_size}px-seed{seed}",
+                "flags": ["--baseline"],
+            }
+        )
+        runs.append(
+            {
+                "kind": "tuned",
+                "seed": seed,
+                "name": f"{config_path.stem}-search-seed{seed}",
+                "flags": ["--config", str(config_path)],
+            }
+        )
+    return runs
+
+
+def run_once(run: dict, args: argparse.Namespace) -> int:
+    """search.py for one run, unless its report is already there."""
+    if (Path(args.reports_dir) / run["name"] / "report.md").exists():
+        print(f"{run['name']}: finished, reused")
+        return 0
+    command = [
+        sys.executable, str(ROOT / "search.py"), *run["flags"], "--seed", str(run["seed"]), "--run-name", run["name"],
+        "--data-dir", args.data_dir, "--reports-dir", args.reports_dir, *args.search_flags,
+    ]  # fmt: skip
+    print(f"{run['name']}: python search.py {' '.join(command[2:])}", flush=True)
+    return subprocess.run(command).returncode
+
+
+def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
+    """One row per finished run: its test metrics and wall time."""
+    rows = []
+    for run in runs:
+        run_dir = reports_dir / run["name"]
+        if not (run_dir / "report.md").exists():
+            continue
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        rows.append(
+            {
+                "kind": run["kind"],
+                "seed": run["seed"],
+                "run": run["name"],
+                **{name: metrics["test"][name] for name in METRICS},
+                "threshold": metrics["test"]["threshold"],
+                "hours": metrics["run"]["wall_seconds"]["total"] / 3600,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def per_seed_table(results: pd.DataFrame) -> pd.DataFrame:
+    return results[["kind", "seed", "run", *METRICS, "threshold", "hours"]]
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sample standard deviation over seeds of each kind, and the mean wall time."""
+    rows = []
+    for kind, group in results.groupby("kind", sort=False):
+        row = {"model": kind, "seeds": len(group)}
+        for name in METRICS:
+            spread = f" ± {group[name].std():.3f}" if len(group) > 1 else ""
+            row[f"test {name}"] = f"{group[name].mean():.3f}{spread}"
+        row["wall time per run"] = f"{group['hours'].mean():.2f} h"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def target_lines(results: pd.DataFrame) -> list[str]:
+    """Whether the tuned mean meets issue 3's targets, and beats the baseline's mean."""
+    tuned = results[results["kind"] == "tuned"]
+    baseline = results[results["kind"] == "baseline"]
+    if tuned.empty:
+        return ["No finished tuned run yet."]
+    lines = []
+    for name, goal in {**TARGETS, **{f"{k} (stretch)": v for k, v in STRETCH.items()}}.items():
+        value = tuned[name.split()[0]].mean()
+        lines.append(f"tuned mean {name} {value:.3f} vs target {goal}: {'met' if value >= goal else 'not met'}")
+    if not baseline.empty:
+        for name in ("accuracy", "roc_auc"):
+            better = tuned[name].mean() > baseline[name].mean()
+            lines.append(
+                f"tuned mean {name} {tuned[name].mean():.3f} vs baseline {baseline[name].mean():.3f}: "
+                f"{'beats' if better else 'does not beat'} the baseline"
+            )
+    if len(tuned) < 3 or len(baseline) < 3:
+        lines.append(f"Only {len(baseline)} baseline and {len(tuned)} tuned seed(s) finished; the targets ask for 3.")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
