@@ -160,6 +160,7 @@ SCHEMA: dict[str, Any] = {
     },
     "final_epochs": _integer(1),
     "final_schedule": _choice("constant", "cosine"),
+    "ensemble_size": _integer(1, 10),
     "threshold": _threshold,
     "reports_dir": _text(),
     "tensorboard": _boolean,

@@ -395,6 +395,28 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
+def _ensemble_section(ensemble: dict[str, Any] | None, validation: dict, test: dict) -> list[str]:
+    """The averaged prediction of the top points' retrained models, beside the best model alone."""
+    if not ensemble:
+        return []
+    rows = [
+        [name, validation[name], ensemble["validation"][name], test[name], ensemble["test"][name]]
+        for name in METRIC_ROWS
+    ]
+    return [
+        f"## Ensemble of the {ensemble['size']} best points",
+        "",
+        f"The {ensemble['size']} best distinct points of the search, each retrained like the best one, their "
+        "P(pneumonia) averaged; its threshold was chosen on validation by the same rule. `model.keras` and "
+        "`predict.py` are the best model alone; `predictions.csv` holds the ensemble's probabilities too.",
+        "",
+        markdown_table(
+            ["metric", "validation: best model", "validation: ensemble", "test: best model", "test: ensemble"], rows
+        ),
+        "",
+    ]
+
+
 def render_markdown(result: RunResult) -> str:
     config, metrics = result.config, result.metrics
     run = metrics["run"]
@@ -482,6 +504,7 @@ def render_markdown(result: RunResult) -> str:
             ["metric", "validation", "test"], [[name, validation[name], test[name]] for name in METRIC_ROWS]
         ),
         "",
+        *_ensemble_section(metrics.get("ensemble"), validation, test),
         "## Hyperparameters: chosen against the baseline's",
         "",
         markdown_table(

@@ -69,17 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = prepare_run_dir(config, args)
         clock.lap("data")
         if args.baseline:
-            best, trials = baseline_point(), None
+            points, trials = [baseline_point()], None
         else:
-            best, trials = search(hypermodel, splits, config, run_dir)
+            points, trials = search(hypermodel, splits, config, run_dir)
             clock.lap("search")
-            if best is None:  # a distributed worker: the chief retrains the best and reports
+            if points is None:  # a distributed worker: the chief retrains the best and reports
                 return 0
-        model, history, best_epoch = retrain(hypermodel, best, splits, config, run_dir)
+        model, history, best_epoch = retrain(hypermodel, points[0], splits, config, run_dir / "tensorboard" / "final")
         clock.lap("final_training")
-        metrics, predictions = evaluate(model, splits, config)
+        members = retrain_runners_up(hypermodel, points[1:], splits, config)
+        if members:
+            clock.lap("ensemble_training")
+        metrics, predictions = evaluate(model, members, splits, config)
         write_report(
-            run_dir, args, config, splits, best, trials, model, history, best_epoch, metrics, predictions, clock
+            run_dir, args, config, splits, points, trials, model, history, best_epoch, metrics, predictions, clock
         )
     except (ConfigError, DataError, SearchError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -315,7 +318,8 @@ def fit_settings(splits, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
-    """Run (or resume) the search; the first trial is the baseline. Returns the best point and trials.
+    """Run (or resume) the search; the first trial is the baseline. Returns the best points (ensemble_size
+    of them, best first) and the trials.
 
     Distributed, the chief serves the search and returns its result; a worker returns (None, None).
     """
@@ -345,7 +349,7 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         distributed.serve_oracle(
             tuner, config["distributed"]["oracle_address"], config["distributed"]["running_trial_timeout"]
         )
-        return _search_result(tuner)
+        return _search_result(tuner, config["ensemble_size"])
     settings = fit_settings(splits, config)
     mode = tuner.oracle.objective.direction
     callbacks = [
@@ -370,11 +374,11 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
             f"Worker {config['distributed']['worker_id']} ran trials: {ran}. The chief retrains the best and reports."
         )
         return None, None
-    return _search_result(tuner)
+    return _search_result(tuner, config["ensemble_size"])
 
 
-def _search_result(tuner):
-    """The best point and the trials table, with a warning when trials failed."""
+def _search_result(tuner, count: int):
+    """The best distinct points (up to ensemble_size) and the trials table, with a warning when trials failed."""
     import tuning
 
     trials = tuning.trials_table(tuner.oracle)
@@ -384,7 +388,10 @@ def _search_result(tuner):
             f"Warning: {len(failed)} of {len(trials)} trials failed; first error: {failed['error'].iloc[0]}",
             file=sys.stderr,
         )
-    return tuning.best_hyperparameters(tuner), trials
+    points = tuning.best_points(tuner, count)
+    if len(points) < count:
+        print(f"Note: ensemble_size is {count}, but only {len(points)} distinct point(s) completed; using those.")
+    return points, trials
 
 
 def tensorboard_logging(config: dict[str, Any], log_dir: Path) -> list:
@@ -396,7 +403,7 @@ def tensorboard_logging(config: dict[str, Any], log_dir: Path) -> list:
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)]
 
 
-def retrain(hypermodel, hp, splits, config: dict[str, Any], run_dir: Path):
+def retrain(hypermodel, hp, splits, config: dict[str, Any], log_dir: Path | None):
     """Train the chosen point from scratch for final_epochs; keep the epoch best on validation."""
     import keras
     import pandas as pd
@@ -412,7 +419,7 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], run_dir: Path):
     best = keras.callbacks.EarlyStopping(
         config["objective"], mode=goal, patience=config["final_epochs"], restore_best_weights=True
     )
-    logging = tensorboard_logging(config, run_dir / "tensorboard" / "final")
+    logging = tensorboard_logging(config, log_dir) if log_dir else []
     if logging:
         from tensorboard.plugins.hparams import api as hparams_api
 
@@ -443,29 +450,57 @@ def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list
     ]
 
 
-def evaluate(model, splits, config: dict[str, Any]):
-    """Threshold from validation; then, and only then, the single prediction of the test split."""
+def retrain_runners_up(hypermodel, points, splits, config: dict[str, Any]) -> list:
+    """The ensemble's other members: each runner-up point retrained as the best one was (not logged, not saved)."""
+    members = []
+    for rank, hp in enumerate(points, start=2):
+        print(f"\nEnsemble: retraining the number {rank} point of the search ({rank} of {len(points) + 1})")
+        model, _, _ = retrain(hypermodel, hp, splits, config, log_dir=None)
+        members.append(model)
+    return members
+
+
+def evaluate(model, members: list, splits, config: dict[str, Any]):
+    """Thresholds from validation; then, and only then, the single prediction of the test split.
+
+    With ensemble members, the ensemble's probability is the mean of every model's (the best one's
+    included), with a threshold of its own, also chosen on validation.
+    """
+    import numpy as np
     import pandas as pd
 
     import data
     from evaluation import choose_threshold, classification_metrics
 
-    def probabilities(name: str):
-        return model.predict(data.to_dataset(splits[name], config["batch_size"]), verbose=0)[:, 1]
+    models = {"p_pneumonia": [model]}
+    if members:
+        models["p_pneumonia_ensemble"] = [model, *members]
+
+    def probabilities(name: str) -> dict[str, np.ndarray]:
+        images = data.to_dataset(splits[name], config["batch_size"])
+        each = [model.predict(images, verbose=0)[:, 1]]
+        each += [member.predict(images, verbose=0)[:, 1] for member in members]
+        return {column: np.mean(each[: len(group)], axis=0) for column, group in models.items()}
 
     validation = probabilities("validation")
-    threshold = choose_threshold(splits["validation"].labels, validation, config["threshold"])
-    test = probabilities("test")
-    scores = {"validation": validation, "test": test}
-    metrics = {name: classification_metrics(splits[name].labels, scores[name], threshold) for name in scores}
+    thresholds = {
+        column: choose_threshold(splits["validation"].labels, validation[column], config["threshold"])
+        for column in models
+    }
+    scores = {"validation": validation, "test": probabilities("test")}
+
+    def scored(column: str) -> dict[str, Any]:
+        return {
+            name: classification_metrics(splits[name].labels, scores[name][column], thresholds[column])
+            for name in scores
+        }
+
+    metrics = scored("p_pneumonia")
+    if members:
+        metrics["ensemble"] = {"size": len(models["p_pneumonia_ensemble"]), **scored("p_pneumonia_ensemble")}
     predictions = pd.concat(
         pd.DataFrame(
-            {
-                "split": name,
-                "file": map(str, splits[name].files),
-                "label": splits[name].labels,
-                "p_pneumonia": scores[name],
-            }
+            {"split": name, "file": map(str, splits[name].files), "label": splits[name].labels, **scores[name]}
         )
         for name in scores
     )
@@ -490,7 +525,7 @@ def find_counterpart(config: dict[str, Any], kind: str) -> tuple[str, dict[str, 
 
 
 def write_report(
-    run_dir, args, config, splits, best, trials, model, history, best_epoch, metrics, predictions, clock
+    run_dir, args, config, splits, points, trials, model, history, best_epoch, metrics, predictions, clock
 ) -> None:
     """Record how the run went, write its files, and refresh the other kind's report to compare with this one."""
     import keras
@@ -504,6 +539,8 @@ def write_report(
     from hypermodel import BASELINE, without_augmentation
 
     kind = "baseline" if args.baseline else "search"
+    if "ensemble" in metrics:
+        metrics["ensemble"]["points"] = [tuning.searched_values(hp) for hp in points]
     metrics["run"] = {
         "kind": kind,
         "run_name": config["run_name"],
@@ -527,7 +564,7 @@ def write_report(
             run_dir,
             data_summary=data.summary_table(splits),
             trials=trials,
-            best_hyperparameters=tuning.searched_values(best),
+            best_hyperparameters=tuning.searched_values(points[0]),
             history=history,
             metrics=metrics,
             predictions=predictions,

@@ -253,14 +253,22 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def best_hyperparameters(tuner: kt.Tuner) -> kt.HyperParameters:
-    """The best completed trial's hyperparameters; an error naming the cause when every trial failed."""
-    best = tuner.get_best_hyperparameters(1)
-    if not best:
+def best_points(tuner: kt.Tuner, count: int = 1) -> list[kt.HyperParameters]:
+    """The best completed trials' points, best first, each point once (Hyperband scores a point at several
+    budgets); an error naming the cause when every trial failed."""
+    points, seen = [], []
+    for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
+        if trial.status != kt.engine.trial.TrialStatus.COMPLETED:  # Keras Tuner pads the list with these
+            continue
+        values = searched_values(trial.hyperparameters)
+        if values not in seen:
+            seen.append(values)
+            points.append(trial.hyperparameters)
+    if not points:
         failed = [trial for trial in tuner.oracle.trials.values() if trial.message]
         cause = _last_line(failed[-1].message) if failed else "no trial completed"
         raise SearchError(f"every trial failed, so there is no best model; last error: {cause}")
-    return best[0]
+    return points[:count]
 
 
 def searched_values(hp: kt.HyperParameters) -> dict[str, Any]:

@@ -108,17 +108,26 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
         if not (run_dir / "report.md").exists():
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        rows.append(
-            {
-                "kind": run["kind"],
-                "seed": run["seed"],
-                "run": run["name"],
-                **{name: metrics["test"][name] for name in METRICS},
-                "threshold": metrics["test"]["threshold"],
-                "hours": metrics["run"]["wall_seconds"]["total"] / 3600,
-            }
-        )
+        hours = metrics["run"]["wall_seconds"]["total"] / 3600
+        rows.append(_row(run, run["kind"], metrics["test"], hours))
+        if "ensemble" in metrics:  # beside the single model, never instead of it
+            rows.append(
+                _row(
+                    run, f"{run['kind']} ensemble of {metrics['ensemble']['size']}", metrics["ensemble"]["test"], hours
+                )
+            )
     return pd.DataFrame(rows)
+
+
+def _row(run: dict, kind: str, test: dict, hours: float) -> dict:
+    return {
+        "kind": kind,
+        "seed": run["seed"],
+        "run": run["name"],
+        **{name: test[name] for name in METRICS},
+        "threshold": test["threshold"],
+        "hours": hours,
+    }
 
 
 def per_seed_table(results: pd.DataFrame) -> pd.DataFrame:

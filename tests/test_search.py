@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -297,3 +298,32 @@ def test_help_lists_every_flag_without_loading_tensorflow():
                  "--final-epochs", "--image-size", "--seed", "--run-name", "--reports-dir", "--overwrite"):  # fmt: skip
         assert flag in result.stdout
     assert result.stdout.strip().endswith("False")
+
+
+def test_ensemble_of_the_best_points_is_reported_beside_the_best_model(workdir):
+    from evaluation import classification_metrics
+
+    (workdir / "ensemble.yaml").write_text("ensemble_size: 2\n")
+    flags = ("--config", "ensemble.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "1")
+    assert run(*flags, "--final-epochs", "1") == 0
+    run_dir = only_run(workdir / "reports")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ensemble = metrics["ensemble"]
+    assert ensemble["size"] == 2
+    trials = pd.read_csv(run_dir / "trials.csv").sort_values("objective", ascending=False, kind="stable")
+    assert len(ensemble["points"]) == 2
+    for point, (_, row) in zip(ensemble["points"], trials.head(2).iterrows()):
+        assert point == pytest.approx({name: row[name] for name in point})
+    assert yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text()) == ensemble["points"][0]
+
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert not np.allclose(predictions["p_pneumonia"], predictions["p_pneumonia_ensemble"])
+    for split in ("validation", "test"):
+        rows = predictions[predictions["split"] == split]
+        for column, expected in (("p_pneumonia", metrics[split]), ("p_pneumonia_ensemble", ensemble[split])):
+            recomputed = classification_metrics(
+                rows["label"].to_numpy(), rows[column].to_numpy(), expected["threshold"]
+            )
+            assert recomputed["accuracy"] == pytest.approx(expected["accuracy"])
+            assert recomputed["roc_auc"] == pytest.approx(expected["roc_auc"])
+    assert "## Ensemble of the 2 best points" in (run_dir / "report.md").read_text()
