@@ -20,11 +20,11 @@ def read_events(folder: Path) -> EventAccumulator:
     return events
 
 
-def session_hparams(folder: Path) -> tuple[str, dict[str, float]]:
-    """The HParams session written in `folder`: its name and hyperparameter values."""
+def session_hparams(folder: Path) -> tuple[str, dict[str, float | str | bool]]:
+    """The HParams session written in `folder`: its name and hyperparameter values (number, text or bool)."""
     content = read_events(folder).SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
     start = metadata.parse_session_start_info_plugin_data(content)
-    return start.group_name, {name: value.number_value for name, value in start.hparams.items()}
+    return start.group_name, {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
 
 
 def epoch_values(folder: Path, tag: str) -> list[float]:
@@ -60,7 +60,8 @@ def test_final_training_is_logged_beside_the_trials(run_dir):
     folder = run_dir / "tensorboard" / "final"
     name, hparams = session_hparams(folder)
     best = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
-    assert name == "final" and hparams == pytest.approx({key: float(value) for key, value in best.items()})
+    assert name == "final" and hparams == pytest.approx(best)
+    assert hparams["pooling"] == best["pooling"] and hparams["batch_norm"] is best["batch_norm"]
     history = pd.read_csv(run_dir / "history.csv")
     assert epoch_values(folder / "validation", "epoch_auc") == pytest.approx(list(history["val_auc"]))
     assert len(epoch_values(folder / "train", "epoch_loss")) == len(history)
