@@ -472,20 +472,18 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
     import data
     from evaluation import choose_threshold, classification_metrics
 
-    models = {"p_pneumonia": [model]}
-    if members:
-        models["p_pneumonia_ensemble"] = [model, *members]
-
     def probabilities(name: str) -> dict[str, np.ndarray]:
         images = data.to_dataset(splits[name], config["batch_size"])
-        each = [model.predict(images, verbose=0)[:, 1]]
-        each += [member.predict(images, verbose=0)[:, 1] for member in members]
-        return {column: np.mean(each[: len(group)], axis=0) for column, group in models.items()}
+        each = [trained.predict(images, verbose=0)[:, 1] for trained in (model, *members)]
+        columns = {"p_pneumonia": each[0]}
+        if members:
+            columns["p_pneumonia_ensemble"] = np.mean(each, axis=0)
+        return columns
 
     validation = probabilities("validation")
     thresholds = {
-        column: choose_threshold(splits["validation"].labels, validation[column], config["threshold"])
-        for column in models
+        column: choose_threshold(splits["validation"].labels, scores, config["threshold"])
+        for column, scores in validation.items()
     }
     scores = {"validation": validation, "test": probabilities("test")}
 
@@ -497,7 +495,7 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
 
     metrics = scored("p_pneumonia")
     if members:
-        metrics["ensemble"] = {"size": len(models["p_pneumonia_ensemble"]), **scored("p_pneumonia_ensemble")}
+        metrics["ensemble"] = {"size": 1 + len(members), **scored("p_pneumonia_ensemble")}
     predictions = pd.concat(
         pd.DataFrame(
             {"split": name, "file": map(str, splits[name].files), "label": splits[name].labels, **scores[name]}
