@@ -30,15 +30,17 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
         fake_run(reports, f"baseline-80px-seed{seed}", accuracy - 0.05, 0.97, hours=0.5)
         fake_run(reports, f"cpu-search-seed{seed}", accuracy, 0.985)
     (reports / "cpu-search-seed4").mkdir()  # unfinished: left out
+    fake_run(reports, "baseline-80px-seed4", 0.99, 0.99)  # no tuned run of seed 4 to pair it with
 
     result = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4")
     assert result.returncode == 0, result.stderr
-    assert "| baseline | 3 | 0.870 ± 0.020 | 0.970 ± 0.000 |" in result.stdout
+    assert "| baseline | 4 | 0.900 ± 0.062 | 0.975 ± 0.010 |" in result.stdout
     assert "| tuned | 3 | 0.920 ± 0.020 | 0.985 ± 0.000 | 0.960 ± 0.000 | 0.900 ± 0.000 | 1.00 h |" in result.stdout
     assert "tuned mean accuracy 0.920 vs target 0.93: not met" in result.stdout
     assert "tuned mean roc_auc 0.985 vs target 0.98: met" in result.stdout
-    assert "tuned mean accuracy 0.920 vs baseline 0.870: beats the baseline" in result.stdout
+    assert "tuned mean accuracy 0.920 vs baseline 0.870 on seeds 1, 2, 3: beats the baseline" in result.stdout
     assert "cpu-search-seed4" not in result.stdout
+    assert "| baseline | 4 |" in result.stdout
 
 
 def test_table_only_without_runs_says_so(tmp_path):
