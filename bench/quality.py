@@ -7,6 +7,7 @@
 For each seed it runs, one after the other, through search.py as a user would:
   baseline  python search.py --baseline --seed S          (config.yaml: the exact baseline, 80 x 80 RGB)
   tuned     python search.py --config CONFIG --seed S      (the search, its 45-epoch retrain)
+On a 2-core CPU a seed takes about 1.5 hours (baseline 32 minutes, tuned 50 with configs/cpu.yaml).
 Run it from the repository root. Every run writes its usual report in REPORTS_DIR. A finished run (its report.md exists) is
 reused, an unfinished one resumes, so the benchmark can be stopped and started again.
 The test split is read only by search.py's final evaluation; this script reads metrics.json.
