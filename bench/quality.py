@@ -157,7 +157,7 @@ def target_lines(results: pd.DataFrame) -> list[str]:
     lines = []
     for name, goal in {**TARGETS, **{f"{k} (stretch)": v for k, v in STRETCH.items()}}.items():
         value = tuned[name.split()[0]].mean()
-        lines.append(f"tuned mean {name} {value:.3f} vs target {goal}: {'met' if value >= goal else 'not met'}")
+        lines.append(f"tuned mean {name} {value:.4f} vs target {goal}: {'met' if value >= goal else 'not met'}")
     # Against the baseline only on seeds where both finished: the seed moves both figures.
     paired = sorted(set(tuned["seed"]) & set(baseline["seed"]))
     if paired:
@@ -167,7 +167,7 @@ def target_lines(results: pd.DataFrame) -> list[str]:
             theirs = baseline[baseline["seed"].isin(paired)][name].mean()
             verdict = "beats" if mine > theirs else "does not beat"
             lines.append(
-                f"tuned mean {name} {mine:.3f} vs baseline {theirs:.3f} on seeds {seeds}: {verdict} the baseline"
+                f"tuned mean {name} {mine:.4f} vs baseline {theirs:.4f} on seeds {seeds}: {verdict} the baseline"
             )
     if len(tuned) < 3 or len(baseline) < 3:
         lines.append(f"Only {len(baseline)} baseline and {len(tuned)} tuned seed(s) finished; the targets ask for 3.")

@@ -36,9 +36,9 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "| baseline | 4 | 0.900 ± 0.062 | 0.975 ± 0.010 |" in result.stdout
     assert "| tuned | 3 | 0.920 ± 0.020 | 0.985 ± 0.000 | 0.960 ± 0.000 | 0.900 ± 0.000 | 1.00 h |" in result.stdout
-    assert "tuned mean accuracy 0.920 vs target 0.93: not met" in result.stdout
-    assert "tuned mean roc_auc 0.985 vs target 0.98: met" in result.stdout
-    assert "tuned mean accuracy 0.920 vs baseline 0.870 on seeds 1, 2, 3: beats the baseline" in result.stdout
+    assert "tuned mean accuracy 0.9200 vs target 0.93: not met" in result.stdout
+    assert "tuned mean roc_auc 0.9850 vs target 0.98: met" in result.stdout
+    assert "tuned mean accuracy 0.9200 vs baseline 0.8700 on seeds 1, 2, 3: beats the baseline" in result.stdout
     assert "cpu-search-seed4" not in result.stdout
     assert "| baseline | 4 |" in result.stdout
 
