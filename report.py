@@ -128,6 +128,11 @@ def write_run(
     render(run_dir, counterpart)
 
 
+def is_finished(run_dir: Path) -> bool:
+    """A run is finished once its report.md exists: render() writes it last."""
+    return (run_dir / "report.md").exists()
+
+
 def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> None:
     """(Re)draw a run's plots and report.md from its files; report.md comes last."""
     result = RunResult.load(run_dir, counterpart)

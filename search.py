@@ -253,7 +253,7 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
         return run_dir
     if run_dir.exists() and args.overwrite:
         shutil.rmtree(run_dir)
-    elif (run_dir / "report.md").exists():  # written last, so only a finished run has one
+    elif report.is_finished(run_dir):
         raise ConfigError(
             f"{run_dir} holds a finished run: pass --overwrite to redo it or --run-name NAME for a new one"
         )
@@ -507,11 +507,13 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
 
 def find_counterpart(config: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]] | None:
     """The newest finished run of the other kind (search or baseline) with the same protocol."""
+    import report
+
     finished = sorted(
         Path(config["reports_dir"]).glob("*/metrics.json"), key=lambda path: path.stat().st_mtime, reverse=True
     )
     for metrics_file in finished:
-        if not metrics_file.with_name("report.md").exists():  # an unfinished report
+        if not report.is_finished(metrics_file.parent):
             continue
         other = json.loads(metrics_file.read_text())
         other_config = read_yaml(metrics_file.with_name("config.yaml"))

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from config import load_config  # noqa: E402
-from report import markdown_table  # noqa: E402
+from report import is_finished, markdown_table  # noqa: E402
 
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
 TARGETS = {"accuracy": 0.93, "roc_auc": 0.98, "sensitivity": 0.95}  # issue 3, on the tuned mean
@@ -56,7 +56,7 @@ def main() -> int:
         print(f"No finished runs in {args.reports_dir}: run without --table-only first.")
         return 1
     print(f"\nHeld-out test split, config {args.config.name}, seeds {' '.join(map(str, args.seeds))}:\n")
-    for table in (per_seed_table(results), summary_table(results)):
+    for table in (results, summary_table(results)):
         print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
     print()
     for line in target_lines(results):
@@ -90,7 +90,7 @@ def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
 
 def run_once(run: dict, args: argparse.Namespace) -> int:
     """search.py for one run, unless its report is already there."""
-    if (Path(args.reports_dir) / run["name"] / "report.md").exists():
+    if is_finished(Path(args.reports_dir) / run["name"]):
         print(f"{run['name']}: finished, reused")
         return 0
     command = [
@@ -106,7 +106,7 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
     rows = []
     for run in runs:
         run_dir = reports_dir / run["name"]
-        if not (run_dir / "report.md").exists():
+        if not is_finished(run_dir):
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text())
         hours = metrics["run"]["wall_seconds"]["total"] / 3600
@@ -129,10 +129,6 @@ def _row(run: dict, kind: str, test: dict, hours: float) -> dict:
         "threshold": test["threshold"],
         "hours": hours,
     }
-
-
-def per_seed_table(results: pd.DataFrame) -> pd.DataFrame:
-    return results[["kind", "seed", "run", *METRICS, "threshold", "hours"]]
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
