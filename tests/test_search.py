@@ -166,23 +166,6 @@ def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
     assert "cosine learning rate" in (run_dir / "report.md").read_text()
 
 
-def test_test_split_is_predicted_once_after_the_threshold(workdir, monkeypatch):
-    import data
-    import evaluation
-
-    events = []
-    to_dataset, choose_threshold = data.to_dataset, evaluation.choose_threshold
-    monkeypatch.setattr(
-        data, "to_dataset", lambda split, *a, **k: events.append(split.name) or to_dataset(split, *a, **k)
-    )
-    monkeypatch.setattr(
-        evaluation, "choose_threshold", lambda *a, **k: events.append("threshold") or choose_threshold(*a, **k)
-    )
-    assert run("--tuner", "random", "--max-trials", "2", "--epochs", "1") == 0
-    assert events.count("test") == 1
-    assert events[-2:] == ["threshold", "test"]
-
-
 def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch, capsys):
     flags = ("--tuner", "random", "--max-trials", "3", "--epochs", "1")
     original = tuning.TrialRecorder.run_trial
@@ -300,12 +283,25 @@ def test_help_lists_every_flag_without_loading_tensorflow():
     assert result.stdout.strip().endswith("False")
 
 
-def test_ensemble_of_the_best_points_is_reported_beside_the_best_model(workdir):
+def test_ensemble_is_reported_beside_the_best_model_and_test_is_predicted_last(workdir, monkeypatch):
+    import data
+    import evaluation
     from evaluation import classification_metrics
 
+    events = []
+    to_dataset, choose_threshold = data.to_dataset, evaluation.choose_threshold
+    monkeypatch.setattr(
+        data, "to_dataset", lambda split, *a, **k: events.append(split.name) or to_dataset(split, *a, **k)
+    )
+    monkeypatch.setattr(
+        evaluation, "choose_threshold", lambda *a, **k: events.append("threshold") or choose_threshold(*a, **k)
+    )
     (workdir / "ensemble.yaml").write_text("ensemble_size: 2\n")
     flags = ("--config", "ensemble.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "1")
     assert run(*flags, "--final-epochs", "1") == 0
+    # Both thresholds (best model's, ensemble's) come from validation before test's one prediction.
+    assert events.count("test") == 1
+    assert events[-3:] == ["threshold", "threshold", "test"]
     run_dir = only_run(workdir / "reports")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     ensemble = metrics["ensemble"]
