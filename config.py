@@ -131,6 +131,7 @@ SCHEMA: dict[str, Any] = {
     "validation_fraction": _number(0, 1, include_low=False, include_high=False),
     "class_weights": _boolean,
     "batch_size": _integer(1),
+    "precision": _choice("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "skip_bad_images": _boolean,
     "augmentation": {
         "width_shift": _number(0, 1, include_high=False),

@@ -6,12 +6,13 @@ returns that point, so `build()` on it gives the baseline model exactly.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import keras_tuner as kt
 from keras import layers
+
+from augmentation import RandomAffine
 
 BASELINE: dict[str, Any] = {
     "conv_blocks": 4,
@@ -52,11 +53,19 @@ def baseline_hyperparameters() -> kt.HyperParameters:
 class ChestXRayHyperModel(kt.HyperModel):
     """Conv depth and filters, dropout, dense layers and the RMSprop learning rate, tuned."""
 
-    def __init__(self, image_size: int, channels: int, search_space: dict[str, Any], augmentation: dict[str, float]):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        search_space: dict[str, Any],
+        augmentation: dict[str, float],
+        precision: str = "float32",
+    ):
         super().__init__(name="chest_xray_cnn")
         self.input_shape = (image_size, image_size, channels)
         self.space = search_space
         self.augmentation = augmentation
+        self.precision = precision  # a Keras dtype policy: float32, mixed_bfloat16 or mixed_float16
         fitting = max_conv_blocks(image_size)
         if BASELINE["conv_blocks"] > fitting:
             raise ValueError(
@@ -122,6 +131,8 @@ class ChestXRayHyperModel(kt.HyperModel):
             _stepped(hp, key, space[key], BASELINE[key]) for key in ("brightness", "contrast", "label_smoothing")
         )
 
+        # Keras Tuner clears the Keras session before each build, and with it the global policy.
+        keras.mixed_precision.set_global_policy(self.precision)
         inputs = keras.Input(self.input_shape, name="pixels")
         x = self._augmentation(brightness, contrast)(inputs)
         x = layers.Rescaling(1.0 / 255)(x)
@@ -150,7 +161,9 @@ class ChestXRayHyperModel(kt.HyperModel):
                 )
             if i < dense:
                 x = layers.Dense(units, activation="relu")(x)
-        outputs = layers.Dense(2, activation="softmax", name="probabilities")(x)
+        # In float32 even in a mixed run: a bfloat16 probability has 8 bits of mantissa, so values
+        # near 1 would tie and blur the ROC AUC and the threshold; loss and metrics follow it.
+        outputs = layers.Dense(2, activation="softmax", name="probabilities", dtype="float32")(x)
 
         model = keras.Model(inputs, outputs, name="chest_xray_cnn")
         model.compile(
@@ -166,26 +179,22 @@ class ChestXRayHyperModel(kt.HyperModel):
     def _augmentation(self, brightness: float, contrast: float) -> keras.Layer:
         """The baseline's ImageDataGenerator settings as Keras layers, active only in training.
 
-        Brightness and contrast are searched: the test split's exposure differs from train's.
+        Brightness and contrast are searched: the test split's exposure differs from train's. Pixel
+        arithmetic stays in float32 in a mixed run: bfloat16 cannot hold a shifted coordinate to a pixel.
         """
         settings = self.augmentation
         steps = []
         if brightness:
-            steps.append(layers.RandomBrightness(brightness, value_range=(0, 255)))
+            steps.append(layers.RandomBrightness(brightness, value_range=(0, 255), dtype="float32"))
         if contrast:
-            steps.append(layers.RandomContrast(contrast))
-        if settings["width_shift"] or settings["height_shift"]:
-            steps.append(
-                layers.RandomTranslation(settings["height_shift"], settings["width_shift"], fill_mode="nearest")
-            )
-        if settings["shear_degrees"]:
-            # ImageDataGenerator reads shear as an angle in degrees; RandomShear takes its tangent.
-            shear = math.tan(math.radians(settings["shear_degrees"]))
-            steps.append(layers.RandomShear(x_factor=shear, fill_mode="nearest"))
-        if settings["zoom"]:
-            zoom = (-settings["zoom"], settings["zoom"])
-            steps.append(layers.RandomZoom(zoom, zoom, fill_mode="nearest"))
-        return keras.Sequential(steps, name="augmentation") if steps else layers.Identity(name="augmentation")
+            steps.append(layers.RandomContrast(contrast, dtype="float32"))
+        if any(settings.values()):
+            steps.append(RandomAffine(**settings, fill_mode="nearest", dtype="float32"))
+        return (
+            keras.Sequential(steps, name="augmentation")
+            if steps
+            else layers.Identity(name="augmentation", dtype="float32")
+        )
 
 
 def _stepped(hp: kt.HyperParameters, name: str, bounds: dict[str, float], default: float) -> float:
@@ -198,9 +207,8 @@ def _stepped(hp: kt.HyperParameters, name: str, bounds: dict[str, float], defaul
 def without_augmentation(model: keras.Model) -> keras.Model:
     """The trained model minus its training-only augmentation, sharing its weights: the model to save.
 
-    Predictions are the same, since augmentation is off at inference. Keras 3.15 cannot reload a
-    saved RandomShear (its config holds a negative factor that its constructor rejects), and the
-    saved model should reload anywhere without our code.
+    Predictions are the same, since augmentation is off at inference, and the saved model reloads
+    anywhere with plain Keras, without our RandomAffine layer.
     """
     inputs = keras.Input(model.input_shape[1:], name="pixels")
     x = inputs

@@ -422,6 +422,12 @@ def _ensemble_section(ensemble: dict[str, Any] | None, validation: dict, test: d
     ]
 
 
+def _precision(run: dict[str, Any]) -> str:
+    """The dtype policy a run trained in and why (runs from before the setting trained in float32)."""
+    chosen = run.get("precision", {"policy": "float32", "reason": "recorded before the precision setting"})
+    return f"{chosen['policy']} ({chosen['reason']})"
+
+
 def render_markdown(result: RunResult) -> str:
     config, metrics = result.config, result.metrics
     run = metrics["run"]
@@ -482,6 +488,7 @@ def render_markdown(result: RunResult) -> str:
                     f"kept epoch {run['best_epoch']} (best {config['objective']})",
                 ],
                 ["threshold", f"{test['threshold']:.3f}, {threshold_rule}"],
+                ["precision", _precision(run)],
                 [
                     "wall time",
                     ", ".join(

@@ -40,6 +40,7 @@ FLAGS = {  # config key -> flag that overrides it
     "distributed.oracle_address": "--oracle-address",
     "distributed.worker_id": "--worker-id",
     "skip_bad_images": "--skip-bad-images",
+    "precision": "--precision",
 }
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         print_devices()
+        args.precision_reason = choose_precision(config, args)
         hypermodel = make_hypermodel(config)
         splits = load_data(config, args.synthetic)
         run_dir = prepare_run_dir(config, args)
@@ -185,6 +187,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-name", help="report folder name (default: derived from the settings)")
     parser.add_argument("--reports-dir", help="where run folders go (default: reports)")
     parser.add_argument("--overwrite", action="store_true", help="start the run afresh instead of resuming it")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="dtype policy (default auto: mixed bfloat16 or float16 where the CPU or GPU computes it natively)",
+    )
     distributed = parser.add_argument_group("distributed search (README: Distributed search)")
     distributed.add_argument(
         "--role", choices=("standalone", "chief", "worker"), help="chief serves the search, workers run its trials"
@@ -243,11 +250,30 @@ def load_data(config: dict[str, Any], synthetic: bool):
     return splits
 
 
+def run_folder(config: dict[str, Any]) -> Path:
+    return Path(config["reports_dir"]) / config["run_name"]
+
+
+def choose_precision(config: dict[str, Any], args: argparse.Namespace) -> str:
+    """Settle `precision: auto` on a dtype policy and say why: a resumed run keeps the one it started with."""
+    import precision
+
+    started = run_folder(config) / "config.yaml"
+    if config["precision"] == "auto" and started.exists() and not args.overwrite:
+        # Runs from before the precision key trained in float32.
+        config["precision"] = read_yaml(started).get("precision", "float32")
+        reason = "kept from the run being resumed"
+    else:
+        config["precision"], reason = precision.resolve(config["precision"])
+    print(f"Precision: {config['precision']} ({reason})")
+    return reason
+
+
 def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
     """Create the run folder, or resume it when it holds an unfinished run with the same settings."""
     import report
 
-    run_dir = Path(config["reports_dir"]) / config["run_name"]
+    run_dir = run_folder(config)
     if config["distributed"]["role"] == "worker":
         # A worker keeps only its trials' checkpoints under tuner/; the chief owns the run's files.
         return run_dir
@@ -259,6 +285,7 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
         )
     elif (run_dir / "config.yaml").exists():
         previous = read_yaml(run_dir / "config.yaml")
+        previous.setdefault("precision", "float32")  # what runs from before the key trained in
         changed = [key for key in config if key not in RUNTIME_KEYS and previous.get(key) != config[key]]
         if changed:
             raise ConfigError(
@@ -293,7 +320,9 @@ def make_hypermodel(config: dict[str, Any]):
 
     channels = channel_count(config["color_mode"])
     try:
-        return ChestXRayHyperModel(config["image_size"], channels, config["search_space"], config["augmentation"])
+        return ChestXRayHyperModel(
+            config["image_size"], channels, config["search_space"], config["augmentation"], config["precision"]
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -545,6 +574,7 @@ def write_report(
         "kind": kind,
         "run_name": config["run_name"],
         "best_epoch": best_epoch,
+        "precision": {"policy": config["precision"], "reason": args.precision_reason},
         "baseline_hyperparameters": BASELINE,
         "wall_seconds": clock.total(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -46,6 +46,8 @@ def test_baseline_is_exactly_the_published_cnn():
         ("Dense", (264,)),
         ("Dense", (2,)),
     ]
+    # Shift, shear and zoom in one layer (augmentation.py), as ImageDataGenerator applied them.
+    assert [layer.__class__.__name__ for layer in model.get_layer("augmentation").layers] == ["RandomAffine"]
     assert model.count_params() == 931_130
     assert sum(np.prod(w.shape) for w in model.trainable_weights) == 931_130
     assert model.layers[-1].activation.__name__ == "softmax"

@@ -1,0 +1,156 @@
+"""Training throughput of the baseline CNN: today's three augmentation layers, the fused layer, and fused + auto precision.
+
+    python bench/precision.py [--data-dir ../shared/data/chest_xray] [--epochs 4]
+    python bench/precision.py --whole-runs [--seed 42]   # also: search.py --baseline in float32, then auto
+
+The three variants train in one process on the real train split at 80 x 80 RGB, batch 64, as
+search.py feeds them, taking turns epoch by epoch, so that whatever else slows the machine
+slows all three alike. Each variant's first epoch (tracing) is left out; the figures are the
+median images/s of the epochs after it and their ratio to today's.
+
+--whole-runs then runs `python search.py --baseline` with `--precision float32` and with
+`--precision auto` one after the other (finished runs are reused, unfinished ones resume) and
+prints their wall times, kept epochs and validation and test ROC AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+IMAGE_SIZE, BATCH_SIZE, SEED = 80, 64, 42
+TARGETS = {"fused float32": 1.2, "fused + auto": 2.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
+    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per variant, after one untimed")
+    parser.add_argument("--whole-runs", action="store_true", help="also time search.py --baseline, float32 then auto")
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of the whole runs")
+    parser.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
+    args = parser.parse_args()
+    throughput(args.data_dir, args.epochs)
+    if args.whole_runs:
+        whole_runs(args.data_dir, args.seed, args.reports_dir)
+
+
+def throughput(data_dir: Path, epochs: int) -> None:
+    import keras
+
+    import data
+    import precision
+
+    auto, reason = precision.resolve("auto")
+    splits = data.load_splits(data_dir, 0.1, SEED)
+    train = {"train": splits["train"]}
+    data.decode_splits(train, IMAGE_SIZE, "rgb")
+    dataset = data.to_dataset(splits["train"], BATCH_SIZE, shuffle=True, seed=SEED)
+    weights = data.class_weights(splits["train"].labels)
+    keras.utils.set_random_seed(SEED)
+    models = {
+        "today (float32, three layers)": three_layer_model(build("float32")),
+        "fused float32": build("float32"),
+        "fused + auto": build(auto),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for epoch in range(epochs + 1):
+        for name, model in models.items():
+            started = time.perf_counter()
+            model.fit(dataset, epochs=1, class_weight=weights, verbose=0)
+            if epoch:  # the first epoch traces the model
+                seconds[name].append(time.perf_counter() - started)
+    images = len(splits["train"])
+    rates = {name: statistics.median(images / s for s in times) for name, times in seconds.items()}
+    today = rates["today (float32, three layers)"]
+    print(f"\nBaseline CNN at {IMAGE_SIZE} px RGB, batch {BATCH_SIZE}, {images} train images of {data_dir}")
+    print(f"auto = {auto} ({reason}); variants alternate epoch by epoch, median of {epochs} epochs after the first\n")
+    print(f"  {'variant':32}{'images/s':>10}{'x today':>9}   epoch seconds")
+    for name, rate in rates.items():
+        print(f"  {name:32}{rate:>10.0f}{rate / today:>9.2f}   {', '.join(f'{s:.1f}' for s in seconds[name])}")
+    for name, target in TARGETS.items():
+        ratio = rates[name] / today
+        print(f"{name} {ratio:.2f}x today's vs target {target:.1f}x: {'met' if ratio >= target else 'not met'}")
+
+
+def build(policy: str):
+    from config import load_config
+    from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
+
+    config = load_config()
+    hypermodel = ChestXRayHyperModel(IMAGE_SIZE, 3, config["search_space"], config["augmentation"], policy)
+    return hypermodel.build(baseline_hyperparameters())
+
+
+def three_layer_model(fused):
+    """The model as it was before the fused layer: RandomTranslation, RandomShear, RandomZoom in a row."""
+    import keras
+    from keras import layers
+
+    from config import load_config
+
+    settings = load_config()["augmentation"]
+    zoom = (-settings["zoom"], settings["zoom"])
+    augmentation = keras.Sequential(
+        [
+            layers.RandomTranslation(settings["height_shift"], settings["width_shift"], fill_mode="nearest"),
+            layers.RandomShear(x_factor=math.tan(math.radians(settings["shear_degrees"])), fill_mode="nearest"),
+            layers.RandomZoom(zoom, zoom, fill_mode="nearest"),
+        ],
+        name="augmentation",
+    )
+    inputs = keras.Input(fused.input_shape[1:], name="pixels")
+    x = augmentation(inputs)
+    for layer in fused.layers[2:]:  # after the input and the fused augmentation
+        x = layer(x)
+    model = keras.Model(inputs, x, name=fused.name)
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss=fused.loss, metrics=["accuracy", auc()])
+    return model
+
+
+def auc():
+    import keras
+
+    return keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)
+
+
+def whole_runs(data_dir: Path, seed: int, reports_dir: Path) -> None:
+    """search.py --baseline in float32, then auto, one after the other; then their figures side by side."""
+    rows = []
+    for policy in ("float32", "auto"):
+        name = f"baseline-80px-seed{seed}-{policy}"
+        if not (reports_dir / name / "report.md").exists():
+            command = [sys.executable, str(ROOT / "search.py"), "--baseline", "--seed", str(seed)]
+            command += ["--precision", policy, "--data-dir", str(data_dir)]
+            command += ["--reports-dir", str(reports_dir), "--run-name", name]
+            print("\n$", " ".join(command), flush=True)
+            subprocess.run(command, check=True, cwd=ROOT)
+        metrics = json.loads((reports_dir / name / "metrics.json").read_text())
+        run = metrics["run"]
+        rows.append(
+            f"| {policy} | {run['precision']['policy']} | {run['wall_seconds']['total']:.0f} "
+            f"| {run['wall_seconds']['final_training']:.0f} | {run['best_epoch']} "
+            f"| {metrics['validation']['roc_auc']:.4f} | {metrics['test']['roc_auc']:.4f} "
+            f"| {metrics['test']['accuracy']:.3f} | {metrics['test']['threshold']:.3f} |"
+        )
+    print(f"\nsearch.py --baseline --seed {seed}, one after the other ({reports_dir}):\n")
+    print(
+        "| --precision | policy | total s | training s | kept epoch | validation AUC | test AUC | test accuracy | threshold |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
