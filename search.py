@@ -50,6 +50,7 @@ PROTOCOL_KEYS = (
 # How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
 RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
 SYNTHETIC_DIR = Path("data/synthetic")
+RETRAIN_BACKUP = "retrain"  # in the run folder: what an interrupted retrain resumes from; removed once reported
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             clock.lap("search")
             if points is None:  # a distributed worker: the chief retrains the best and reports
                 return 0
-        model, history, best_epoch = retrain(hypermodel, points[0], splits, config, run_dir / "tensorboard" / "final")
+        model, history, best_epoch = retrain(
+            hypermodel, points[0], splits, config, run_dir / RETRAIN_BACKUP / "best", run_dir / "tensorboard" / "final"
+        )
         clock.lap("final_training")
-        members = retrain_runners_up(hypermodel, points[1:], splits, config)
+        members = retrain_runners_up(hypermodel, points[1:], splits, config, run_dir / RETRAIN_BACKUP)
         if members:
             clock.lap("ensemble_training")
         metrics, predictions = evaluate(model, members, splits, config)
@@ -90,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nInterrupted: finished trials are kept; run the same command again to resume.", file=sys.stderr)
+        print(
+            "\nInterrupted: finished trials and retrain epochs are kept; run the same command again to resume.",
+            file=sys.stderr,
+        )
         return 130
     finally:
         signal.signal(signal.SIGINT, previous_handler)
@@ -432,22 +438,21 @@ def tensorboard_logging(config: dict[str, Any], log_dir: Path) -> list:
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)]
 
 
-def retrain(hypermodel, hp, splits, config: dict[str, Any], log_dir: Path | None):
-    """Train the chosen point from scratch for final_epochs; keep the epoch best on validation."""
+def retrain(hypermodel, hp, splits, config: dict[str, Any], backup_dir: Path, log_dir: Path | None = None):
+    """Train the chosen point from scratch for final_epochs and keep the epoch best on validation; a retrain
+    that was cut off goes on from its last finished epoch, backed up in `backup_dir`."""
     import keras
     import pandas as pd
 
     import distributed
     import tuning
+    from resume import RetrainBackup
 
     keras.utils.set_random_seed(config["seed"])
     with distributed.strategy_scope(config["distribution"]):
         model = hypermodel.build(hp)
     goal = "min" if config["objective"].endswith("loss") else "max"
-    # Patience as long as training: it never stops early, it only restores the best epoch's weights.
-    best = keras.callbacks.EarlyStopping(
-        config["objective"], mode=goal, patience=config["final_epochs"], restore_best_weights=True
-    )
+    best = RetrainBackup(backup_dir, config["objective"], goal)
     logging = tensorboard_logging(config, log_dir) if log_dir else []
     if logging:
         from tensorboard.plugins.hparams import api as hparams_api
@@ -456,12 +461,9 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], log_dir: Path | None
         logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id="final"))
     schedule = learning_rate_schedule(config["final_schedule"], hp.get("learning_rate"), config["final_epochs"])
     settings = fit_settings(splits, config)
-    history = model.fit(
-        epochs=config["final_epochs"], callbacks=[best, *schedule, CTRL_C.callback(), *logging], **settings
-    )
-    table = pd.DataFrame(history.history)
-    table.insert(0, "epoch", range(1, len(table) + 1))
-    return model, table, best.best_epoch + 1
+    # The backup comes last, so that its rows hold what the other callbacks logged (the learning rate).
+    model.fit(epochs=config["final_epochs"], callbacks=[*schedule, CTRL_C.callback(), *logging, best], **settings)
+    return model, pd.DataFrame(best.rows), best.best_epoch
 
 
 def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list:
@@ -479,12 +481,12 @@ def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list
     ]
 
 
-def retrain_runners_up(hypermodel, points, splits, config: dict[str, Any]) -> list:
+def retrain_runners_up(hypermodel, points, splits, config: dict[str, Any], backup_dir: Path) -> list:
     """The ensemble's other members: each runner-up point retrained as the best one was (not logged, not saved)."""
     members = []
     for rank, hp in enumerate(points, start=2):
         print(f"\nEnsemble: retraining the number {rank} point of the search ({rank} of {len(points) + 1})")
-        model, _, _ = retrain(hypermodel, hp, splits, config, log_dir=None)
+        model, _, _ = retrain(hypermodel, hp, splits, config, backup_dir / f"member{rank}")
         members.append(model)
     return members
 
@@ -503,7 +505,8 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
 
     def probabilities(name: str) -> dict[str, np.ndarray]:
         images = data.to_dataset(splits[name], config["batch_size"])
-        each = [trained.predict(images, verbose=0)[:, 1] for trained in (model, *members)]
+        # float64, so that predictions.csv holds each float32 probability exactly and reproduces the metrics.
+        each = [trained.predict(images, verbose=0)[:, 1].astype(np.float64) for trained in (model, *members)]
         columns = {"p_pneumonia": each[0]}
         if members:
             columns["p_pneumonia_ensemble"] = np.mean(each, axis=0)
@@ -609,6 +612,7 @@ def write_report(
             f"cannot write the report in {run_dir} ({error.strerror or error}): free space or fix permissions there and "
             "run the same command again (finished trials are kept)"
         ) from None
+    shutil.rmtree(run_dir / RETRAIN_BACKUP, ignore_errors=True)  # the run is finished: nothing left to resume
     print(f"\nReport: {run_dir / 'report.md'}")
     model_mb = (run_dir / "model.keras").stat().st_size / 1e6
     print(f"Disk: {report.disk_usage(run_dir) / 1e6:.1f} MB in {run_dir}, of which model.keras {model_mb:.1f} MB")

@@ -135,13 +135,47 @@ class MemoryRelease:
     Keras Tuner clears the Keras session only when it builds the next model, and glibc keeps
     freed blocks of large models mapped, so resident memory crept up trial after trial
     (keras-tuner issues 873, 1031, 395; bench/memory.py measures it).
+
+    Above all, TensorFlow registers a gradient function in its process-wide gradient registry
+    for every tf.custom_gradient it traces (two per fit(): the train and the test step) and
+    never removes it; that function's closure holds the traced graph, and the graph holds the
+    model's variables, so every trial's weights and optimizer slots outlived the trial
+    (bench/fit_growth.py shows it without Keras Tuner). The entries a trial added are dropped
+    when it ends: nothing computes gradients through a finished trial's graphs.
     """
+
+    def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+        self._gradients_before = set(custom_gradient_entries())
+        super().on_trial_begin(trial)
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
         keras.backend.clear_session()
+        forget_custom_gradients(getattr(self, "_gradients_before", set()))
         gc.collect()
         _release_freed_memory()
+
+
+def _gradient_registry() -> dict[str, Any]:
+    """TensorFlow's registry of gradient functions by op type name; empty where it has none."""
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else {}
+
+
+def custom_gradient_entries() -> list[str]:
+    """The gradient functions tf.custom_gradient has registered so far (one per traced call)."""
+    return [name for name in _gradient_registry() if name.startswith("CustomGradient-")]
+
+
+def forget_custom_gradients(keep: set[str]) -> int:
+    """Drop tf.custom_gradient's registrations other than `keep`, so their graphs can be freed; how many."""
+    registry = _gradient_registry()
+    stale = [name for name in custom_gradient_entries() if name not in keep]
+    for name in stale:
+        registry.pop(name, None)
+    return len(stale)
 
 
 def _release_freed_memory() -> None:

@@ -2,10 +2,13 @@
 
     python bench/fit_growth.py shared    # one tf.data dataset for every fit
     python bench/fit_growth.py rebuilt   # a new dataset for every fit
+    python bench/fit_growth.py shared forget  # and drop tf.custom_gradient's registrations (tuning.MemoryRelease)
 
 Each round clears the Keras session, builds a tiny model, fits it for 5 steps, deletes it,
 collects garbage and trims the heap, then prints RSS; the growth per fit after round 3 is
-what remains per fit() whatever this project does between trials.
+what remains per fit() whatever this project does between trials. It also prints how many of
+TensorFlow's traced graphs (FuncGraph) stay alive: without `forget`, TensorFlow's gradient
+registry keeps each fit's train and test step graphs, and with them the model's variables.
 """
 
 from __future__ import annotations
@@ -28,8 +31,13 @@ def main() -> None:
     import keras
     import numpy as np
     import tensorflow as tf
+    from tensorflow.python.framework.func_graph import FuncGraph
 
     mode = sys.argv[1] if len(sys.argv) > 1 else "shared"
+    forget = "forget" in sys.argv[2:]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tuning
+
     x = np.random.randint(0, 255, (4700, 48, 48, 3), dtype=np.uint8)
     y = keras.utils.to_categorical(np.random.randint(0, 2, 4700), 2)
 
@@ -37,7 +45,7 @@ def main() -> None:
         return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(4700).batch(64).prefetch(2)
 
     shared = dataset()
-    readings = []
+    readings, graphs = [], []
     for _ in range(10):
         keras.backend.clear_session()
         gc.collect()
@@ -54,10 +62,18 @@ def main() -> None:
         model.fit(data.take(5), validation_data=data.take(2), epochs=1, verbose=0)
         del model, data
         keras.backend.clear_session()
+        if forget:
+            tuning.forget_custom_gradients(set())
         gc.collect()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         readings.append(rss_mb())
-    print(mode, " ".join(f"{r:.0f}" for r in readings), f"per fit after 3: {(readings[-1] - readings[2]) / 7:.1f} MB")
+        graphs.append(sum(isinstance(o, FuncGraph) for o in gc.get_objects()))
+    print(
+        mode + (" forget" if forget else ""),
+        " ".join(f"{r:.0f}" for r in readings),
+        f"per fit after 3: {(readings[-1] - readings[2]) / 7:.1f} MB",
+    )
+    print("live FuncGraphs after each fit:", " ".join(map(str, graphs)))
 
 
 if __name__ == "__main__":

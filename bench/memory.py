@@ -1,19 +1,32 @@
 """Resident memory across a search of many short trials on the real data.
 
     python bench/memory.py [--data-dir ../shared/data/chest_xray] [--trials 20] [--image-size 48]
+                           [--precision float32] [--no-tensorboard] [--census] [--tracemalloc]
 
 Runs search.py's own search step (random search, 1 epoch per trial) in this process and
 prints the resident set size (RSS) after each trial, then what building the retrain's
 datasets adds. Keras Tuner users report memory growing across trials (keras-tuner
 issues 873, 1031, 395); the target is under 100 MB of growth after trial 3.
+
+Beside RSS, each line shows glibc's heap in use (mallinfo2: live malloc'd bytes, whoever
+allocated them), the Python objects the garbage collector tracks and, with --tracemalloc,
+the bytes Python itself allocated; what RSS gains beyond those belongs to TensorFlow's own
+allocations. --no-tensorboard runs without the per-trial TensorBoard callback; --census
+prints, at the end, which Python types (Keras Tuner trials, Keras models, callbacks,
+TensorFlow functions, ...) grew in number from trial 3 on.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import ctypes
+import ctypes.util
+import gc
 import os
 import sys
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,34 +42,77 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def malloc_in_use_mb() -> float | None:
+    """Bytes glibc's malloc has handed out and not got back (heap plus mmap'd blocks), or None off glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+    info = libc.mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
+def type_census() -> collections.Counter:
+    """How many objects the garbage collector tracks, by module-qualified type name."""
+    return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--precision", default="float32", help="dtype policy, as search.py's --precision")
+    parser.add_argument("--no-tensorboard", action="store_true", help="run the trials without TensorBoard logging")
+    parser.add_argument("--census", action="store_true", help="print the Python types that grew after trial 3")
+    parser.add_argument("--tracemalloc", action="store_true", help="also trace Python's own allocations (slower)")
     args = parser.parse_args()
 
+    import precision
     import search
     import tuning
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
-    flags += ["--epochs", "1", "--image-size", str(args.image_size)]
+    flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]
     config = search.resolve_config(search.parse_args(flags))
+    config["precision"] = precision.resolve(config["precision"])[0]  # settles "auto" as search.py does
+    if args.no_tensorboard:
+        config["tensorboard"] = False
     hypermodel = search.make_hypermodel(config)
     splits = search.load_data(config, synthetic=False)
-    print(f"RSS after decoding the data: {rss_mb():.0f} MB")
+    logging = "on" if config["tensorboard"] else "off"
+    print(f"RSS after decoding the data: {rss_mb():.0f} MB (TensorBoard {logging}, {config['precision']})")
+    if args.tracemalloc:
+        tracemalloc.start()
 
     readings: list[float] = []
+    censuses: dict[int, collections.Counter] = {}
     build_tuner = tuning.build_tuner
 
-    def measured_tuner(*args, **kwargs):
-        tuner = build_tuner(*args, **kwargs)
+    def measured_tuner(*args_, **kwargs):
+        tuner = build_tuner(*args_, **kwargs)
         on_trial_end = tuner.on_trial_end
 
         def record(trial) -> None:
             on_trial_end(trial)
             readings.append(rss_mb())
-            print(f"RSS after trial {len(readings)}: {readings[-1]:.0f} MB", flush=True)
+            heap = malloc_in_use_mb()
+            line = f"RSS after trial {len(readings)}: {readings[-1]:.0f} MB"
+            line += f" | malloc in use {heap:.0f} MB" if heap is not None else ""
+            line += f" | gc objects {len(gc.get_objects())}"
+            if args.tracemalloc:
+                line += f" | Python-traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB"
+            print(line, flush=True)
+            if args.census and len(readings) in (3, args.trials):
+                censuses[len(readings)] = type_census()
 
         tuner.on_trial_end = record
         return tuner
@@ -73,6 +129,11 @@ def main() -> None:
     if len(readings) > 3:
         print(f"RSS growth from trial 3 to trial {len(readings)}: {readings[-1] - readings[2]:+.0f} MB")
         print(f"RSS peak after trial 3: {max(readings[3:]) - readings[2]:+.0f} MB above trial 3")
+    if len(censuses) == 2:
+        grown = censuses[args.trials] - censuses[3]
+        print(f"Python types that grew from trial 3 to trial {args.trials} (objects gained):")
+        for name, gained in grown.most_common(15):
+            print(f"  {gained:+7d}  {name}")
 
 
 if __name__ == "__main__":

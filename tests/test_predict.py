@@ -15,17 +15,11 @@ import data
 import explain
 import predict
 import report
-import search
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("predict")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        flags = ["--synthetic", "--baseline", "--image-size", "48", "--final-epochs", "4", "--seed", "11"]
-        assert search.main(flags) == 0
-    return workdir / "reports" / "synthetic-baseline-48px-seed11"
+@pytest.fixture
+def run_dir(tiny_runs) -> Path:
+    return tiny_runs.baseline  # a tiny baseline run trained in mixed bfloat16
 
 
 @pytest.fixture
@@ -47,6 +41,18 @@ def test_predict_matches_the_runs_own_test_predictions(in_workdir, capsys, tmp_p
     threshold = yaml.safe_load((in_workdir / "metrics.json").read_text())["validation"]["threshold"]
     assert (merged["label_x"] == np.where(merged["p_pneumonia_y"] >= threshold, "PNEUMONIA", "NORMAL")).all()
     assert ours["file"].iloc[0] in capsys.readouterr().out
+
+
+def test_a_mixed_precision_run_records_it_and_its_model_predicts_in_float32(in_workdir):
+    run = yaml.safe_load((in_workdir / "metrics.json").read_text())["run"]
+    assert run["precision"] == {"policy": "mixed_bfloat16", "reason": "as configured"}
+    assert "| precision | mixed_bfloat16 (as configured) |" in (in_workdir / "report.md").read_text()
+    model = keras.saving.load_model(in_workdir / "model.keras", safe_mode=True)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    images = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    assert model.predict(images, verbose=0).dtype == np.float32
 
 
 def test_bad_files_are_listed_and_the_rest_predicted(in_workdir, tmp_path, capsys):

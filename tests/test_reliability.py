@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 import pytest
+from conftest import TINY_SEARCH
 
 import report
 import search
@@ -109,6 +110,37 @@ def test_killed_then_interrupted_search_resumes_to_its_full_count(tmp_path):
                 assert rows.loc[tid, "objective"] == pytest.approx(state["score"])
 
 
+def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path):
+    epochs = 8
+    flags = [*TINY, "--baseline", "--final-epochs", str(epochs), "--run-name", "retrain"]
+    command = [sys.executable, str(REPO / "search.py"), *flags]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run_dir = tmp_path / "reports" / "retrain"
+    state_file = run_dir / search.RETRAIN_BACKUP / "best" / "state.json"
+    with open(tmp_path / "killed.out", "w") as out:
+        killed = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while killed.poll() is None and time.monotonic() < deadline:
+        if state_file.exists() and json.loads(state_file.read_text())["epoch"] >= 3:
+            killed.kill()
+        time.sleep(0.02)
+    assert killed.wait() == -signal.SIGKILL, (tmp_path / "killed.out").read_text()
+    before = json.loads(state_file.read_text())
+    assert 3 <= before["epoch"] < epochs
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming the retrain after epoch {before['epoch']}" in resumed.stdout
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == list(range(1, epochs + 1))
+    written = pd.DataFrame(before["rows"])
+    pd.testing.assert_frame_equal(history.iloc[: len(written)][written.columns], written, check_dtype=False)
+    # The kept epoch is chosen over every epoch, those before the kill included.
+    kept = json.loads((run_dir / "metrics.json").read_text())["run"]["best_epoch"]
+    assert history["val_auc"].iloc[kept - 1] == history["val_auc"].max()
+    assert not (run_dir / search.RETRAIN_BACKUP).exists()  # reported: nothing left to resume
+
+
 def test_tuner_state_is_replaced_whole_so_a_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):
     defaults = load_config()
     tuner = tuning.build_tuner(
@@ -134,10 +166,11 @@ def test_tuner_state_is_replaced_whole_so_a_write_cut_short_leaves_the_old_file(
     assert not list(tmp_path.rglob("*.partial*"))
 
 
-def test_same_config_and_seed_repeat_the_trial_sequence(workdir):
-    for name in ("first", "second"):
-        assert search.main([*TINY, *RANDOM, "--max-trials", "3", "--run-name", name]) == 0
-    first, second = (pd.read_csv(workdir / "reports" / name / "trials.csv") for name in ("first", "second"))
+def test_same_config_and_seed_repeat_the_trial_sequence(workdir, tiny_runs):
+    assert search.main([*TINY_SEARCH, "--run-name", "second"]) == 0
+    first, second = (
+        pd.read_csv(folder / "trials.csv") for folder in (tiny_runs.search, workdir / "reports" / "second")
+    )
     columns = [name for name in first.columns if name in BASELINE]
     pd.testing.assert_frame_equal(first[columns], second[columns])
     assert len(first[columns].drop_duplicates()) == 3  # three different points, not one repeated
@@ -255,8 +288,8 @@ def _calls(tree: ast.AST):
 
 def test_nothing_loads_unsafely():
     """YAML only through safe_load, models only in Keras safe mode, no pickle, eval or shell anywhere."""
-    sources = [path for path in REPO.rglob("*.py") if not {"data", "reports", ".git"} & set(path.parts)]
-    assert len(sources) >= 10
+    sources = project_sources()
+    assert len(sources) >= 10 and REPO / "search.py" in sources
     problems = []
     for path in sources:
         tree = ast.parse(path.read_text(), str(path))
@@ -283,3 +316,20 @@ def test_nothing_loads_unsafely():
             if isinstance(keywords.get("shell"), ast.Constant) and keywords["shell"].value:
                 problems.append(f"{where} with shell=True")
     assert problems == []
+
+
+def project_sources() -> list[Path]:
+    """The project's own .py files, as git lists them: never a virtual environment or data inside the clone."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listed.returncode == 0:
+        paths = [REPO / name for name in listed.stdout.splitlines()]
+    else:  # not a git checkout (an unpacked archive)
+        paths = list(REPO.rglob("*.py"))
+    outside = {"data", "reports", ".git", ".venv", "venv", "env", "site-packages"}
+    return [path for path in paths if path.is_file() and not outside & set(path.relative_to(REPO).parts)]

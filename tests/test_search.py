@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY, TINY_BASELINE
 
 import search
 import tuning
 from hypermodel import BASELINE, ChestXRayHyperModel
 
-TINY = ["--synthetic", "--image-size", "48", "--final-epochs", "2", "--seed", "7"]
 REPORT_FILES = {
     "config.yaml",
     "trials.csv",
@@ -64,9 +65,8 @@ def only_run(reports: Path) -> Path:
     return folder
 
 
-def test_tiny_search_writes_every_report_file(workdir):
-    assert run("--tuner", "random", "--max-trials", "3", "--epochs", "1") == 0
-    run_dir = only_run(workdir / "reports")
+def test_tiny_search_writes_every_report_file(tiny_runs):
+    run_dir = tiny_runs.search
     assert REPORT_FILES <= {path.name for path in run_dir.iterdir()}
     for png in run_dir.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
@@ -135,20 +135,16 @@ def test_bayesian_search_starts_from_the_baseline(workdir):
     assert trials.iloc[1]["learning_rate"] != BASELINE["learning_rate"]
 
 
-def test_baseline_and_search_reports_compare_on_test(workdir):
-    assert run("--baseline") == 0
-    baseline_dir = workdir / "reports" / "synthetic-baseline-48px-seed7"
+def test_baseline_and_search_reports_compare_on_test(tiny_runs):
+    baseline_dir = tiny_runs.baseline  # ran first, then the search
     assert not (baseline_dir / "trials.csv").exists()
     assert yaml.safe_load((baseline_dir / "best_hyperparameters.yaml").read_text()) == BASELINE
-    assert "no matching run yet" in (baseline_dir / "report.md").read_text()
+    assert "no matching run yet" in tiny_runs.baseline_report_alone
 
-    assert run("--tuner", "random", "--max-trials", "2", "--epochs", "1") == 0
-    search_report = (workdir / "reports" / "synthetic-search-random-48px-seed7" / "report.md").read_text()
+    search_report = (tiny_runs.search / "report.md").read_text()
     baseline_metrics = json.loads((baseline_dir / "metrics.json").read_text())
     assert "baseline (`synthetic-baseline-48px-seed7`)" in search_report
-    search_metrics = json.loads(
-        (workdir / "reports" / "synthetic-search-random-48px-seed7" / "metrics.json").read_text()
-    )
+    search_metrics = json.loads((tiny_runs.search / "metrics.json").read_text())
     tuned, base = search_metrics["test"]["sensitivity"], baseline_metrics["test"]["sensitivity"]
     assert f"| sensitivity | {tuned:.3f} | {base:.3f} |" in search_report
     # The earlier baseline report is refreshed to show the search beside it.
@@ -197,12 +193,17 @@ def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch
     assert trials.iloc[0]["objective"] == pytest.approx(first_score)
 
 
-def test_finished_run_is_not_overwritten_by_accident(workdir, capsys):
-    flags = ("--baseline", "--final-epochs", "1")
-    assert run(*flags) == 0
-    assert run(*flags) == 2
+def test_finished_run_is_not_overwritten_by_accident(workdir, tiny_runs, capsys):
+    finished = workdir / "reports" / tiny_runs.baseline.name
+    shutil.copytree(tiny_runs.baseline, finished)
+    assert search.main(TINY_BASELINE) == 2
     assert "holds a finished run: pass --overwrite" in capsys.readouterr().err
-    assert run(*flags, "--overwrite") == 0
+    assert (finished / "report.md").read_text() == (tiny_runs.baseline / "report.md").read_text()
+    assert search.main([*TINY_BASELINE, "--overwrite"]) == 0
+    assert (
+        json.loads((finished / "metrics.json").read_text())["run"]["finished"]
+        != json.loads((tiny_runs.baseline / "metrics.json").read_text())["run"]["finished"]
+    )
 
 
 def test_changed_settings_do_not_resume_a_run(workdir, capsys, monkeypatch):

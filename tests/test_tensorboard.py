@@ -31,20 +31,14 @@ def epoch_values(folder: Path, tag: str) -> list[float]:
     return [float(tf.make_ndarray(event.tensor_proto)) for event in read_events(folder).Tensors(tag)]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("tensorboard")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        flags = ["--synthetic", "--image-size", "48", "--seed", "5", "--tuner", "random", "--max-trials", "2"]
-        assert search.main([*flags, "--epochs", "2", "--final-epochs", "2"]) == 0
-    (folder,) = [path for path in (workdir / "reports").iterdir() if path.is_dir()]
-    return folder
+@pytest.fixture
+def run_dir(tiny_runs) -> Path:
+    return tiny_runs.search  # a random search of 3 one-epoch trials, retrained 2 epochs
 
 
 def test_every_trial_logs_its_hyperparameters_and_validation_metric(run_dir):
     trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
-    assert len(trials) == 2
+    assert len(trials) == 3
     for trial in trials.itertuples():
         folder = run_dir / "tensorboard" / trial.trial_id / "execution0"
         name, hparams = session_hparams(folder)
