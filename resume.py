@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,15 @@ from report import write_text
 
 class RetrainBackup(keras.callbacks.Callback):
     """Keeps the weights of the epoch best on `objective` and restores them at the end, like EarlyStopping with
-    restore_best_weights and no early stop; backs up every finished epoch in `folder` and resumes from it."""
+    restore_best_weights and no early stop; backs up every finished epoch in `folder` and resumes from it.
 
-    def __init__(self, folder: Path, objective: str, mode: str):
+    `point` names what is trained (its hyperparameters): a backup of another point is not resumed.
+    """
+
+    def __init__(self, folder: Path, objective: str, mode: str, point: dict[str, Any]):
         super().__init__()
         self.folder, self.objective, self.mode = Path(folder), objective, mode
-        self.state: dict[str, Any] = {"epoch": 0, "rows": [], "best_epoch": None, "best_value": None}
+        self.state: dict[str, Any] = {"point": point, "epoch": 0, "rows": [], "best_epoch": None, "best_value": None}
 
     @property
     def state_file(self) -> Path:
@@ -35,7 +39,13 @@ class RetrainBackup(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self.state_file.exists():
             return
-        self.state = json.loads(self.state_file.read_text())
+        saved = json.loads(self.state_file.read_text())
+        if saved["point"] != self.state["point"]:
+            # The search that resumed chose another point (say, among equal scores): this backup is not its.
+            print(f"The retrain backed up in {self.folder} trained another point: retraining from the start.")
+            shutil.rmtree(self.folder)
+            return
+        self.state = saved
         if not self.model.optimizer.built:  # its variables must exist to receive the saved ones
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self.folder / self.state["latest"])

@@ -452,7 +452,7 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], backup_dir: Path, lo
     with distributed.strategy_scope(config["distribution"]):
         model = hypermodel.build(hp)
     goal = "min" if config["objective"].endswith("loss") else "max"
-    best = RetrainBackup(backup_dir, config["objective"], goal)
+    best = RetrainBackup(backup_dir, config["objective"], goal, point=tuning.searched_values(hp))
     logging = tensorboard_logging(config, log_dir) if log_dir else []
     if logging:
         from tensorboard.plugins.hparams import api as hparams_api

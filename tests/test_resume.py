@@ -1,0 +1,65 @@
+"""RetrainBackup: a retrain cut off after an epoch goes on from it, keeps the best epoch, and never resumes another point."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from resume import RetrainBackup
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(64, 6)).astype("float32")
+Y = np.eye(2, dtype="float32")[(X[:, 0] + 0.5 * RNG.normal(size=64) > 0).astype(int)]
+POINT = {"units": 8, "learning_rate": 0.01}
+
+
+def fit(folder, point=POINT, epochs=6, stop_after=None):
+    """A tiny model trained with the backup; `stop_after` epochs, a KeyboardInterrupt as Ctrl-C would raise it."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6,))
+    outputs = layers.Dense(2, activation="softmax")(layers.Dense(point["units"], activation="relu")(inputs))
+    model = keras.Model(inputs, outputs)
+    auc = keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)
+    model.compile(keras.optimizers.RMSprop(point["learning_rate"]), "categorical_crossentropy", metrics=[auc])
+    backup = RetrainBackup(folder, "val_auc", "max", point)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if stop_after is not None and epoch + 1 == stop_after:
+                raise KeyboardInterrupt
+
+    model.fit(
+        X, Y, validation_data=(X[:32], Y[:32]), epochs=epochs, batch_size=16, callbacks=[backup, Stop()], verbose=0
+    )
+    return model, backup
+
+
+def test_an_interrupted_retrain_goes_on_from_its_last_epoch_and_keeps_the_best(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path, stop_after=3)
+    before = json.loads((tmp_path / "state.json").read_text())
+    assert before["epoch"] == 3 and len(before["rows"]) == 3
+    assert sorted(path.name for path in tmp_path.glob("*.weights.h5")) == sorted({before["best"], before["latest"]})
+
+    model, backup = fit(tmp_path)
+    assert "Resuming the retrain after epoch 3" in capsys.readouterr().out
+    assert [row["epoch"] for row in backup.rows] == [1, 2, 3, 4, 5, 6]
+    assert backup.rows[:3] == before["rows"]
+    aucs = [row["val_auc"] for row in backup.rows]
+    assert backup.best_epoch == int(np.argmax(aucs)) + 1
+    # The model holds the best epoch's weights, whichever side of the stop that epoch was on.
+    kept = model.evaluate(X[:32], Y[:32], verbose=0, return_dict=True)["auc"]
+    assert kept == pytest.approx(max(aucs), abs=1e-6)
+
+
+def test_a_backup_of_another_point_is_not_resumed(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path, stop_after=2)
+    _, backup = fit(tmp_path, point={**POINT, "units": 16}, epochs=3)
+    assert "trained another point: retraining from the start" in capsys.readouterr().out
+    assert [row["epoch"] for row in backup.rows] == [1, 2, 3]
+    assert json.loads((tmp_path / "state.json").read_text())["point"]["units"] == 16
