@@ -76,14 +76,14 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="also trace Python's own allocations (slower)")
     args = parser.parse_args()
 
-    import precision
     import search
     import tuning
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
     flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]
-    config = search.resolve_config(search.parse_args(flags))
-    config["precision"] = precision.resolve(config["precision"])[0]  # settles "auto" as search.py does
+    parsed = search.parse_args(flags)
+    config = search.resolve_config(parsed)
+    search.choose_precision(config, parsed)
     if args.no_tensorboard:
         config["tensorboard"] = False
     hypermodel = search.make_hypermodel(config)

@@ -35,7 +35,9 @@ def main() -> None:
     import search
 
     common = ["--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
-    config = search.resolve_config(search.parse_args([*common, "--tuner", "hyperband"]))
+    flags = search.parse_args([*common, "--tuner", "hyperband"])
+    config = search.resolve_config(flags)
+    search.choose_precision(config, flags)
     config["hyperband_factor"] = args.factor
     hypermodel = search.make_hypermodel(config)
     splits = search.load_data(config, synthetic=False)
