@@ -103,6 +103,15 @@ class ChestXRayHyperModel(kt.HyperModel):
                 raise ValueError(f"search_space.{key} must include the baseline's {missing}: add them to its list")
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """The model at point `hp`, its layers in `precision` (the global policy is left as it was)."""
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(self.precision)
+        try:
+            return self._build_model(hp)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+
+    def _build_model(self, hp: kt.HyperParameters) -> keras.Model:
         space = self.space
         blocks = hp.Int("conv_blocks", space["conv_blocks"]["min"], self.max_blocks, default=BASELINE["conv_blocks"])
         dense_range = space["dense_layers"]
@@ -131,8 +140,6 @@ class ChestXRayHyperModel(kt.HyperModel):
             _stepped(hp, key, space[key], BASELINE[key]) for key in ("brightness", "contrast", "label_smoothing")
         )
 
-        # Keras Tuner clears the Keras session before each build, and with it the global policy.
-        keras.mixed_precision.set_global_policy(self.precision)
         inputs = keras.Input(self.input_shape, name="pixels")
         x = self._augmentation(brightness, contrast)(inputs)
         x = layers.Rescaling(1.0 / 255)(x)
@@ -180,7 +187,7 @@ class ChestXRayHyperModel(kt.HyperModel):
         """The baseline's ImageDataGenerator settings as Keras layers, active only in training.
 
         Brightness and contrast are searched: the test split's exposure differs from train's. Pixel
-        arithmetic stays in float32 in a mixed run: bfloat16 cannot hold a shifted coordinate to a pixel.
+        arithmetic stays in float32 in a mixed run: bfloat16 would round interpolated pixels and coordinates.
         """
         settings = self.augmentation
         steps = []
