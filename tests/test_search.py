@@ -218,6 +218,24 @@ def test_changed_settings_do_not_resume_a_run(workdir, capsys, monkeypatch):
     assert "was started with other settings (max_trials)" in capsys.readouterr().err
 
 
+def test_a_resumed_run_keeps_its_precision(workdir, capsys, monkeypatch):
+    import precision
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning.TrialRecorder, "run_trial", stop)
+    flags = ("--tuner", "random", "--max-trials", "2", "--epochs", "1", "--run-name", "mine")
+    assert run(*flags, "--precision", "mixed_bfloat16") == 130
+    assert "Precision: mixed_bfloat16 (as configured)" in capsys.readouterr().out
+    # Resumed on a machine where auto would choose float32, the run goes on in the precision it started with.
+    monkeypatch.setattr(precision, "resolve", lambda requested: ("float32", "auto: no bfloat16 here"))
+    assert run(*flags) == 130
+    assert "Precision: mixed_bfloat16 (kept from the run being resumed)" in capsys.readouterr().out
+    assert run(*flags, "--precision", "float32") == 2
+    assert "was started with other settings (precision)" in capsys.readouterr().err
+
+
 def test_failed_trials_are_recorded_and_the_search_goes_on(workdir, monkeypatch, capsys):
     def fit(self, hp, model, *args, **kwargs):
         if hp.values["learning_rate"] != BASELINE["learning_rate"]:
