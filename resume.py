@@ -64,7 +64,7 @@ class RetrainBackup(keras.callbacks.Callback):
         state["epoch"] = epoch + 1
         write_text(self.state_file, json.dumps(state))  # the commit: one rename
         for stale in self.folder.glob("*.weights.h5"):
-            if stale.name not in (state["best"], state["latest"]):
+            if stale.name not in (state.get("best"), state["latest"]):  # no best while the objective is NaN
                 stale.unlink()
 
     def on_train_end(self, logs: dict | None = None) -> None:

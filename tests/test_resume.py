@@ -63,3 +63,15 @@ def test_a_backup_of_another_point_is_not_resumed(tmp_path, capsys):
     assert "trained another point: retraining from the start" in capsys.readouterr().out
     assert [row["epoch"] for row in backup.rows] == [1, 2, 3]
     assert json.loads((tmp_path / "state.json").read_text())["point"]["units"] == 16
+
+
+def test_epochs_whose_objective_is_not_a_number_are_backed_up_without_a_best(tmp_path):
+    backup = RetrainBackup(tmp_path, "val_auc", "max", POINT)
+    backup.set_model(keras.Sequential([keras.Input((2,)), layers.Dense(2)]))
+    backup.on_epoch_end(0, {"val_auc": float("nan"), "loss": 0.7})
+    backup.on_epoch_end(1, {"val_auc": 0.8, "loss": 0.6})
+    assert backup.best_epoch == 2 and [row["epoch"] for row in backup.rows] == [1, 2]
+    assert sorted(path.name for path in tmp_path.glob("*.weights.h5")) == [
+        "best-epoch2.weights.h5",
+        "epoch2.weights.h5",
+    ]
