@@ -6,8 +6,9 @@
 The variants train in one process on the real train split at 80 x 80 RGB, batch 64, as
 search.py feeds them, taking turns epoch by epoch (each round starting with the next one), so
 that whatever else slows the machine slows them alike. Each variant's first epoch (tracing) is
-left out; the figures are the median images/s of the epochs after it, and of the fastest (the
-least disturbed), with their ratios to today's. A fourth variant, float32 without any
+left out, and each epoch is timed inside fit() (pipeline.EpochTimer), without fit()'s own start and
+end; the figures are the median images/s of the epochs after it, and of the fastest (the least
+disturbed), with their ratios to today's. A fourth variant, float32 without any
 augmentation, shows the most that fusing the augmentation layers can gain.
 
 --whole-runs then runs `python search.py --baseline` with `--precision float32` and with
@@ -30,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline import EpochTimer  # noqa: E402  (bench/, beside this script)
 
 IMAGE_SIZE, BATCH_SIZE, SEED = 80, 64, 42
 TARGETS = {"fused float32": 1.2, "fused + auto": 2.0}
@@ -73,10 +76,11 @@ def throughput(data_dir: Path, epochs: int) -> None:
     for epoch in range(epochs + 1):
         # Each round starts with the next variant, so that none always follows the same one.
         for name in names[epoch % len(names) :] + names[: epoch % len(names)]:
-            started = time.perf_counter()
-            models[name].fit(dataset, epochs=1, class_weight=weights, verbose=0)
+            # Timed from the epoch's first batch to its last, without fit()'s own start and end.
+            timer = EpochTimer()
+            models[name].fit(dataset, epochs=1, class_weight=weights, callbacks=[timer], verbose=0)
             if epoch:  # the first epoch traces the model
-                seconds[name].append(time.perf_counter() - started)
+                seconds[name] += timer.seconds
     images = len(splits["train"])
     rates = {name: statistics.median(images / s for s in times) for name, times in seconds.items()}
     fastest = {name: images / min(times) for name, times in seconds.items()}
