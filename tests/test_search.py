@@ -297,7 +297,7 @@ def test_help_lists_every_flag_without_loading_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(search.__file__).parent
     )
     for flag in ("--config", "--data-dir", "--synthetic", "--baseline", "--tuner", "--max-trials", "--epochs",
-                 "--final-epochs", "--image-size", "--seed", "--run-name", "--reports-dir", "--overwrite"):  # fmt: skip
+                 "--final-epochs", "--image-size", "--seed", "--run-name", "--reports-dir", "--overwrite", "--precision"):  # fmt: skip
         assert flag in result.stdout
     assert result.stdout.strip().endswith("False")
 
