@@ -1,8 +1,8 @@
 """The baseline's geometric augmentation (shift, shear, zoom) as one Keras layer.
 
 ImageDataGenerator drew a shift, a shear and a zoom per image and resampled the image once.
-Keras' RandomTranslation, RandomShear and RandomZoom in a row resample it three times, which
-cost about a third of a training step on a CPU. `RandomAffine` draws the same three, from the
+Keras' RandomTranslation, RandomShear and RandomZoom in a row resample it three times (13.9 ms
+a batch of 64 at 80 px on a 2-core CPU, against 4.9 ms for one transform; bench/precision.py). `RandomAffine` draws the same three, from the
 same distributions, and composes them into one affine transform per batch.
 """
 

@@ -16,6 +16,7 @@ import yaml
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = ("val_auc", "val_loss", "val_accuracy")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: precision.py chooses
 
 
 class ConfigError(ValueError):
@@ -131,7 +132,7 @@ SCHEMA: dict[str, Any] = {
     "validation_fraction": _number(0, 1, include_low=False, include_high=False),
     "class_weights": _boolean,
     "batch_size": _integer(1),
-    "precision": _choice("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    "precision": _choice(*PRECISIONS),
     "skip_bad_images": _boolean,
     "augmentation": {
         "width_shift": _number(0, 1, include_high=False),

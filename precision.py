@@ -11,12 +11,11 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve(requested: str) -> tuple[str, str]:
-    """The dtype policy for `requested` (auto or one of POLICIES) and why it was chosen."""
+    """The dtype policy for `requested` (auto or a policy of config.PRECISIONS) and why it was chosen."""
     if requested != "auto":
         return requested, "as configured"
     gpu = gpu_compute_capability()

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError, dump, load_config, read_yaml
+from config import PRECISIONS, ConfigError, dump, load_config, read_yaml
 
 # Heavy modules (TensorFlow, Keras Tuner, matplotlib) are imported inside the steps that use
 # them, so `--help` and config mistakes answer at once.
@@ -195,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="start the run afresh instead of resuming it")
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        choices=PRECISIONS,
         help="dtype policy (default auto: mixed bfloat16 or float16 where the CPU or GPU computes it natively)",
     )
     distributed = parser.add_argument_group("distributed search (README: Distributed search)")
@@ -260,14 +260,18 @@ def run_folder(config: dict[str, Any]) -> Path:
     return Path(config["reports_dir"]) / config["run_name"]
 
 
+def started_settings(config_file: Path) -> dict[str, Any]:
+    """The settings an unfinished run was started with (runs from before the precision key trained in float32)."""
+    return {"precision": "float32", **read_yaml(config_file)}
+
+
 def choose_precision(config: dict[str, Any], args: argparse.Namespace) -> str:
     """Settle `precision: auto` on a dtype policy and say why: a resumed run keeps the one it started with."""
     import precision
 
     started = run_folder(config) / "config.yaml"
     if config["precision"] == "auto" and started.exists() and not args.overwrite:
-        # Runs from before the precision key trained in float32.
-        config["precision"] = read_yaml(started).get("precision", "float32")
+        config["precision"] = started_settings(started)["precision"]
         reason = "kept from the run being resumed"
     else:
         config["precision"], reason = precision.resolve(config["precision"])
@@ -290,8 +294,7 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
             f"{run_dir} holds a finished run: pass --overwrite to redo it or --run-name NAME for a new one"
         )
     elif (run_dir / "config.yaml").exists():
-        previous = read_yaml(run_dir / "config.yaml")
-        previous.setdefault("precision", "float32")  # what runs from before the key trained in
+        previous = started_settings(run_dir / "config.yaml")
         changed = [key for key in config if key not in RUNTIME_KEYS and previous.get(key) != config[key]]
         if changed:
             raise ConfigError(
