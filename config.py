@@ -17,6 +17,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = ("val_auc", "val_loss", "val_accuracy")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: precision.py chooses
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3 backends; backends.py picks and activates one
 
 
 class ConfigError(ValueError):
@@ -132,6 +133,7 @@ SCHEMA: dict[str, Any] = {
     "validation_fraction": _number(0, 1, include_low=False, include_high=False),
     "class_weights": _boolean,
     "batch_size": _integer(1),
+    "backend": _choice(*BACKENDS),
     "precision": _choice(*PRECISIONS),
     "skip_bad_images": _boolean,
     "augmentation": {

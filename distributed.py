@@ -116,21 +116,31 @@ def _give_up_running_trials(oracle: kt.Oracle, timeout: int) -> None:
 
 @functools.cache
 def choose_strategy(distribution: str) -> Any:
-    """MirroredStrategy over this machine's GPUs for `mirrored`, when there are two or more; else None."""
+    """For `mirrored` with two or more GPUs: TensorFlow's MirroredStrategy, returned for Keras Tuner and
+    strategy_scope; on JAX, Keras' DataParallel over the GPUs, set for the whole process (None returned)."""
     if distribution == "none":
         return None
-    import tensorflow as tf
+    import backends
 
-    gpus = tf.config.list_logical_devices("GPU")
+    backend, gpus = backends.name(), backends.gpus()
     if len(gpus) < 2:
         found = "no GPU" if not gpus else "one GPU"
         print(f"Note: distribution: mirrored found {found}; each trial trains on one device.")
         return None
-    strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
-    print(
-        f"Distribution: each trial mirrored over {strategy.num_replicas_in_sync} GPUs; batch_size is split among them."
-    )
-    return strategy
+    print(f"Distribution: each trial data-parallel over {len(gpus)} GPUs; batch_size is split among them.")
+    if backend == "jax":
+        import keras
+
+        keras.distribution.set_distribution(keras.distribution.DataParallel(keras.distribution.list_devices("gpu")))
+        return None
+    if backend != "tensorflow":
+        raise SearchError(
+            f"distribution: mirrored runs on the tensorflow and jax backends, not {backend}: "
+            "pass --backend jax or tensorflow, or set distribution: none"
+        )
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy([f"/gpu:{index}" for index in range(len(gpus))])
 
 
 def strategy_scope(distribution: str) -> contextlib.AbstractContextManager:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 from matplotlib import colormaps
+
+import backends
 
 BATCH = 64
 
@@ -28,28 +30,42 @@ def grad_cam(model: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.
     The score explained is the class's logit minus the other's (the log-odds), read before the
     softmax, because a saturated probability has no gradient left to show.
     """
-    output_layer = model.layers[-1]
-    features_model = keras.Model(model.inputs, [last_conv_layer(model).output, output_layer.input])
+    convolution = last_conv_layer(model)
+    to_convolution = keras.Model(model.inputs, convolution.output)
+    # Our models are chains, so the layers after the last convolution map its output to the logits' input.
+    head = model.layers[model.layers.index(convolution) + 1 : -1]
     batches = [
-        _grad_cam_batch(features_model, output_layer, images[start : start + BATCH], classes[start : start + BATCH])
+        _grad_cam_batch(
+            to_convolution, head, model.layers[-1], images[start : start + BATCH], classes[start : start + BATCH]
+        )
         for start in range(0, len(images), BATCH)
     ]
     return np.concatenate(batches) if batches else np.zeros(images.shape[:3], np.float32)
 
 
-def _grad_cam_batch(features_model: keras.Model, output_layer: keras.Layer, images: np.ndarray, classes: np.ndarray):
-    images = tf.convert_to_tensor(images)
-    with tf.GradientTape() as tape:
-        activations, features = features_model(images, training=False)
-        logits = tf.matmul(features, output_layer.kernel) + output_layer.bias
-        sign = tf.where(tf.convert_to_tensor(classes) == 1, 1.0, -1.0)
-        scores = sign * (logits[:, 1] - logits[:, 0])
-    gradients = tape.gradient(scores, activations)
-    channel_weights = tf.reduce_mean(gradients, axis=(1, 2))
-    maps = tf.nn.relu(tf.einsum("nhwc,nc->nhw", activations, channel_weights))
-    maps = maps / (tf.reduce_max(maps, axis=(1, 2), keepdims=True) + 1e-12)
-    resized = tf.image.resize(maps[..., tf.newaxis], images.shape[1:3], method="bilinear")
-    return resized[..., 0].numpy()
+def _grad_cam_batch(
+    to_convolution: keras.Model,
+    head: list[keras.Layer],
+    output_layer: keras.Layer,
+    images: np.ndarray,
+    classes: np.ndarray,
+) -> np.ndarray:
+    sign = ops.convert_to_tensor(np.where(classes == 1, 1.0, -1.0).astype("float32"))
+
+    def class_scores(activations):
+        features = activations
+        for layer in head:
+            features = layer(features, training=False)
+        logits = ops.matmul(ops.cast(features, "float32"), output_layer.kernel) + output_layer.bias
+        return sign * (logits[:, 1] - logits[:, 0])
+
+    activations = ops.cast(to_convolution(ops.convert_to_tensor(images), training=False), "float32")
+    gradients = backends.gradient_of_sum(class_scores, activations)
+    channel_weights = ops.mean(gradients, axis=(1, 2))
+    maps = ops.relu(ops.einsum("nhwc,nc->nhw", activations, channel_weights))
+    maps = maps / (ops.max(maps, axis=(1, 2), keepdims=True) + 1e-12)
+    resized = ops.image.resize(maps[..., None], images.shape[1:3], interpolation="bilinear")
+    return ops.convert_to_numpy(resized[..., 0])
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:

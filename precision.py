@@ -47,11 +47,7 @@ def cpu_bf16_flag(cpuinfo: str | None = None) -> str | None:
 
 
 def gpu_compute_capability() -> tuple[str, tuple[int, int]] | None:
-    """The first visible GPU's name and CUDA compute capability, or None without one (TensorFlow's view)."""
-    import tensorflow as tf
+    """The first visible GPU's name and CUDA compute capability, or None without one (the backend's view)."""
+    import backends
 
-    for gpu in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(gpu)
-        if "compute_capability" in details:
-            return details.get("device_name", gpu.name), tuple(details["compute_capability"])
-    return None
+    return next(((name, capability) for name, capability in backends.gpus() if capability), None)

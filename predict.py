@@ -17,7 +17,8 @@ from typing import Any
 
 from config import ConfigError, read_yaml
 
-# TensorFlow is imported only once the arguments are known to be usable, so mistakes answer at once.
+# Keras (and its backend: KERAS_BACKEND, default TensorFlow) is imported only once the arguments are known
+# to be usable, so mistakes answer at once. A model saved under any backend loads under any other.
 
 
 class RunError(ValueError):
@@ -75,6 +76,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
             f"--run {run_dir} is not a finished run (missing {', '.join(missing)}): "
             "pass a folder under reports/ that holds a report.md"
         )
+    import backends
+
+    backends.activate(backends.choose(None, "tensorflow")[0])
     import keras
 
     return {

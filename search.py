@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config import PRECISIONS, ConfigError, dump, load_config, read_yaml
+from config import BACKENDS, PRECISIONS, ConfigError, dump, load_config, read_yaml
 
-# Heavy modules (TensorFlow, Keras Tuner, matplotlib) are imported inside the steps that use
-# them, so `--help` and config mistakes answer at once.
+# Heavy modules (Keras and its backend, Keras Tuner, matplotlib) are imported inside the steps that
+# use them, so `--help` and config mistakes answer at once, and Keras loads the backend chosen.
 
 FLAGS = {  # config key -> flag that overrides it
     "data_dir": "--data-dir",
@@ -41,6 +41,7 @@ FLAGS = {  # config key -> flag that overrides it
     "distributed.worker_id": "--worker-id",
     "skip_bad_images": "--skip-bad-images",
     "precision": "--precision",
+    "backend": "--backend",
 }
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
@@ -56,15 +57,20 @@ RETRAIN_BACKUP = "retrain"  # in the run folder: what an interrupted retrain res
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.command = "python search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    clock = Stopwatch()
+    try:
+        config = resolve_config(args)
+        choose_backend(config, args)  # before anything imports Keras
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from data import DataError
     from report import ReportError
     from tuning import SearchError
 
-    clock = Stopwatch()
     previous_handler = signal.signal(signal.SIGINT, CTRL_C.handle)
     sys.unraisablehook = CTRL_C.unraisable
     try:
-        config = resolve_config(args)
         print_devices()
         args.precision_reason = choose_precision(config, args)
         hypermodel = make_hypermodel(config)
@@ -194,6 +200,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reports-dir", help="where run folders go (default: reports)")
     parser.add_argument("--overwrite", action="store_true", help="start the run afresh instead of resuming it")
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend (default: KERAS_BACKEND if set, else config.yaml's backend, tensorflow)",
+    )
+    parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         help="dtype policy (default auto: mixed bfloat16 or float16 where the CPU or GPU computes it natively)",
@@ -261,8 +272,24 @@ def run_folder(config: dict[str, Any]) -> Path:
 
 
 def started_settings(config_file: Path) -> dict[str, Any]:
-    """The settings an unfinished run was started with (runs from before the precision key trained in float32)."""
-    return {"precision": "float32", **read_yaml(config_file)}
+    """The settings an unfinished run was started with (runs from before the precision and backend keys
+    trained in float32 on TensorFlow)."""
+    return {"precision": "float32", "backend": "tensorflow", **read_yaml(config_file)}
+
+
+def choose_backend(config: dict[str, Any], args: argparse.Namespace) -> None:
+    """Settle the Keras backend (--backend, else KERAS_BACKEND, else the config) and load Keras with it."""
+    import backends
+
+    config["backend"], source = backends.choose(args.backend, config["backend"])
+    backends.activate(config["backend"])
+    print(f"Backend: {config['backend']} ({source})")
+    if config["tensorboard"] and not backends.load_tensorboard_writer():
+        print(
+            "Note: no TensorBoard logs: Keras writes them through TensorFlow's summary writer, and TensorFlow is not "
+            "installed (pip install tensorflow to get them; tensorboard: false silences this note)."
+        )
+        config["tensorboard"] = False
 
 
 def choose_precision(config: dict[str, Any], args: argparse.Namespace) -> str:
@@ -311,15 +338,16 @@ def prepare_run_dir(config: dict[str, Any], args: argparse.Namespace) -> Path:
 
 
 def print_devices() -> None:
-    """Say what trains the models, so a GPU that TensorFlow cannot see is noticed at once."""
-    import tensorflow as tf
+    """Say what trains the models, so a GPU that the backend cannot see is noticed at once."""
+    import backends
 
-    gpus = tf.config.list_physical_devices("GPU")
-    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    gpus = backends.gpus()
+    quiet = backends.name() == "tensorflow" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
     print(
-        f"Training on: {', '.join(names)}"
+        f"Training on: {', '.join(name for name, _ in gpus)}"
         if gpus
         else f"Training on: CPU only ({os.cpu_count()} cores), no GPU visible"
+        + (" (TensorFlow's log says why: set TF_CPP_MIN_LOG_LEVEL=0 to see it)" if quiet else "")
     )
 
 
@@ -457,7 +485,7 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], backup_dir: Path, lo
     goal = "min" if config["objective"].endswith("loss") else "max"
     best = RetrainBackup(backup_dir, config["objective"], goal, point=tuning.searched_values(hp))
     logging = tensorboard_logging(config, log_dir) if log_dir else []
-    if logging:
+    if logging and config["backend"] == "tensorflow":  # Keras Tuner, too, logs HParams on TensorFlow only
         from tensorboard.plugins.hparams import api as hparams_api
 
         # The retrain joins the trials in TensorBoard's HParams table under the name "final".
@@ -566,8 +594,8 @@ def write_report(
     import keras
     import keras_tuner
     import numpy
-    import tensorflow as tf
 
+    import backends
     import data
     import report
     import tuning
@@ -581,18 +609,19 @@ def write_report(
         "run_name": config["run_name"],
         "best_epoch": best_epoch,
         "precision": {"policy": config["precision"], "reason": args.precision_reason},
+        "backend": config["backend"],
         "baseline_hyperparameters": BASELINE,
         "wall_seconds": clock.total(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": args.command,
         "versions": {
             "python": platform.python_version(),
-            "tensorflow": tf.__version__,
+            config["backend"]: backends.version(),
             "keras": keras.__version__,
             "keras_tuner": keras_tuner.__version__,
             "numpy": numpy.__version__,
         },
-        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, {len(tf.config.list_physical_devices('GPU'))} GPU(s)",
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, {len(backends.gpus())} GPU(s)",
     }
     counterpart = find_counterpart(config, kind)
     try:

@@ -157,7 +157,9 @@ class MemoryRelease:
 
 
 def _gradient_registry() -> dict[str, Any]:
-    """TensorFlow's registry of gradient functions by op type name; empty where it has none."""
+    """TensorFlow's registry of gradient functions by op type name; empty where it has none (other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return {}
     from tensorflow.python.framework import ops
 
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
