@@ -61,6 +61,7 @@ def activate(name: str) -> None:
 def _quiet_tensorflow() -> None:
     """Hide TensorFlow's start-up log (cuInit errors without a GPU, CPU-feature notes) unless the user set
     TF_CPP_MIN_LOG_LEVEL; shown again in full if the import itself fails."""
+    logging.getLogger("tensorflow").addFilter(CROSS_MODEL_RETRACING)
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -72,7 +73,6 @@ def _quiet_tensorflow() -> None:
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))
             raise
-    logging.getLogger("tensorflow").addFilter(_CrossModelRetracing())
 
 
 class _CrossModelRetracing(logging.Filter):
@@ -85,6 +85,9 @@ class _CrossModelRetracing(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
+
+
+CROSS_MODEL_RETRACING = _CrossModelRetracing()  # one instance: adding it twice to a logger is a no-op
 
 
 @contextlib.contextmanager

@@ -177,11 +177,40 @@ def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, 
         if np.sum(train.labels == label) < 2:
             raise DataError(f"{root / 'train' / class_name} needs at least 2 images to carve a validation split from")
     train_indices, validation_indices = split_by_patient(train, validation_fraction, seed)
-    return {
+    splits = {
         "train": train.subset("train", train_indices),
         "validation": train.subset("validation", validation_indices),
-        "test": list_split(root, "test"),
     }
+    _check_patients_per_class(root, splits, validation_fraction)
+    return {**splits, "test": list_split(root, "test")}
+
+
+def _check_patients_per_class(root: Path, splits: dict[str, Split], validation_fraction: float) -> None:
+    """Train and validation each need a patient of each class, or nothing can be learned or chosen."""
+    for label, class_name in enumerate(CLASS_NAMES):
+        patients = {
+            name: {patient_id(path) for path, y in zip(split.files, split.labels) if y == label}
+            for name, split in splits.items()
+        }
+        if all(patients.values()):
+            continue
+        everyone = sorted(patients["train"] | patients["validation"])
+        images = sum(int(np.sum(split.labels == label)) for split in splits.values())
+        where = f"{root / 'train' / class_name}" + (" and val/" if (root / "val").is_dir() else "")
+        if len(everyone) == 1:
+            cause = f"all {images} {class_name} images belong to one patient ({everyone[0]}, read from the file names)"
+            fix = f"add {class_name} images of other patients"
+        else:
+            cause = (
+                f"its {images} {class_name} images belong to {len(everyone)} patients, and validation "
+                f"(validation_fraction {validation_fraction}) took {len(patients['validation'])} of them, "
+                f"leaving train {len(patients['train'])}"
+            )
+            fix = f"add {class_name} images of more patients or lower validation_fraction"
+        raise DataError(
+            f"{where}: train and validation each need at least one {class_name} patient, but {cause}: {fix} "
+            "(patients come from the file names; README, The protocol)"
+        )
 
 
 def channel_count(color_mode: str) -> int:

@@ -411,6 +411,9 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         overwrite=False,
         distribution_strategy=distributed.choose_strategy(config["distribution"]),
     )
+    note = tuning.schedule_note(tuner.oracle, config["epochs"], config["hyperband_factor"])
+    if note and role != "worker":
+        print(note)
     if role == "chief":
         distributed.serve_oracle(
             tuner, config["distributed"]["oracle_address"], config["distributed"]["running_trial_timeout"]

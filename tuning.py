@@ -244,13 +244,36 @@ def build_tuner(
 
 def planned_trials(oracle: kt.Oracle) -> int | None:
     """How many trials the search will run: max_trials, or Hyperband's schedule if smaller."""
-    oracle = getattr(oracle, "_oracle", oracle)  # a worker's OracleClient wraps its local copy
-    if isinstance(oracle, kt.oracles.HyperbandOracle):
-        brackets = range(oracle._get_num_brackets())
-        schedule = sum(oracle._get_size(b, r) for b in brackets for r in range(oracle._get_num_rounds(b)))
-        schedule *= oracle.hyperband_iterations
-        return min(schedule, oracle.max_trials) if oracle.max_trials else schedule
-    return oracle.max_trials
+    schedule = hyperband_schedule(oracle)
+    if schedule is None:
+        return _unwrapped(oracle).max_trials
+    max_trials = _unwrapped(oracle).max_trials
+    return min(schedule, max_trials) if max_trials else schedule
+
+
+def hyperband_schedule(oracle: kt.Oracle) -> int | None:
+    """The trials in Hyperband's own schedule for its max_epochs and factor; None for other searches."""
+    oracle = _unwrapped(oracle)
+    if not isinstance(oracle, kt.oracles.HyperbandOracle):
+        return None
+    brackets = range(oracle._get_num_brackets())
+    schedule = sum(oracle._get_size(b, r) for b in brackets for r in range(oracle._get_num_rounds(b)))
+    return schedule * oracle.hyperband_iterations
+
+
+def schedule_note(oracle: kt.Oracle, epochs: int, factor: int) -> str | None:
+    """One sentence when Hyperband's schedule, not max_trials, decides how many trials run, or cuts it short."""
+    schedule, max_trials = hyperband_schedule(oracle), _unwrapped(oracle).max_trials
+    if schedule is None or max_trials is None or schedule == max_trials:
+        return None
+    settings = f"Hyperband's schedule for epochs {epochs} and hyperband_factor {factor} has {schedule} trial(s)"
+    if schedule < max_trials:
+        return f"Note: {settings}, fewer than max_trials {max_trials}: the search runs {schedule} (raise --epochs for more)."
+    return f"Note: {settings}; max_trials {max_trials} stops it after {max_trials}, before the schedule ends."
+
+
+def _unwrapped(oracle: kt.Oracle) -> kt.Oracle:
+    return getattr(oracle, "_oracle", oracle)  # a worker's OracleClient wraps its local copy
 
 
 def run_search(tuner: kt.Tuner, train: Any, validation: Any, **fit_kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,11 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY, TINY_BASELINE
+from conftest import TINY, TINY_BASELINE, write_image
 
 import search
 import tuning
 from hypermodel import BASELINE, ChestXRayHyperModel
+
+REPO = Path(search.__file__).resolve().parent
 
 REPORT_FILES = {
     "config.yaml",
@@ -118,6 +121,41 @@ def test_hyperband_runs_its_schedule_with_the_baseline_first(workdir, capsys):
     assert "Training on: CPU only" in output or "Training on: NVIDIA" in output
     assert_tuner_keeps_no_weights(only_run(workdir / "reports"), trials=2)
     assert re.search(r"Disk: \d+\.\d MB in .*, of which model.keras \d+\.\d MB", output)
+
+
+def test_hyperband_says_when_its_schedule_not_max_trials_decides(workdir, capsys):
+    assert run("--tuner", "hyperband", "--max-trials", "2", "--epochs", "1") == 0
+    output = capsys.readouterr().out
+    assert "Hyperband's schedule for epochs 1 and hyperband_factor 3 has 1 trial(s), fewer than max_trials 2" in output
+    assert "== Trial 1 of 1" in output and len(pd.read_csv(only_run(workdir / "reports") / "trials.csv")) == 1
+
+
+def test_a_class_of_one_patient_is_named_before_anything_trains(workdir, capsys):
+    root = workdir / "one_patient"
+    for split, count in (("train", 4), ("test", 1)):
+        for i in range(count):
+            write_image(root / split / "NORMAL" / f"IM-0001-000{i}.jpeg")
+            write_image(root / split / "PNEUMONIA" / f"person{i}_virus_1.jpeg")
+    assert search.main(["--data-dir", str(root), "--baseline"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {root / 'train' / 'NORMAL'}: train and validation each need at least one NORMAL")
+    assert "all 4 NORMAL images belong to one patient (IM-0001" in err and "\n" not in err
+    assert "undecodable" not in err
+
+
+def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
+    code = "import backends\nbackends.activate('tensorflow')\nimport tensorflow as tf\ntf.config.list_physical_devices('GPU')"
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=environment)
+    assert quiet.returncode == 0 and quiet.stderr.strip() == ""
+    loud = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**environment, "TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
+    assert loud.returncode == 0 and loud.stderr.strip() != ""
 
 
 def assert_tuner_keeps_no_weights(run_dir: Path, trials: int) -> None:
@@ -297,7 +335,8 @@ def test_help_lists_every_flag_without_loading_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(search.__file__).parent
     )
     for flag in ("--config", "--data-dir", "--synthetic", "--baseline", "--tuner", "--max-trials", "--epochs",
-                 "--final-epochs", "--image-size", "--seed", "--run-name", "--reports-dir", "--overwrite", "--precision"):  # fmt: skip
+                 "--final-epochs", "--image-size", "--seed", "--run-name", "--reports-dir", "--overwrite", "--precision",
+                 "--backend"):  # fmt: skip
         assert flag in result.stdout
     assert result.stdout.strip().endswith("False")
 

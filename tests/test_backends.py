@@ -1,0 +1,140 @@
+"""Choosing the Keras backend, and the JAX smoke test: a tiny search, a baseline, predict.py and Grad-CAM
+on JAX in their own processes, with a JAX-written model that TensorFlow loads and predicts alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import TINY
+
+import backends
+import predict
+from config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+# float32, so that TensorFlow can reproduce its probabilities to 1e-5 (bfloat16 rounds differently per backend).
+JAX_SEARCH = [*TINY, "--tuner", "random", "--max-trials", "2", "--epochs", "1", "--precision", "float32"]
+# The JAX runs are made once, by whichever xdist worker takes this group (pyproject: --dist loadgroup).
+JAX = pytest.mark.xdist_group("jax")
+
+
+def test_the_flag_beats_keras_backend_which_beats_the_config(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert backends.choose("torch", "tensorflow") == ("torch", "--backend")
+    assert backends.choose(None, "tensorflow") == ("jax", "KERAS_BACKEND")
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert backends.choose(None, "tensorflow") == ("tensorflow", "config")
+
+
+def test_an_unknown_keras_backend_is_named(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "numpy")
+    with pytest.raises(ConfigError, match="KERAS_BACKEND is 'numpy'.*one of tensorflow, jax, torch"):
+        backends.choose(None, "tensorflow")
+
+
+def test_keras_cannot_switch_backend_inside_a_process():
+    import keras
+
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    with pytest.raises(ConfigError, match=f"already loaded with the {keras.backend.backend()} backend.*new process"):
+        backends.activate(other)
+
+
+def test_a_backend_that_is_not_installed_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(
+        ConfigError, match="needs the jax package, which is not installed: pip install -r requirements-jax"
+    ):
+        backends.activate("jax")
+
+
+def test_only_the_cross_model_retracing_warning_is_dropped():
+    retracing = logging.LogRecord("tensorflow", logging.WARNING, "", 0, "5 out of the last 13 calls to <f> "
+                                  "triggered tf.function retracing. Tracing is expensive", None, None)  # fmt: skip
+    other = logging.LogRecord("tensorflow", logging.WARNING, "", 0, "something else went wrong", None, None)
+    keep = backends._CrossModelRetracing()
+    assert not keep.filter(retracing)
+    assert keep.filter(other)
+
+
+def test_output_of_c_code_to_stderr_is_caught_and_stderr_restored(capfd):
+    with backends._captured_stderr():
+        os.write(2, b"I0000 a C++ log line\n")
+    os.write(2, b"after\n")
+    captured_text = capfd.readouterr().err
+    assert "a C++ log line" not in captured_text and "after" in captured_text
+
+
+def _run(arguments: list[str], workdir: Path, **environment: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **environment}
+    return subprocess.run(
+        [sys.executable, *arguments], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def jax_runs(tmp_path_factory) -> Path:
+    """A tiny search chosen by --backend jax, then a tiny baseline chosen by KERAS_BACKEND=jax."""
+    pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
+    workdir = tmp_path_factory.mktemp("jax_runs")
+    searched = _run([str(REPO / "search.py"), *JAX_SEARCH, "--backend", "jax"], workdir)
+    assert searched.returncode == 0, searched.stderr[-3000:]
+    assert "Backend: jax (--backend)" in searched.stdout
+    baseline = _run([str(REPO / "search.py"), *TINY, "--baseline"], workdir, KERAS_BACKEND="jax")
+    assert baseline.returncode == 0, baseline.stderr[-3000:]
+    assert "Backend: jax (KERAS_BACKEND)" in baseline.stdout
+    return workdir / "reports"
+
+
+def _files(run_dir: Path) -> set[str]:
+    return {path.name for path in run_dir.iterdir()}
+
+
+@JAX
+def test_jax_runs_write_the_same_report_files_as_tensorflow(jax_runs, tiny_runs):
+    for kind, tensorflow_run in (("search-random", tiny_runs.search), ("baseline", tiny_runs.baseline)):
+        jax_run = jax_runs / f"synthetic-{kind}-48px-seed7"
+        assert _files(jax_run) == _files(tensorflow_run)
+        run = json.loads((jax_run / "metrics.json").read_text())["run"]
+        assert run["backend"] == "jax" and "jax" in run["versions"] and "tensorflow" not in run["versions"]
+        assert yaml.safe_load((jax_run / "config.yaml").read_text())["backend"] == "jax"
+        assert (jax_run / "gradcam.png").stat().st_size > 0
+
+
+@JAX
+def test_a_model_written_under_jax_predicts_the_same_under_tensorflow(jax_runs, tmp_path):
+    import keras
+
+    assert keras.backend.backend() == "tensorflow"
+    run_dir = jax_runs / "synthetic-search-random-48px-seed7"
+    test_folder = Path(yaml.safe_load((run_dir / "config.yaml").read_text())["data_dir"]) / "test"
+    csv = tmp_path / "tensorflow.csv"
+    assert predict.main([str(jax_runs.parent / test_folder), "--run", str(run_dir), "--csv", str(csv)]) == 0
+    ours = pd.read_csv(csv)
+    theirs = pd.read_csv(run_dir / "predictions.csv").query("split == 'test'")
+    ours["name"], theirs["name"] = ours["file"].map(lambda f: Path(f).name), theirs["file"].map(lambda f: Path(f).name)
+    merged = ours.merge(theirs, on="name")
+    assert len(merged) == len(theirs) > 0
+    assert np.abs(merged["p_pneumonia_x"] - merged["p_pneumonia_y"]).max() < 1e-5
+
+
+@JAX
+def test_predict_and_grad_cam_run_on_jax(jax_runs, tmp_path):
+    run_dir = jax_runs / "synthetic-baseline-48px-seed7"
+    test_folder = jax_runs.parent / "data" / "synthetic" / "test" / "PNEUMONIA"
+    done = _run(
+        [str(REPO / "predict.py"), str(test_folder), "--run", str(run_dir), "--explain", str(tmp_path / "maps")],
+        jax_runs.parent,
+        KERAS_BACKEND="jax",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "maps").iterdir())) == len(list(test_folder.iterdir()))
