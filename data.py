@@ -1,4 +1,4 @@
-"""The Kaggle chest X-ray folder layout turned into decoded, cached tf.data pipelines.
+"""The Kaggle chest X-ray folder layout turned into decoded in-memory images and Keras batches.
 
 Layout: ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg, NORMAL = 0 and PNEUMONIA = 1.
 Validation comes from train, grouped by patient; the 16 Kaggle val images join that pool.
@@ -6,16 +6,24 @@ Validation comes from train, grouped by patient; the 16 Kaggle val images join t
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what TensorFlow's decode_image read before
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit (and 32-bit) grey
+GREY_MODES = ("1", "L", "LA", *WIDE_GREY_MODES)
+SHRINK_RATIOS = (8, 4)  # libjpeg's DCT-domain shrink, used when the short side is at least ratio x image_size
 KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
 DEFAULT_DATA_DIR = Path("data/chest_xray")
 PATIENT_PATTERNS = (
@@ -228,68 +236,70 @@ def decode_images(files: list[Path], image_size: int, channels: int) -> np.ndarr
 
 
 def _decode(files: list[Path], image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The decoded images and a mask of the files that decoded; a bad file leaves zeros."""
-    import tensorflow as tf
+    """The decoded images and a mask of the files that decoded; a bad file leaves zeros.
 
-    def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return index, _decode_and_resize(tf.io.read_file(path), image_size, channels)
-
+    Threads suffice: Pillow releases the GIL while it decodes and resizes.
+    """
     images = np.zeros((len(files), image_size, image_size, channels), dtype=np.uint8)
     decoded = np.zeros(len(files), dtype=bool)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((np.arange(len(files)), [str(path) for path in files]))
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        .ignore_errors()
-        .batch(256)
-    )
-    for indices, batch in dataset.as_numpy_iterator():
-        images[indices] = batch
-        decoded[indices] = True
+
+    def load(index: int) -> None:
+        try:
+            images[index] = _decode_and_resize(files[index], image_size, channels)
+            decoded[index] = True
+        except Exception:  # Pillow raises many kinds for a bad file (OSError, SyntaxError, EOFError, ...)
+            pass  # left as zeros, and listed by the caller
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(load, range(len(files))))
     return images, decoded
 
 
 def decode_file(path: Path, image_size: int, channels: int) -> np.ndarray:
     """One image file decoded exactly as training decodes it; DataError with the reason if it cannot be."""
-    import tensorflow as tf
-
     try:
-        return _decode_and_resize(tf.io.read_file(str(path)), image_size, channels).numpy()
-    except (tf.errors.OpError, ValueError) as error:
-        reason = getattr(error, "message", str(error)).strip().splitlines()[0]
+        return _decode_and_resize(path, image_size, channels)
+    except Exception as error:  # Pillow raises many kinds for a bad file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise DataError(f"{path}: {reason}") from None
 
 
-def _decode_and_resize(contents, image_size: int, channels: int):
-    """JPEG or PNG bytes, grayscale or colour, any size -> uint8 (size, size, channels), bilinear with antialiasing."""
-    import tensorflow as tf
+def _decode_and_resize(path: Path, image_size: int, channels: int) -> np.ndarray:
+    """A JPEG, PNG, GIF, BMP or WebP file, grayscale or colour, any size -> uint8 (size, size, channels).
 
-    image = tf.cond(
-        tf.io.is_jpeg(contents),
-        lambda: _decode_jpeg_near(contents, image_size, channels),
-        # decode_image scales 16-bit PNGs to uint8.
-        lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False),
-    )
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    EXIF orientation is ignored, as TensorFlow's decoder (used before) ignored it.
+    """
+    mode = "RGB" if channels == 3 else "L"
+    with Image.open(path, formats=DECODABLE_FORMATS) as image:
+        if image.format == "JPEG":
+            _draft(image, mode, image_size)
+        image.load()  # raises here for a truncated or corrupt file
+        # A grey image is resized before it is copied into RGB: a third of the work, the same pixels.
+        image = _as_mode(image, "L" if mode == "L" or image.mode in GREY_MODES else "RGB")
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)  # antialiased when shrinking
+    pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+    return pixels.reshape(image_size, image_size, channels)
 
 
-def _decode_jpeg_near(raw, image_size: int, channels: int):
-    """Decode a JPEG at least 4 times larger than image_size already shrunk by 4 or 8 in the DCT domain.
+def _draft(image: Image.Image, mode: str, image_size: int) -> None:
+    """Let libjpeg shrink a JPEG at least 4 times larger than image_size by 4 or 8 while decoding.
 
     Full-size X-rays (up to 2,900 px) decode several times faster this way; the antialiased
-    resize that follows does the rest. Smaller files (the 224 px copy at 80 px, say) decode in full,
-    so their pixels are the same as before this shortcut.
+    resize that follows does the rest. Smaller files (the 224 px copy at 80 px, say) decode in full.
+    Asking for `mode` also lets libjpeg hand over a colour JPEG's luma directly when grey is wanted.
     """
-    import tensorflow as tf
+    width, height = image.size
+    ratio = next((ratio for ratio in SHRINK_RATIOS if min(width, height) >= ratio * image_size), 1)
+    # draft picks the largest of 8, 4, 2, 1 that keeps the image at least this size.
+    image.draft(mode, (width // ratio, height // ratio) if ratio > 1 else None)
 
-    shape = tf.io.extract_jpeg_shape(raw)  # reads the header only
-    side = tf.minimum(shape[0], shape[1])
-    # decode_jpeg's ratio must be a constant, hence one branch per ratio, the largest that fits first.
-    branches = [
-        (side >= ratio * image_size, lambda ratio=ratio: tf.io.decode_jpeg(raw, channels=channels, ratio=ratio))
-        for ratio in (8, 4)
-    ]
-    return tf.case(branches, default=lambda: tf.io.decode_jpeg(raw, channels=channels), exclusive=False)
+
+def _as_mode(image: Image.Image, mode: str) -> Image.Image:
+    """8-bit grey ("L") or RGB; 16-bit grey is scaled to 8 bits, transparency dropped."""
+    if image.mode in WIDE_GREY_MODES:
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8))
+    return image if image.mode == mode else image.convert(mode)
 
 
 def _listing(files: list[Path]) -> str:
@@ -334,14 +344,45 @@ def skipped_table(splits: dict[str, Split]) -> pd.DataFrame:
 
 
 def to_dataset(split: Split, batch_size: int, *, shuffle: bool = False, seed: int | None = None):
-    """A batched, prefetched tf.data.Dataset of (uint8 images, one-hot labels)."""
-    import tensorflow as tf
+    """Batches of (uint8 images, one-hot float32 labels) that Keras' fit, evaluate and predict take on any backend.
 
-    one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)[split.labels]
-    dataset = tf.data.Dataset.from_tensor_slices((split.images, one_hot))
-    if shuffle:
-        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    Unshuffled, the batches follow the split's file order; shuffled, each epoch has a new order drawn
+    from a generator seeded with `seed`, so a run repeats for a seed.
+    """
+    return _image_batches_class()(split.images, split.labels, batch_size, shuffle=shuffle, seed=seed)
+
+
+@functools.cache
+def _image_batches_class() -> type:
+    """The keras.utils.PyDataset subclass, defined on first use so that `import data` imports no Keras."""
+    import keras
+
+    class ImageBatches(keras.utils.PyDataset):
+        """In-memory images and labels in batches; slicing memory is cheap, so no workers."""
+
+        def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int | None):
+            super().__init__()
+            self.images = images
+            self.one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)[labels]
+            self.batch_size = batch_size
+            self.shuffle = shuffle
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(images)) if shuffle else None
+
+        def __len__(self) -> int:
+            return -(-len(self.images) // self.batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+            if self.order is not None:
+                rows = self.order[rows]
+            return self.images[rows], self.one_hot[rows]
+
+        def on_epoch_end(self) -> None:
+            if self.shuffle:
+                self.order = self.rng.permutation(len(self.images))
+
+    return ImageBatches
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:

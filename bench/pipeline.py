@@ -1,13 +1,17 @@
 """Training throughput of the baseline CNN fed three ways, on the 224-px copy and the full-size originals.
 
     python bench/pipeline.py [--data-dir ../shared/data/chest_xray] [--fullres-dir ../shared/data/chest_xray_fullres_test]
+                             [--epochs 3] [--repeats 1] [--datasets fullres 224px] [--variants a b c]
 
 (a) the original notebook's pipeline: ImageDataGenerator.flow_from_directory at 80 x 80, batch 64,
     its augmentation, decoding every file every epoch;
-(b) ours, as search.py uses it: data.load_splits / decode_splits / to_dataset and the
-    ChestXRayHyperModel baseline point with its in-model augmentation; the one-off decode
-    is counted in the first epoch;
-(c) the same model as (b) on batches already in memory: the compute limit of this machine.
+(b) ours, as search.py uses it: data.load_splits / decode_splits (Pillow) / to_dataset (a
+    keras.utils.PyDataset) and the ChestXRayHyperModel baseline point with its in-model
+    augmentation; the one-off decode is counted in the first epoch;
+(c) the same model as (b) on batches already in memory (a cached tf.data.Dataset on TensorFlow,
+    to_dataset unshuffled elsewhere): the compute limit of this machine;
+(t) only with --variants t, TensorFlow only: (b) with the shuffled, prefetched tf.data.Dataset
+    that to_dataset returned before the PyDataset (commit c8f8419), over the same decoded images.
 
 Each variant runs in its own process after a warm-up (a few steps on its own pipeline).
 The full-size folder has no train/test split; here it serves as a train set, for this benchmark only.
@@ -49,7 +53,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each variant; figures are medians")
     parser.add_argument("--datasets", nargs="+", default=["fullres", "224px"], choices=["fullres", "224px"])
-    parser.add_argument("--variant", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # one measurement, in a child
+    parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c", "t"])
+    parser.add_argument("--variant", choices=["a", "b", "c", "t"], help=argparse.SUPPRESS)  # one run, in a child
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--from-raw", type=Path, help="re-print a table from a saved 'raw:' JSON line (name=path)")
     args = parser.parse_args()
@@ -67,9 +72,10 @@ def main() -> None:
             f"Training throughput, baseline CNN at {IMAGE_SIZE} px, batch {BATCH_SIZE}, {args.epochs} epochs; images/s"
         )
         for name in args.datasets:
-            runs = {
-                variant: [child(variant, roots[name], args.epochs) for _ in range(args.repeats)] for variant in "abc"
-            }
+            runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
+            for _ in range(args.repeats):  # variants take turns, so a slow spell of the machine hits all alike
+                for variant in args.variants:
+                    runs[variant].append(child(variant, roots[name], args.epochs))
             report(name, roots[name], runs)
 
 
@@ -125,23 +131,50 @@ def measure(variant: str, root: Path, epochs: int) -> dict:
         data.decode_images(splits["train"].files[:BATCH_SIZE], IMAGE_SIZE, 3)  # warm-up of the decoder
         warm = data.Split("warm", splits["train"].files[:BATCH_SIZE], splits["train"].labels[:BATCH_SIZE])
         warm.images = data.decode_images(warm.files, IMAGE_SIZE, 3)
-        model.fit(data.to_dataset(warm, BATCH_SIZE), epochs=1, class_weight=weights, verbose=0)  # warm-up
+        warm_batches = tf_data_batches(warm, shuffle=False) if variant == "t" else data.to_dataset(warm, BATCH_SIZE)
+        model.fit(warm_batches, epochs=1, class_weight=weights, shuffle=False, verbose=0)  # warm-up
         started = time.perf_counter()
         data.decode_splits(pool, IMAGE_SIZE, "rgb")
         decode_seconds = time.perf_counter() - started
-        images = len(splits["train"])
-        if variant == "b":
-            train = data.to_dataset(splits["train"], BATCH_SIZE, shuffle=True, seed=SEED)
-        else:
-            import tensorflow as tf
-
-            labels = keras.utils.to_categorical(splits["train"].labels, 2)
-            train = tf.data.Dataset.from_tensor_slices((splits["train"].images, labels)).batch(BATCH_SIZE).cache()
-            for _ in train:  # batches built and cached before the clock starts
-                pass
+        train, images = in_memory_batches(variant, splits["train"]), len(splits["train"])
     timer = EpochTimer()
-    model.fit(train, epochs=epochs, class_weight=weights, callbacks=[timer], verbose=0)
+    # shuffle=False as search.fit_settings passes: (b) and (t) shuffle themselves every epoch.
+    model.fit(train, epochs=epochs, class_weight=weights, callbacks=[timer], shuffle=False, verbose=0)
     return {"images": images, "decode_seconds": decode_seconds, "epoch_seconds": timer.seconds}
+
+
+def in_memory_batches(variant: str, split):
+    """The training batches of variant b, c or t over a decoded split."""
+    import keras
+
+    import data
+
+    if variant == "b":
+        return data.to_dataset(split, BATCH_SIZE, shuffle=True, seed=SEED)
+    if variant == "t":
+        return tf_data_batches(split, shuffle=True)
+    if keras.backend.backend() != "tensorflow":
+        return data.to_dataset(split, BATCH_SIZE)  # unshuffled: slices of memory, the least work per batch
+    import tensorflow as tf
+
+    labels = keras.utils.to_categorical(split.labels, 2)
+
+    train = tf.data.Dataset.from_tensor_slices((split.images, labels)).batch(BATCH_SIZE).cache()
+    for _ in train:  # batches built and cached before the clock starts
+        pass
+    return train
+
+
+def tf_data_batches(split, *, shuffle: bool):
+    """data.to_dataset as it was before the PyDataset (commit c8f8419)."""
+    import numpy as np
+    import tensorflow as tf
+
+    one_hot = np.eye(2, dtype=np.float32)[split.labels]
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, one_hot))
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=SEED, reshuffle_each_iteration=True)
+    return dataset.batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
 
 
 class EpochTimer:
@@ -179,20 +212,28 @@ def rates(run: dict) -> dict[str, float]:
 def report(name: str, root: Path, runs: dict[str, list[dict]]) -> None:
     table = {variant: {key: statistics.median(rates(run)[key] for run in results) for key in rates(results[0])}
              for variant, results in runs.items()}  # fmt: skip
-    print(f"\n{name} ({root}; train images: a {runs['a'][0]['images']}, b/c {runs['b'][0]['images']}):")
+    counts = ", ".join(f"{variant} {results[0]['images']}" for variant, results in runs.items())
+    print(f"\n{name} ({root}; train images: {counts}; medians of {len(next(iter(runs.values())))} run(s)):")
     print(f"  {'':34}{'epoch 1':>10}{'all epochs':>12}{'epochs 2+':>11}{'fastest 2+':>12}")
-    labels = {"a": "(a) ImageDataGenerator", "b": "(b) ours (decode in epoch 1)", "c": "(c) in-memory batches"}
-    for variant, label in labels.items():
+    labels = {
+        "a": "(a) ImageDataGenerator",
+        "b": "(b) ours (decode in epoch 1)",
+        "c": "(c) in-memory batches",
+        "t": "(t) b with c8f8419's tf.data",
+    }
+    for variant in runs:
         row = table[variant]
         print(
-            f"  {label:34}{row['first_epoch']:>10.0f}{row['all_epochs']:>12.0f}"
+            f"  {labels[variant]:34}{row['first_epoch']:>10.0f}{row['all_epochs']:>12.0f}"
             f"{row['from_epoch_2']:>11.0f}{row['fastest_from_2']:>12.0f}"
         )
-    decode = statistics.median(run["decode_seconds"] for run in runs["b"])
-    print(f"  (b) one-off decode of train + validation: {decode:.1f} s")
-    print(f"  b/a, all epochs: {table['b']['all_epochs'] / table['a']['all_epochs']:.2f}")
-    print(f"  b/c, epochs 2+:  {table['b']['from_epoch_2'] / table['c']['from_epoch_2']:.2f}")
-    print(f"  b/c, fastest epoch 2+: {table['b']['fastest_from_2'] / table['c']['fastest_from_2']:.2f}")
+    for variant in [variant for variant in ("b", "t") if variant in runs]:
+        decode = statistics.median(run["decode_seconds"] for run in runs[variant])
+        print(f"  ({variant}) one-off decode of train + validation: {decode:.1f} s")
+    for top, bottom, key in [("b", "a", "all_epochs"), ("b", "c", "from_epoch_2"), ("b", "c", "fastest_from_2"),
+                             ("b", "t", "all_epochs"), ("b", "t", "from_epoch_2")]:  # fmt: skip
+        if top in table and bottom in table:
+            print(f"  {top}/{bottom}, {key.replace('_', ' ')}: {table[top][key] / table[bottom][key]:.2f}")
     print("  raw:", json.dumps(runs))
 
 

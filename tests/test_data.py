@@ -192,6 +192,82 @@ def test_odd_but_valid_images_decode_to_the_right_pixels(tmp_path):
     assert images.shape == (3, 8, 8, 3)
 
 
+def smooth_xray(side: int, mode: str = "L"):
+    """A smooth image with edges, like an X-ray: a gradient, two dark ellipses and a bright spot."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:side, 0:side] / side
+    pixels = 60 + 120 * y
+    for centre in (0.3, 0.7):
+        pixels -= 50 * (((x - centre) / 0.16) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1)
+    pixels += 80 * np.exp(-((x - 0.6) ** 2 + (y - 0.4) ** 2) / 0.005)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image.convert(mode) if mode != "L" else image
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_large_jpegs_shrunk_while_decoding_match_a_full_decode(tmp_path, mode, monkeypatch):
+    smooth_xray(1000, mode).save(tmp_path / "big.jpeg", quality=95)  # 1000 >= 8 x 100: libjpeg shrinks by 8
+    shrunk = data.decode_file(tmp_path / "big.jpeg", 100, 3)
+    monkeypatch.setattr(data, "SHRINK_RATIOS", ())
+    full = data.decode_file(tmp_path / "big.jpeg", 100, 3)
+    difference = np.abs(shrunk.astype(int) - full.astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 16
+
+
+def test_the_shrink_applies_only_to_jpegs_at_least_4_times_larger(tmp_path, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    decoded_sides = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recorded(image, mode, size):
+        result = draft(image, mode, size)
+        decoded_sides.append(image.size[0])  # the size libjpeg will decode at
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recorded)
+    for side in (319, 320, 639, 640):
+        smooth_xray(side).save(tmp_path / f"{side}.jpeg")
+        data.decode_file(tmp_path / f"{side}.jpeg", 80, 1)
+    assert decoded_sides == [319, 80, 160, 80]  # shrunk by 1, 4, 4 and 8
+
+
+def test_png_and_grey_pixels_survive_decoding(tmp_path):
+    from PIL import Image
+
+    pixels = np.asarray(smooth_xray(32))
+    Image.fromarray(pixels).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([pixels, pixels // 2, 255 - pixels], axis=-1)).save(tmp_path / "colour.png")
+    assert np.array_equal(data.decode_file(tmp_path / "grey.png", 32, 1)[..., 0], pixels)  # same size: untouched
+    assert np.array_equal(data.decode_file(tmp_path / "grey.png", 32, 3), np.repeat(pixels[..., None], 3, axis=-1))
+    colour = data.decode_file(tmp_path / "colour.png", 32, 3)
+    assert np.array_equal(colour[..., 1], pixels // 2)
+    grey = data.decode_file(tmp_path / "colour.png", 32, 1)[..., 0].astype(int)
+    luma = (0.299 * pixels + 0.587 * (pixels // 2) + 0.114 * (255 - pixels.astype(int))).round()
+    assert np.abs(grey - luma).max() <= 1
+
+
+def test_decode_file_names_the_reason(tmp_path):
+    (tmp_path / "text.jpeg").write_text("not an image")
+    with pytest.raises(DataError, match=r"text\.jpeg: cannot identify image file"):
+        data.decode_file(tmp_path / "text.jpeg", 16, 1)
+    cut = write_noise_jpeg(tmp_path / "cut.jpeg")
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"(?i)cut\.jpeg: .*truncated"):
+        data.decode_file(cut, 16, 1)
+
+
+def test_importing_data_imports_neither_tensorflow_nor_keras():
+    import subprocess
+    import sys
+
+    code = "import sys, data; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_10000_pixel_image_decodes(tmp_path):
     from PIL import Image
 
@@ -234,9 +310,66 @@ def test_summary_table_counts(synthetic_root):
 def test_dataset_yields_uint8_images_and_one_hot_labels(synthetic_root):
     splits = data.load_splits(synthetic_root, 0.25, seed=0)
     data.decode_splits(splits, 32, "grayscale")
-    images, labels = next(iter(data.to_dataset(splits["test"], 8)))
-    assert images.dtype.name == "uint8" and tuple(images.shape) == (8, 32, 32, 1)
-    assert np.allclose(labels.numpy().sum(axis=1), 1)
+    batches = data.to_dataset(splits["test"], 8)
+    images, labels = batches[0]
+    assert images.dtype == np.uint8 and images.shape == (8, 32, 32, 1)
+    assert labels.dtype == np.float32 and np.all(labels.sum(axis=1) == 1)
+    assert np.array_equal(labels.argmax(axis=1), splits["test"].labels[:8])
+
+
+def in_memory_split(count: int) -> data.Split:
+    """A split whose image i is filled with the value i, so a batch shows which images it holds."""
+    files = [Path(f"IM-{i:04d}-0001.jpeg") for i in range(count)]
+    images = np.arange(count, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
+    return data.Split("train", files, np.arange(count) % 2, images)
+
+
+def epoch_order(batches) -> list[int]:
+    return [int(value) for index in range(len(batches)) for value in batches[index][0][:, 0, 0, 0]]
+
+
+def test_unshuffled_batches_keep_the_file_order():
+    batches = data.to_dataset(in_memory_split(10), 4)
+    assert len(batches) == 3  # the last batch holds the 2 images left
+    assert epoch_order(batches) == list(range(10))
+    batches.on_epoch_end()
+    assert epoch_order(batches) == list(range(10))
+
+
+def test_shuffled_batches_change_every_epoch_and_repeat_for_a_seed():
+    def orders(seed: int) -> list[list[int]]:
+        batches = data.to_dataset(in_memory_split(50), 8, shuffle=True, seed=seed)
+        epochs = []
+        for _ in range(3):
+            epochs.append(epoch_order(batches))
+            batches.on_epoch_end()
+        return epochs
+
+    first = orders(seed=1)
+    assert all(sorted(order) == list(range(50)) for order in first)  # every image once an epoch
+    assert first[0] != first[1] != first[2] and first[0] != list(range(50))
+    assert orders(seed=1) == first
+    assert orders(seed=2) != first
+
+
+def test_shuffled_labels_follow_their_images():
+    split = in_memory_split(20)
+    batches = data.to_dataset(split, 6, shuffle=True, seed=0)
+    for index in range(len(batches)):
+        images, labels = batches[index]
+        assert np.array_equal(labels.argmax(axis=1), split.labels[images[:, 0, 0, 0]])
+
+
+def test_keras_trains_and_predicts_in_file_order_with_class_weights():
+    import keras
+
+    split = in_memory_split(10)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    model.fit(data.to_dataset(split, 4, shuffle=True, seed=0), epochs=2, class_weight={0: 2.0, 1: 0.5}, verbose=0)
+    predicted = model.predict(data.to_dataset(split, 4), verbose=0)
+    expected = keras.ops.convert_to_numpy(model(split.images.astype("float32")))
+    assert np.allclose(predicted, expected, atol=1e-6)  # row i is file i
 
 
 def test_synthetic_classes_differ_in_a_learnable_way(synthetic_root):
