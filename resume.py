@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,13 @@ class RetrainBackup(keras.callbacks.Callback):
         self.model._initial_epoch = self.state["epoch"]  # as BackupAndRestore does: fit starts there
         print(f"Resuming the retrain after epoch {self.state['epoch']} (backed up in {self.folder}).", flush=True)
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {name: float(value) for name, value in (logs or {}).items()}
+        # Wall time of the epoch, validation included: history.csv then says what each epoch cost.
+        logs["seconds"] = time.monotonic() - self.epoch_started
         state = self.state
         value = logs.get(self.objective, math.nan)
         if self._better(value, state["best_value"]):

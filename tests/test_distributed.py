@@ -196,3 +196,15 @@ def test_a_chief_that_cannot_listen_and_a_worker_without_chief_stop_with_one_sen
     assert search.main([*tiny, "--role", "worker", "--oracle-address", nobody, "--worker-id", "w"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: this worker lost the chief at {nobody} (DEADLINE_EXCEEDED)")
+
+
+def test_a_chief_and_a_worker_search_on_jax(cluster, tmp_path):
+    pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
+    run = cluster("--max-trials", "2", "--backend", "jax")
+    run.start("worker-a", "--role", "worker", "--worker-id", "a")
+    run.start("chief", "--role", "chief")
+    assert [run.wait(name, timeout=400) for name in ("worker-a", "chief")] == [0, 0], run.log("chief")
+    assert "Backend: jax (--backend)" in run.log("worker-a")
+    trials = pd.read_csv(tmp_path / RUN_DIR / "trials.csv", dtype={"trial_id": str})
+    assert sorted(trials_run(run.log("worker-a"))) == sorted(trials["trial_id"]) and len(trials) == 2
+    assert (tmp_path / RUN_DIR / "report.md").exists()

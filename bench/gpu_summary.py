@@ -1,0 +1,58 @@
+"""The figures of bench/gpu.sh's runs, as a Markdown table; the runs' small files copied flat beside it.
+
+python bench/gpu_summary.py REPORTS_DIR LOG_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+COPIED = ("metrics.json", "history.csv", "trials.csv")  # flat in LOG_DIR: the device tool returns 2 levels
+
+
+def summary_row(run_dir: Path) -> list[str]:
+    """One run: its device, backend and precision, wall times, retrain epoch times and test figures."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run, test = metrics["run"], metrics["test"]
+    seconds = pd.read_csv(run_dir / "history.csv")["seconds"].tolist()
+    trials = pd.read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else None
+    wall = run["wall_seconds"]
+    return [
+        run_dir.name,
+        run["machine"].split(", ")[-1],
+        run["backend"],
+        run["precision"]["policy"],
+        f"{wall['total']:.0f}",
+        f"{wall.get('search', 0):.0f}"
+        + (f" ({len(trials)} trials, {int(trials['epochs_run'].sum())} epochs)" if trials is not None else ""),
+        f"{wall['final_training']:.0f}",
+        f"{seconds[0]:.1f}",
+        f"{statistics.median(seconds[1:] or seconds):.2f}",
+        f"{test['accuracy']:.3f}",
+        f"{test['roc_auc']:.4f}",
+    ]
+
+
+def main(reports: Path, log: Path) -> None:
+    header = [
+        "run", "GPUs", "backend", "precision", "total s", "search s", "retrain s",
+        "first epoch s", "median later epoch s", "test accuracy", "test AUC",
+    ]  # fmt: skip
+    rows = []
+    for run_dir in sorted(path.parent for path in reports.glob("*/report.md")):
+        rows.append(summary_row(run_dir))
+        for name in COPIED:
+            if (run_dir / name).exists():
+                shutil.copy(run_dir / name, log / f"{run_dir.name}-{name}")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    print("\n".join("| " + " | ".join(row) + " |" for row in rows))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
