@@ -32,6 +32,7 @@ run() {
     local reports=${GPU_REPORTS:-/tmp/gpu-bench-reports}
     mkdir -p "$log"
     rm -rf "$reports"
+    export KERAS_BACKEND=jax  # Keras' default, TensorFlow, is not installed there
     if ! "$PYTHON" -c "import keras, keras_tuner" 2>/dev/null; then
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-bench-site "$WHEELS"/*.whl
         export PYTHONPATH=/tmp/gpu-bench-site${PYTHONPATH:+:$PYTHONPATH}
