@@ -39,7 +39,7 @@ run() {
     fi
     export PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-    "$PYTHON" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
+    "$PYTHON" -c "import jax, keras; print('jax', jax.__version__, [(d.device_kind, getattr(d, 'compute_capability', None)) for d in jax.devices()], '| keras', keras.__version__)"
     local common=(--backend jax --precision auto --reports-dir "$reports" --data-dir data/chest_xray)
     local search_extra=()
     if [ "$tiny" = "--tiny" ]; then
