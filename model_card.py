@@ -202,7 +202,10 @@ def _evaluation_section(result: RunResult) -> list[str]:
 def _limitations_section(result: RunResult) -> list[str]:
     """What this run itself measured going wrong between validation and test."""
     validation, test = result.metrics["validation"], result.metrics["test"]
-    rows = [[name, validation[name], test[name], test[name] - validation[name]] for name in ("roc_auc", "specificity")]
+    rows = [
+        [name, validation[name], test[name], f"{test[name] - validation[name]:+.3f}"]
+        for name in ("roc_auc", "specificity")
+    ]
     return [
         "## Limitations (measured by this run)",
         "",
