@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
 import report  # noqa: E402
+import search  # noqa: E402
+from config import load_config  # noqa: E402
 from evaluation import bootstrap_test_metrics, classification_metrics  # noqa: E402
 
 
@@ -37,7 +40,7 @@ def main() -> int:
         print_figures(run_dir, metrics)
         if args.write:
             report.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-            report.render(run_dir)
+            report.render(run_dir, counterpart_of(run_dir, metrics))
             print(f"Wrote {run_dir / 'metrics.json'}, re-rendered {run_dir / 'report.md'} and model_card.md")
     return 0
 
@@ -61,6 +64,13 @@ def with_intervals(run_dir: Path) -> dict[str, Any]:
                 raise SystemExit(f"{run_dir}: {name} from predictions.csv is {again[name]}, not {figures[name]}")
         figures |= bootstrap_test_metrics(labels, probabilities, figures["threshold"], patients, types)
     return metrics
+
+
+def counterpart_of(run_dir: Path, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The other kind's finished run beside this one, paired as search.py pairs them, so re-rendering keeps it."""
+    settings = {**load_config(), **yaml.safe_load((run_dir / "config.yaml").read_text())}
+    settings["reports_dir"] = str(run_dir.parent)
+    return search.find_counterpart(settings, metrics["run"]["kind"])
 
 
 def print_figures(run_dir: Path, metrics: dict[str, Any]) -> None:
