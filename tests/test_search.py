@@ -436,4 +436,11 @@ def test_ensemble_is_reported_beside_the_best_model_and_test_is_predicted_last(w
             )
             assert recomputed["accuracy"] == pytest.approx(expected["accuracy"])
             assert recomputed["roc_auc"] == pytest.approx(expected["roc_auc"])
-    assert "## Ensemble of the 2 best points" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "## Ensemble of the 2 best points" in report
+    # The ensemble's test figures carry their own intervals and types, shown beside the best model's.
+    assert set(ensemble["test"]["ci95"]) == set(evaluation.INTERVAL_METRICS)
+    assert set(ensemble["test"]["by_type"]) == set(metrics["test"]["by_type"]) == {"bacteria", "virus"}
+    low, high = ensemble["test"]["ci95"]["f1"]
+    f1_row = next(line for line in report.splitlines() if line.startswith("| f1 | ") and line.count("[") == 2)
+    assert f1_row.endswith(f"| {ensemble['test']['f1']:.3f} [{low:.3f}, {high:.3f}] |")
