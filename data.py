@@ -30,6 +30,7 @@ PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_", re.IGNORECASE),  # PNEUMONIA: person12_bacteria_45.jpeg
     re.compile(r"^((?:NORMAL2-)?IM-\d+)-", re.IGNORECASE),  # NORMAL: IM-0115-0001.jpeg
 )
+PNEUMONIA_TYPE = re.compile(r"^person\d+_(bacteria|virus)_", re.IGNORECASE)
 
 
 class DataError(ValueError):
@@ -64,6 +65,12 @@ def patient_id(path: Path) -> str:
         if match:
             return match.group(1).upper()
     return f"{path.parent.name}/{path.name}"
+
+
+def pneumonia_type(path: Path) -> str | None:
+    """The pneumonia type, "bacteria" or "virus", from a Kaggle file name (person12_virus_3.jpeg); else None."""
+    match = PNEUMONIA_TYPE.match(path.name)
+    return match.group(1).lower() if match else None
 
 
 def find_dataset_root(path: Path) -> Path:
@@ -425,7 +432,8 @@ def make_synthetic_dataset(
                 for shot in range(2):
                     side = size + 8 * (serial % 3)
                     pixels = _synthetic_xray(rng, side, pneumonia=bool(label))
-                    stem = f"person{number}_bacteria_{shot}" if label else f"IM-{number:04d}-{shot + 1:04d}"
+                    kind = "virus" if number % 3 == 0 else "bacteria"  # both types, as in Kaggle's names
+                    stem = f"person{number}_{kind}_{shot}" if label else f"IM-{number:04d}-{shot + 1:04d}"
                     image = Image.fromarray(pixels)
                     if (number + shot) % 3 == 1:
                         image = image.convert("RGB")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,4 +42,153 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, thresh
         # Rows are true NORMAL, PNEUMONIA; columns predicted NORMAL, PNEUMONIA.
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
         "n_images": int(len(labels)),
+    }
+
+
+# Intervals on the test figures: a bootstrap over patients, not images, because a patient's images
+# are not independent (427 patients hold the 624 test images). The threshold stays the one chosen on
+# validation; the intervals describe how the figures vary with the sample of test patients only.
+INTERVAL_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
+N_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # one seed for every run, so that two runs on the same test images share their draws
+
+
+def patient_resamples(
+    patients: Sequence[str], n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> np.ndarray:
+    """How many times each image is drawn in each resample: an (n_resamples, n_images) array.
+
+    Each resample draws as many patients as there are, with replacement; a patient drawn twice
+    brings every one of its images twice.
+    """
+    unique, patient_of_image = np.unique(np.asarray(patients, dtype=str), return_inverse=True)
+    drawn = np.random.default_rng(seed).integers(len(unique), size=(n_resamples, len(unique)))
+    offsets = np.arange(n_resamples)[:, None] * len(unique)  # one bincount for every resample at once
+    per_patient = np.bincount((drawn + offsets).ravel(), minlength=n_resamples * len(unique))
+    return per_patient.reshape(n_resamples, len(unique))[:, patient_of_image].astype(float)
+
+
+def resampled_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each of INTERVAL_METRICS on every resample (a row of `weights`); NaN where it is undefined.
+
+    A row of weights counts each image as often as it was drawn, so these equal sklearn's metrics
+    on the resampled images (a test checks this); computed for all rows at once.
+    """
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    predicted = probabilities >= threshold
+    positive = labels == 1
+    tp, fn = weights @ (positive & predicted), weights @ (positive & ~predicted)
+    tn, fp = weights @ (~positive & ~predicted), weights @ (~positive & predicted)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "accuracy": (tp + tn) / weights.sum(axis=1),
+            "roc_auc": weighted_roc_auc(labels, probabilities, weights),
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "precision": tp / (tp + fp),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+        }
+
+
+def weighted_roc_auc(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC for each row of weights: the weighted share of (positive, negative) pairs ranked right, ties half."""
+    _, level = np.unique(probabilities, return_inverse=True)  # images with equal probability share a level
+    by_level = np.zeros((len(labels), level.max() + 1))
+    by_level[np.arange(len(labels)), level] = 1
+    positives = weights @ (by_level * (labels == 1)[:, None])
+    negatives = weights @ (by_level * (labels == 0)[:, None])
+    below = np.cumsum(negatives, axis=1) - negatives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (positives * (below + negatives / 2)).sum(axis=1) / (positives.sum(axis=1) * negatives.sum(axis=1))
+
+
+def percentile_interval(values: np.ndarray) -> list[float]:
+    """The central 95% of the resampled values, leaving out resamples where the metric is undefined."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return [float("nan"), float("nan")]
+    return [float(bound) for bound in np.percentile(values, [2.5, 97.5])]
+
+
+def bootstrap_test_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    patients: Sequence[str],
+    types: Sequence[str | None],
+    *,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
+    """95% intervals of the test metrics (`ci95`), how they were drawn, and the sensitivity per pneumonia type."""
+    labels = np.asarray(labels)
+    weights = patient_resamples(patients, n_resamples, seed)
+    resampled = resampled_metrics(labels, probabilities, threshold, weights)
+    return {
+        "ci95": {name: percentile_interval(values) for name, values in resampled.items()},
+        "bootstrap": {
+            "unit": "patients",
+            "patients": len(set(patients)),
+            "resamples": n_resamples,
+            "seed": seed,
+            "method": "percentile",
+        },
+        "by_type": sensitivity_by_type(labels, probabilities, threshold, patients, types, weights),
+    }
+
+
+def sensitivity_by_type(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    patients: Sequence[str],
+    types: Sequence[str | None],
+    weights: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    """Per pneumonia type: the share of its PNEUMONIA images called PNEUMONIA, with interval and counts."""
+    detected = np.asarray(probabilities) >= threshold
+    types = np.asarray(types, dtype=object)
+    result = {}
+    for name in sorted({kind for kind, label in zip(types, labels) if kind and label == 1}):
+        mine = (types == name) & (np.asarray(labels) == 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            resampled = (weights[:, mine] @ detected[mine]) / weights[:, mine].sum(axis=1)
+        result[name] = {
+            "sensitivity": float(detected[mine].mean()),
+            "ci95": percentile_interval(resampled),
+            "n_images": int(mine.sum()),
+            "n_patients": len({patient for patient, chosen in zip(patients, mine) if chosen}),
+        }
+    return result
+
+
+def paired_difference(
+    labels: np.ndarray,
+    pairs: Sequence[tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]]],
+    patients: Sequence[str],
+    *,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, dict[str, Any]]:
+    """Metric of model A minus model B, each at its own threshold, averaged over `pairs`, with a paired interval.
+
+    `pairs` holds ((probabilities A, threshold A), (probabilities B, threshold B)) on the same test
+    images, one pair per seed. Every resample draws the same patients for both models and for every
+    pair, so the interval reflects only how the difference varies with the sample of test patients.
+    """
+    weights = patient_resamples(patients, n_resamples, seed)
+    whole = np.ones((1, len(labels)))  # the observed test set, as a resample that draws each patient once
+    observed, resampled = [], []
+    for (p_a, t_a), (p_b, t_b) in pairs:
+        for target, rows in ((observed, whole), (resampled, weights)):
+            a, b = resampled_metrics(labels, p_a, t_a, rows), resampled_metrics(labels, p_b, t_b, rows)
+            target.append({name: a[name] - b[name] for name in INTERVAL_METRICS})
+    return {
+        name: {
+            "difference": float(np.mean([each[name][0] for each in observed])),
+            "ci95": percentile_interval(np.mean([each[name] for each in resampled], axis=0)),
+        }
+        for name in INTERVAL_METRICS
     }

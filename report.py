@@ -58,6 +58,7 @@ class RunResult:
     metrics: dict[str, Any]  # "validation", "test", "run"
     predictions: pd.DataFrame  # split, file, label, p_pneumonia
     counterpart: tuple[str, dict[str, Any]] | None = None  # the other kind's run name and metrics
+    counterpart_predictions: pd.DataFrame | None = None  # the other run's predictions.csv, for paired differences
     skipped_images: pd.DataFrame | None = None  # split, file, class of images left out as undecodable
 
     @property
@@ -68,6 +69,7 @@ class RunResult:
     def load(cls, run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> RunResult:
         trials = run_dir / "trials.csv"
         skipped = run_dir / "skipped_images.csv"
+        other_predictions = run_dir.parent / counterpart[0] / "predictions.csv" if counterpart else None
         return cls(
             run_dir=run_dir,
             config=yaml.safe_load((run_dir / "config.yaml").read_text()),
@@ -80,6 +82,9 @@ class RunResult:
             metrics=json.loads((run_dir / "metrics.json").read_text()),
             predictions=pd.read_csv(run_dir / "predictions.csv"),
             counterpart=counterpart,
+            counterpart_predictions=pd.read_csv(other_predictions)
+            if other_predictions and other_predictions.exists()
+            else None,
             skipped_images=pd.read_csv(skipped) if skipped.exists() else None,
         )
 
@@ -149,6 +154,9 @@ def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None)
     _save(run_dir / "calibration.png", calibration_figure(result.predictions))
     if (run_dir / "model.keras").exists() and not (run_dir / "gradcam.png").exists():
         _save(run_dir / "gradcam.png", gradcam_figure(result))
+    import model_card  # it builds on this module's tables
+
+    write_text(run_dir / "model_card.md", model_card.render_model_card(result))
     write_text(run_dir / "report.md", render_markdown(result))
     write_index(run_dir.parent)
 
@@ -160,7 +168,7 @@ def write_index(reports_dir: Path) -> None:
         run_dir = config_file.parent
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.exists():
-            rows.append(("", [run_dir.name, "unfinished", *[None] * 10, f"[folder]({run_dir.name}/)"]))
+            rows.append(("", [run_dir.name, "unfinished", *[None] * 10, f"[folder]({run_dir.name}/)", None]))
             continue
         result = RunResult.load(run_dir)
         run, test = result.metrics["run"], result.metrics["test"]
@@ -181,13 +189,14 @@ def write_index(reports_dir: Path) -> None:
                     test["specificity"],
                     _duration(run["wall_seconds"]["total"]),
                     f"[report]({run_dir.name}/report.md)",
+                    f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
                 ],
             )
         )
     rows.sort(key=lambda row: row[0], reverse=True)
     header = [
         "run", "finished", "kind", "image size", "trials", "best validation objective",
-        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report",
+        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report", "model card",
     ]  # fmt: skip
     text = "\n".join(
         [
@@ -400,12 +409,262 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
-def _ensemble_section(ensemble: dict[str, Any] | None, validation: dict, test: dict) -> list[str]:
+def render_markdown(result: RunResult) -> str:
+    """report.md: the layout in one place; each section is rendered by its own function."""
+    sections = (
+        _headline_section,
+        _comparison_section,
+        _paired_section,
+        _what_ran_section,
+        _images_section,
+        _skipped_section,
+        _validation_section,
+        _types_section,
+        _ensemble_section,
+        _hyperparameters_section,
+        _search_section,
+        _calibration_section,
+        _gradcam_section,
+        _plots_section,
+        _files_section,
+    )
+    return "\n".join(line for section in sections for line in section(result))
+
+
+def with_interval(metrics: dict[str, Any], name: str) -> str:
+    """A test figure with its 95% interval when the run recorded one: "0.880 [0.857, 0.908]"."""
+    interval = metrics.get("ci95", {}).get(name)
+    if interval is None or not all(math.isfinite(bound) for bound in interval):
+        return _cell(metrics[name])
+    return f"{metrics[name]:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def interval_sentence(test: dict[str, Any]) -> str:
+    """What the brackets mean, in one sentence (empty for a run recorded before intervals)."""
+    if "bootstrap" not in test:
+        return ""
+    drawn = test["bootstrap"]
+    return (
+        f"In brackets, 95% intervals: the middle 95% of each figure over {drawn['resamples']:,} resamples of the "
+        f"{drawn['patients']} test {drawn['unit']} (drawn with replacement, each with all of their images), at the "
+        "same validation-chosen threshold; they show how much the figure depends on which patients happened to be "
+        "in the test split, not how the model would do on images from elsewhere."
+    )
+
+
+def threshold_rule(config: dict[str, Any]) -> str:
+    """How the run chose its threshold, in words."""
+    return "Youden's J on validation" if config["threshold"] == "youden" else f"fixed at {config['threshold']}"
+
+
+def _other_kind(result: RunResult) -> str:
+    return "baseline" if result.kind == "search" else "tuned"
+
+
+def _headline_section(result: RunResult) -> list[str]:
+    test = result.metrics["test"]
+    figures = ", ".join(
+        f"{label} {with_interval(test, name)}"
+        for label, name in (
+            ("accuracy", "accuracy"),
+            ("ROC AUC", "roc_auc"),
+            ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"),
+        )
+    )
+    return [
+        f"# Chest X-ray pneumonia classifier: {result.kind} run `{result.config['run_name']}`",
+        "",
+        f"**Held-out test ({test['n_images']} images, predicted once at the end):** {figures} at threshold "
+        f"{test['threshold']:.3f} ({threshold_rule(result.config)}). {interval_sentence(test)}".rstrip(),
+        "",
+    ]
+
+
+def _comparison_section(result: RunResult) -> list[str]:
+    test, config, other = result.metrics["test"], result.config, result.counterpart
+    this = "tuned (this run)" if result.kind == "search" else "baseline (this run)"
+    header = ["metric", this, f"{_other_kind(result)} (`{other[0]}`)" if other else f"{_other_kind(result)} (no matching run yet)"]  # fmt: skip
+    rows = [
+        [name, with_interval(test, name), with_interval(other[1]["test"], name) if other else None]
+        for name in METRIC_ROWS
+    ]
+    published_row = ["accuracy, original notebook (not held out)", PUBLISHED["accuracy"], ""]
+    missing_other = (
+        []
+        if other
+        else [
+            f"No finished {_other_kind(result)} run with the same data, image size, seed and protocol was found in "
+            f"`{config['reports_dir']}/`; run `python search.py{' --baseline' if result.kind == 'search' else ''}` "
+            "with the same settings to fill that column (it is filled when the later of the two runs writes its "
+            "report).",
+            "",
+        ]
+    )
+    return [
+        "## Test: this run against the other kind",
+        "",
+        markdown_table(header, rows + [published_row]),
+        "",
+        *missing_other,
+        f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.",
+        "",
+    ]
+
+
+def paired_comparison(result: RunResult) -> dict[str, dict[str, Any]] | None:
+    """Tuned minus baseline on the test images both runs predicted, with a paired patient bootstrap."""
+    import data
+    from evaluation import paired_difference
+
+    if result.counterpart is None or result.counterpart_predictions is None:
+        return None
+    mine = _test_rows(result.predictions)
+    theirs = _test_rows(result.counterpart_predictions)
+    both = mine.join(theirs, how="inner", rsuffix="_other")
+    both = both[both["label"] == both["label_other"]]
+    if not len(both):
+        return None
+    this = (both["p_pneumonia"].to_numpy(), result.metrics["test"]["threshold"])
+    other = (both["p_pneumonia_other"].to_numpy(), result.counterpart[1]["test"]["threshold"])
+    tuned, baseline = (this, other) if result.kind == "search" else (other, this)
+    patients = [data.patient_id(Path(file)) for file in both["file"]]
+    differences = paired_difference(both["label"].to_numpy(), [(tuned, baseline)], patients)
+    return {"n_images": len(both), "n_patients": len(set(patients)), "metrics": differences}
+
+
+def _test_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Test rows indexed by file name: runs on other machines hold other paths to the same images."""
+    test = predictions[predictions["split"] == "test"]
+    return test[["file", "label", "p_pneumonia"]].set_index(test["file"].map(lambda file: Path(file).name))
+
+
+def _paired_section(result: RunResult) -> list[str]:
+    compared = paired_comparison(result)
+    if compared is None:
+        return []
+    tuned_name, baseline_name = (
+        (result.config["run_name"], result.counterpart[0])
+        if result.kind == "search"
+        else (result.counterpart[0], result.config["run_name"])
+    )
+    rows = []
+    for name, paired in compared["metrics"].items():
+        low, high = paired["ci95"]
+        verdict = (
+            "no difference shown at this test size"
+            if low <= 0 <= high
+            else ("tuned higher" if low > 0 else "baseline higher")
+        )
+        rows.append([name, f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}]", verdict])
+    return [
+        "## Tuned minus baseline, paired on the same test patients",
+        "",
+        f"Tuned (`{tuned_name}`) minus baseline (`{baseline_name}`) on the {compared['n_images']} test images both "
+        f"predicted, each model at its own validation-chosen threshold. The interval resamples the "
+        f"{compared['n_patients']} test patients, the same patients for both models in every resample, so it "
+        "measures the difference itself; where it contains 0 the test split is too small to show a difference.",
+        "",
+        markdown_table(["metric", "difference [95% interval]", "reading"], rows),
+        "",
+    ]
+
+
+def _what_ran_section(result: RunResult) -> list[str]:
+    config, run, test = result.config, result.metrics["run"], result.metrics["test"]
+    search = _search_summary(result) if result.trials is not None else "none: the baseline point, trained directly"
+    rows = [
+        ["data", f"`{config['data_dir']}`"],
+        ["input", f"{config['image_size']} x {config['image_size']} {config['color_mode']}"],
+        [
+            "validation",
+            f"{config['validation_fraction']:.0%} of train, grouped by patient, stratified by class (seed {config['seed']})",
+        ],
+        ["class weights", "on" if config["class_weights"] else "off"],
+        ["search", search],
+        [
+            "final training",
+            f"{config['final_epochs']} epochs, {config.get('final_schedule', 'constant')} learning rate, "
+            f"kept epoch {run['best_epoch']} (best {config['objective']})",
+        ],
+        ["threshold", f"{test['threshold']:.3f}, {threshold_rule(config)}"],
+        ["precision", _precision(run)],
+        [
+            "wall time",
+            ", ".join(
+                f"{phase.replace('_', ' ')} {_duration(seconds)}" for phase, seconds in run["wall_seconds"].items()
+            ),
+        ],
+        ["versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())],
+        ["machine", run["machine"]],
+        ["command", f"`{run['command']}`"],
+    ]
+    return ["## What ran", "", markdown_table(["setting", "value"], rows), ""]
+
+
+def _images_section(result: RunResult) -> list[str]:
+    summary = result.data_summary
+    rows = [[name, *row] for name, row in zip(summary.index, summary.to_numpy().tolist())]
+    return ["Images per split:", "", markdown_table(["split", *summary.columns], rows), ""]
+
+
+def _validation_section(result: RunResult) -> list[str]:
+    validation, test = result.metrics["validation"], result.metrics["test"]
+    rows = [[name, validation[name], with_interval(test, name)] for name in METRIC_ROWS]
+    return [
+        "## Validation (where every choice was made)",
+        "",
+        markdown_table(["metric", "validation", "test"], rows),
+        "",
+    ]
+
+
+def _types_section(result: RunResult) -> list[str]:
+    """Sensitivity per pneumonia type (bacterial, viral), from Kaggle's file names."""
+    test, ensemble = result.metrics["test"], result.metrics.get("ensemble")
+    if "by_type" not in test:
+        return []
+    header = ["type", "test images", "patients", "sensitivity [95% interval]"]
+    if ensemble and "by_type" in ensemble["test"]:
+        header.append("ensemble")
+    rows = []
+    for name, figures in test["by_type"].items():
+        row = [name, figures["n_images"], figures["n_patients"], type_sensitivity(figures)]
+        if len(header) == 5:
+            row.append(type_sensitivity(ensemble["test"]["by_type"][name]))
+        rows.append(row)
+    return [
+        "## Sensitivity by pneumonia type (test)",
+        "",
+        "Kaggle's file names say whether a PNEUMONIA image is bacterial or viral; the share of each type called "
+        "PNEUMONIA at the validation-chosen threshold, with the interval from the same patient resamples. "
+        "An interval of [1.000, 1.000] means no image of that type was missed in any resample, not that none can be.",
+        "",
+        markdown_table(header, rows) if rows else "No test image named a pneumonia type.",
+        "",
+    ]
+
+
+def type_sensitivity(figures: dict[str, Any]) -> str:
+    """One pneumonia type's sensitivity with its interval, from metrics.json's `by_type`."""
+    return with_interval(
+        {"sensitivity": figures["sensitivity"], "ci95": {"sensitivity": figures["ci95"]}}, "sensitivity"
+    )
+
+
+def _ensemble_section(result: RunResult) -> list[str]:
     """The averaged prediction of the top points' retrained models, beside the best model alone."""
+    ensemble, validation, test = (result.metrics.get(key) for key in ("ensemble", "validation", "test"))
     if not ensemble:
         return []
     rows = [
-        [name, validation[name], ensemble["validation"][name], test[name], ensemble["test"][name]]
+        [
+            name,
+            validation[name],
+            ensemble["validation"][name],
+            with_interval(test, name),
+            with_interval(ensemble["test"], name),
+        ]
         for name in METRIC_ROWS
     ]
     return [
@@ -428,110 +687,20 @@ def _precision(run: dict[str, Any]) -> str:
     return f"{chosen['policy']} ({chosen['reason']})"
 
 
-def render_markdown(result: RunResult) -> str:
-    config, metrics = result.config, result.metrics
-    run = metrics["run"]
-    test, validation = metrics["test"], metrics["validation"]
-    this = "tuned (this run)" if result.kind == "search" else "baseline (this run)"
-    other_kind = "baseline" if result.kind == "search" else "tuned"
-    other = result.counterpart
-    baseline = run["baseline_hyperparameters"]
-    threshold_rule = (
-        "Youden's J on validation" if config["threshold"] == "youden" else f"fixed at {config['threshold']}"
-    )
-
-    header = ["metric", this, f"{other_kind} (`{other[0]}`)" if other else f"{other_kind} (no matching run yet)"]
-    rows = [[name, test[name], other[1]["test"][name] if other else None] for name in METRIC_ROWS]
-    published_row = ["accuracy, original notebook (not held out)", PUBLISHED["accuracy"], ""]
-    missing_other = (
-        ""
-        if other
-        else f"\nNo finished {other_kind} run with the same data, image size, seed and protocol was found in "
-        f"`{config['reports_dir']}/`; run `python search.py{' --baseline' if result.kind == 'search' else ''}` with the same "
-        "settings to fill that column (it is filled when the later of the two runs writes its report).\n"
-    )
-
-    lines = [
-        f"# Chest X-ray pneumonia classifier: {result.kind} run `{config['run_name']}`",
-        "",
-        f"**Held-out test ({test['n_images']} images, predicted once at the end):** accuracy {test['accuracy']:.3f}, "
-        f"ROC AUC {test['roc_auc']:.3f}, sensitivity {test['sensitivity']:.3f}, specificity {test['specificity']:.3f} "
-        f"at threshold {test['threshold']:.3f} ({threshold_rule}).",
-        "",
-        "## Test: this run against the other kind",
-        "",
-        markdown_table(header, rows + [published_row]),
-        missing_other,
-        f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.",
-        "",
-        "## What ran",
-        "",
-        markdown_table(
-            ["setting", "value"],
-            [
-                ["data", f"`{config['data_dir']}`"],
-                ["input", f"{config['image_size']} x {config['image_size']} {config['color_mode']}"],
-                [
-                    "validation",
-                    f"{config['validation_fraction']:.0%} of train, grouped by patient, stratified by class (seed {config['seed']})",
-                ],
-                ["class weights", "on" if config["class_weights"] else "off"],
-                [
-                    "search",
-                    _search_summary(result)
-                    if result.trials is not None
-                    else "none: the baseline point, trained directly",
-                ],
-                [
-                    "final training",
-                    f"{config['final_epochs']} epochs, {config.get('final_schedule', 'constant')} learning rate, "
-                    f"kept epoch {run['best_epoch']} (best {config['objective']})",
-                ],
-                ["threshold", f"{test['threshold']:.3f}, {threshold_rule}"],
-                ["precision", _precision(run)],
-                [
-                    "wall time",
-                    ", ".join(
-                        f"{phase.replace('_', ' ')} {_duration(seconds)}"
-                        for phase, seconds in run["wall_seconds"].items()
-                    ),
-                ],
-                ["versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())],
-                ["machine", run["machine"]],
-                ["command", f"`{run['command']}`"],
-            ],
-        ),
-        "",
-        "Images per split:",
-        "",
-        markdown_table(
-            ["split", *result.data_summary.columns],
-            [[name, *row] for name, row in zip(result.data_summary.index, result.data_summary.to_numpy().tolist())],
-        ),
-        "",
-        *_skipped_section(result.skipped_images),
-        "## Validation (where every choice was made)",
-        "",
-        markdown_table(
-            ["metric", "validation", "test"], [[name, validation[name], test[name]] for name in METRIC_ROWS]
-        ),
-        "",
-        *_ensemble_section(metrics.get("ensemble"), validation, test),
+def _hyperparameters_section(result: RunResult) -> list[str]:
+    baseline, chosen = result.metrics["run"]["baseline_hyperparameters"], result.best_hyperparameters
+    rows = [[name, baseline.get(name), chosen.get(name)] for name in dict.fromkeys([*baseline, *chosen])]
+    return [
         "## Hyperparameters: chosen against the baseline's",
         "",
-        markdown_table(
-            ["hyperparameter", "baseline", "this run"],
-            [
-                [name, baseline.get(name), result.best_hyperparameters.get(name)]
-                for name in dict.fromkeys([*baseline, *result.best_hyperparameters])
-            ],
-        ),
+        markdown_table(["hyperparameter", "baseline", "this run"], rows),
         "",
     ]
-    if result.trials is not None:
-        lines += _search_section(result.trials, config["objective"], baseline)
+
+
+def _calibration_section(result: RunResult) -> list[str]:
     brier = brier_scores(result.predictions)
-    lines += [
+    return [
         "## Calibration",
         "",
         f"Brier score (mean squared error of P(pneumonia); lower is better, 0.25 is a constant 0.5): "
@@ -541,19 +710,26 @@ def render_markdown(result: RunResult) -> str:
         "![reliability diagram](calibration.png)",
         "",
     ]
-    if (result.run_dir / "gradcam.png").exists():
-        lines += [
-            "## Where the model looked (Grad-CAM)",
-            "",
-            f"For each outcome on test at threshold {test['threshold']:.3f}, the {EXAMPLES_PER_OUTCOME} images the model was "
-            "most confident about, with the Grad-CAM heatmap of the class it predicted (last conv layer; red = most "
-            "evidence). Heat outside the lungs (labels, borders, devices) is a warning sign. These images were chosen "
-            "after the test prediction and influence nothing.",
-            "",
-            "![Grad-CAM examples](gradcam.png)",
-            "",
-        ]
-    lines += [
+
+
+def _gradcam_section(result: RunResult) -> list[str]:
+    if not (result.run_dir / "gradcam.png").exists():
+        return []
+    return [
+        "## Where the model looked (Grad-CAM)",
+        "",
+        f"For each outcome on test at threshold {result.metrics['test']['threshold']:.3f}, the {EXAMPLES_PER_OUTCOME} "
+        "images the model was most confident about, with the Grad-CAM heatmap of the class it predicted (last conv "
+        "layer; red = most evidence). Heat outside the lungs (labels, borders, devices) is a warning sign. These "
+        "images were chosen after the test prediction and influence nothing.",
+        "",
+        "![Grad-CAM examples](gradcam.png)",
+        "",
+    ]
+
+
+def _plots_section(result: RunResult) -> list[str]:
+    lines = [
         "## Plots",
         "",
         "![learning curves](learning_curves.png)",
@@ -568,21 +744,26 @@ def render_markdown(result: RunResult) -> str:
             "![objective against hyperparameters](search_hyperparameters.png)",
             "",
         ]
-    lines += [
+    return lines
+
+
+def _files_section(result: RunResult) -> list[str]:
+    return [
         "## Files",
         "",
-        "`config.yaml` settings as resolved · `metrics.json` validation and test metrics · `history.csv` final training per epoch · "
+        "`config.yaml` settings as resolved · `metrics.json` validation and test metrics (test with intervals and "
+        "types) · `model_card.md` the model card · `history.csv` final training per epoch · "
         "`predictions.csv` every validation and test probability · `best_hyperparameters.yaml` · "
         + ("`trials.csv` one row per trial · " if result.trials is not None else "")
         + "`model.keras` the kept model (takes raw 0-255 pixels; `python predict.py --run` uses it) · "
         "`tensorboard/` logs for `tensorboard --logdir` (when on).",
         "",
     ]
-    return "\n".join(lines)
 
 
-def _skipped_section(skipped: pd.DataFrame | None, shown: int = 20) -> list[str]:
+def _skipped_section(result: RunResult, shown: int = 20) -> list[str]:
     """The images left out because they did not decode (`skip_bad_images`), if any."""
+    skipped = result.skipped_images
     if skipped is None or not len(skipped):
         return []
     lines = [
@@ -610,7 +791,11 @@ def _search_summary(result: RunResult) -> str:
     )
 
 
-def _search_section(trials: pd.DataFrame, objective: str, baseline: dict[str, Any]) -> list[str]:
+def _search_section(result: RunResult) -> list[str]:
+    if result.trials is None:
+        return []
+    trials, objective = result.trials, result.config["objective"]
+    baseline = result.metrics["run"]["baseline_hyperparameters"]
     done = trials[trials["status"] == "COMPLETED"]
     lines = ["## Search", ""]
     if len(done):

@@ -535,7 +535,7 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
     import pandas as pd
 
     import data
-    from evaluation import choose_threshold, classification_metrics
+    from evaluation import bootstrap_test_metrics, choose_threshold, classification_metrics
 
     def probabilities(name: str) -> dict[str, np.ndarray]:
         images = data.to_dataset(splits[name], config["batch_size"])
@@ -553,11 +553,19 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
     }
     scores = {"validation": validation, "test": probabilities("test")}
 
+    test_patients = [data.patient_id(path) for path in splits["test"].files]
+    test_types = [data.pneumonia_type(path) for path in splits["test"].files]
+
     def scored(column: str) -> dict[str, Any]:
-        return {
+        result = {
             name: classification_metrics(splits[name].labels, scores[name][column], thresholds[column])
             for name in scores
         }
+        # Intervals over resampled test patients, at the threshold validation chose: test is only described.
+        result["test"] |= bootstrap_test_metrics(
+            splits["test"].labels, scores["test"][column], thresholds[column], test_patients, test_types
+        )
+        return result
 
     metrics = scored("p_pneumonia")
     if members:

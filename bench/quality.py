@@ -10,7 +10,13 @@ For each seed it runs, one after the other, through search.py as a user would:
 On a 2-core CPU a seed takes about 1.5 hours (baseline 32 minutes, tuned 50 with configs/cpu.yaml).
 Run it from the repository root. Every run writes its usual report in REPORTS_DIR. A finished run (its report.md exists) is
 reused, an unfinished one resumes, so the benchmark can be stopped and started again.
-The test split is read only by search.py's final evaluation; this script reads metrics.json.
+The test split is read only by search.py's final evaluation; this script reads metrics.json and predictions.csv.
+
+Tuned against baseline is judged on paired differences (tuned minus baseline, each at its own
+validation-chosen threshold) on the same test images: per seed, and their mean over seeds, with a
+patient-level bootstrap that draws the same test patients for every seed's pair in each resample
+(the test images are the same in every run), so the interval of the mean reflects test sampling
+and the seeds' differences together. "beats the baseline" only where that interval lies above 0.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import data  # noqa: E402
 from config import load_config  # noqa: E402
+from evaluation import paired_difference  # noqa: E402
 from report import is_finished, markdown_table  # noqa: E402
 
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
@@ -58,8 +66,17 @@ def main() -> int:
     print(f"\nHeld-out test split, config {args.config.name}, seeds {' '.join(map(str, args.seeds))}:\n")
     for table in (results, summary_table(results)):
         print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
+    paired = paired_differences(runs, Path(args.reports_dir))
+    if paired:
+        print(
+            f"Tuned minus baseline on the {paired['n_images']} test images ({paired['n_patients']} patients) every "
+            "run predicted, each model at its own threshold; paired 95% intervals over resampled test patients, "
+            "the same patients for every seed:\n"
+        )
+        table = paired_table(paired)
+        print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
     print()
-    for line in target_lines(results):
+    for line in target_lines(results, paired):
         print(line)
     return 0
 
@@ -144,8 +161,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def target_lines(results: pd.DataFrame) -> list[str]:
-    """Whether the tuned mean meets issue 3's targets, and beats the baseline's mean."""
+def target_lines(results: pd.DataFrame, paired: dict | None = None) -> list[str]:
+    """Whether the tuned mean meets issue 3's targets, and beats the baseline on the paired mean difference."""
     tuned = results[results["kind"] == "tuned"]
     baseline = results[results["kind"] == "baseline"]
     if tuned.empty:
@@ -155,19 +172,87 @@ def target_lines(results: pd.DataFrame) -> list[str]:
         value = tuned[name.split()[0]].mean()
         lines.append(f"tuned mean {name} {value:.4f} vs target {goal}: {'met' if value >= goal else 'not met'}")
     # Against the baseline only on seeds where both finished: the seed moves both figures.
-    paired = sorted(set(tuned["seed"]) & set(baseline["seed"]))
-    if paired:
-        seeds = ", ".join(map(str, paired))
+    both = sorted(set(tuned["seed"]) & set(baseline["seed"]))
+    if both:
+        seeds = ", ".join(map(str, both))
         for name in ("accuracy", "roc_auc"):
-            mine = tuned[tuned["seed"].isin(paired)][name].mean()
-            theirs = baseline[baseline["seed"].isin(paired)][name].mean()
-            verdict = "beats" if mine > theirs else "does not beat"
+            mine = tuned[tuned["seed"].isin(both)][name].mean()
+            theirs = baseline[baseline["seed"].isin(both)][name].mean()
             lines.append(
-                f"tuned mean {name} {mine:.4f} vs baseline {theirs:.4f} on seeds {seeds}: {verdict} the baseline"
+                f"tuned mean {name} {mine:.4f} vs baseline {theirs:.4f} on seeds {seeds}: {verdict(paired, name)}"
             )
     if len(tuned) < 3 or len(baseline) < 3:
         lines.append(f"Only {len(baseline)} baseline and {len(tuned)} tuned seed(s) finished; the targets ask for 3.")
     return lines
+
+
+def verdict(paired: dict | None, name: str) -> str:
+    """ "beats the baseline" only where the paired interval of the mean difference lies above 0."""
+    if not paired:
+        return "not judged (no pair of runs with predictions.csv)"
+    difference = paired["mean"][name]
+    low, high = difference["ci95"]
+    figures = f"mean paired difference {difference['difference']:+.4f} [{low:+.4f}, {high:+.4f}] on seeds {paired['seeds_text']}"
+    if low > 0:
+        return f"beats the baseline ({figures})"
+    if high < 0:
+        return f"does not beat the baseline: the baseline is higher ({figures})"
+    return f"does not beat the baseline: no difference shown at this test size ({figures})"
+
+
+def paired_differences(runs: list[dict], reports_dir: Path) -> dict | None:
+    """Tuned minus baseline per seed and their mean over seeds, on the test images every run predicted."""
+    tests = {}
+    for run in runs:
+        run_dir = reports_dir / run["name"]
+        if is_finished(run_dir) and (run_dir / "predictions.csv").exists():
+            threshold = json.loads((run_dir / "metrics.json").read_text())["test"]["threshold"]
+            tests[run["kind"], run["seed"]] = (_test_rows(run_dir / "predictions.csv"), threshold)
+    seeds = sorted(
+        {seed for kind, seed in tests if kind == "tuned"} & {seed for kind, seed in tests if kind == "baseline"}
+    )
+    if not seeds:
+        return None
+    shared = sorted(
+        set.intersection(*(set(tests[kind, seed][0].index) for kind in ("tuned", "baseline") for seed in seeds))
+    )
+    labels = tests["tuned", seeds[0]][0].loc[shared, "label"].to_numpy()
+    patients = [data.patient_id(Path(name)) for name in shared]
+
+    def pair(seed: int) -> tuple:
+        return tuple(
+            (tests[kind, seed][0].loc[shared, "p_pneumonia"].to_numpy(), tests[kind, seed][1])
+            for kind in ("tuned", "baseline")
+        )
+
+    return {
+        "seeds": {seed: paired_difference(labels, [pair(seed)], patients) for seed in seeds},
+        "mean": paired_difference(labels, [pair(seed) for seed in seeds], patients),
+        "seeds_text": ", ".join(map(str, seeds)),
+        "n_images": len(shared),
+        "n_patients": len(set(patients)),
+    }
+
+
+def _test_rows(predictions_file: Path) -> pd.DataFrame:
+    """Test rows by file name: the same images wherever each run read them from."""
+    predictions = pd.read_csv(predictions_file)
+    test = predictions[predictions["split"] == "test"]
+    return test.set_index(test["file"].map(lambda file: Path(file).name))
+
+
+def paired_table(paired: dict | None) -> pd.DataFrame:
+    """One row per seed and one for the mean: tuned minus baseline with its paired 95% interval."""
+    if not paired:
+        return pd.DataFrame()
+    rows = []
+    for seed, differences in [*paired["seeds"].items(), ("mean", paired["mean"])]:
+        row = {"tuned minus baseline": "mean over seeds" if seed == "mean" else f"seed {seed}"}
+        for name in METRICS:
+            low, high = differences[name]["ci95"]
+            row[name] = f"{differences[name]['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":

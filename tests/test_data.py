@@ -23,6 +23,41 @@ def test_patient_id_from_kaggle_names(name, patient):
     assert data.patient_id(Path("NORMAL") / name) == patient
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("person100_bacteria_475.jpeg", "bacteria"),
+        ("person1_virus_6.jpeg", "virus"),
+        ("PERSON7_VIRUS_2.JPEG", "virus"),
+        ("IM-0115-0001.jpeg", None),
+        ("NORMAL2-IM-0383-0001.jpeg", None),
+        ("person3_fungus_1.jpeg", None),
+        ("scan_virus_1.png", None),
+    ],
+)
+def test_pneumonia_type_from_kaggle_names(name, kind):
+    assert data.pneumonia_type(Path("PNEUMONIA") / name) == kind
+
+
+def test_synthetic_pneumonia_images_name_both_types(synthetic_root):
+    test = data.list_split(synthetic_root, "test")
+    kinds = [data.pneumonia_type(path) for path, label in zip(test.files, test.labels) if label == 1]
+    assert set(kinds) == {"bacteria", "virus"}
+    assert all(data.pneumonia_type(path) is None for path, label in zip(test.files, test.labels) if label == 0)
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="needs ../shared/data/chest_xray")
+def test_real_test_split_has_kaggles_patients_and_types():
+    test = data.list_split(REAL_DATA, "test")
+    kinds = [data.pneumonia_type(path) for path in test.files]
+    assert (kinds.count("bacteria"), kinds.count("virus"), kinds.count(None)) == (
+        242,
+        148,
+        int((test.labels == 0).sum()),
+    )
+    assert len(test.patients) == 427
+
+
 def test_split_keeps_patients_whole_and_classes_balanced(synthetic_root):
     splits = data.load_splits(synthetic_root, 0.25, seed=1)
     train, validation = splits["train"], splits["validation"]

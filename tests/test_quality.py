@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
 
 QUALITY = Path(__file__).parents[1] / "bench" / "quality.py"
 SMOKE = ["--", "--synthetic", "--image-size", "48", "--epochs", "1", "--final-epochs", "1", "--max-trials", "2"]
@@ -15,20 +20,38 @@ def quality(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(QUALITY), *flags], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def fake_run(reports: Path, name: str, accuracy: float, auc: float, hours: float = 1.0) -> None:
+def fake_run(
+    reports: Path, name: str, accuracy: float, auc: float, hours: float = 1.0, normal_miss: float | None = None
+) -> None:
+    """A finished run's metrics.json; with `normal_miss`, a predictions.csv calling that share of NORMAL wrong."""
     run_dir = reports / name
     run_dir.mkdir(parents=True)
     test = {"accuracy": accuracy, "roc_auc": auc, "sensitivity": 0.96, "specificity": 0.9, "threshold": 0.5}
     metrics = {"test": test, "run": {"wall_seconds": {"total": hours * 3600}}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if normal_miss is not None:
+        fake_predictions(normal_miss).to_csv(run_dir / "predictions.csv", index=False)
     (run_dir / "report.md").write_text("finished")
+
+
+def fake_predictions(normal_miss: float, patients: int = 120) -> pd.DataFrame:
+    """Test images of `patients` patients (two images each, half NORMAL): every PNEUMONIA found, and the first
+    `normal_miss` of the NORMAL patients called PNEUMONIA at 0.6, still ranked below every PNEUMONIA image."""
+    rows = []
+    for number in range(patients):
+        label = number % 2
+        missed = not label and number // 2 < round(normal_miss * patients / 2)
+        for shot in range(2):
+            name = f"person{number}_virus_{shot}.jpeg" if label else f"IM-{number:04d}-{shot:04d}.jpeg"
+            rows.append(("test", f"/elsewhere/{name}", label, 0.9 if label else 0.6 if missed else 0.1))
+    return pd.DataFrame(rows, columns=["split", "file", "label", "p_pneumonia"])
 
 
 def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path):
     reports = tmp_path / "reports"
     for seed, accuracy in ((1, 0.90), (2, 0.92), (3, 0.94)):
-        fake_run(reports, f"baseline-80px-seed{seed}", accuracy - 0.05, 0.97, hours=0.5)
-        fake_run(reports, f"cpu-search-seed{seed}", accuracy, 0.985)
+        fake_run(reports, f"baseline-80px-seed{seed}", accuracy - 0.05, 0.97, hours=0.5, normal_miss=0.2 + seed / 20)
+        fake_run(reports, f"cpu-search-seed{seed}", accuracy, 0.985, normal_miss=0.0)
     (reports / "cpu-search-seed4").mkdir()  # unfinished: left out
     fake_run(reports, "baseline-80px-seed4", 0.99, 0.99)  # no tuned run of seed 4 to pair it with
 
@@ -38,7 +61,25 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     assert "| tuned | 3 | 0.920 ± 0.020 | 0.985 ± 0.000 | 0.960 ± 0.000 | 0.900 ± 0.000 | 1.00 h |" in result.stdout
     assert "tuned mean accuracy 0.9200 vs target 0.93: not met" in result.stdout
     assert "tuned mean roc_auc 0.9850 vs target 0.98: met" in result.stdout
-    assert "tuned mean accuracy 0.9200 vs baseline 0.8700 on seeds 1, 2, 3: beats the baseline" in result.stdout
+    # Paired on the same test images: the tuned runs miss no NORMAL patient, the baselines 25% to 35% of them
+    # (12.5% to 17.5% of all images); the ranking is the same, so ROC AUC shows no difference.
+    assert "tuned mean accuracy 0.9200 vs baseline 0.8700 on seeds 1, 2, 3: beats the baseline (" in result.stdout
+    assert (
+        "tuned mean roc_auc 0.9850 vs baseline 0.9700 on seeds 1, 2, 3: does not beat the baseline: no difference shown at this test size"
+        in result.stdout
+    )
+    mean = next(line for line in result.stdout.splitlines() if line.startswith("| mean over seeds |"))
+    accuracy_cell = mean.split(" | ")[1]
+    difference, low, high = (float(value) for value in re.findall(r"[+-]\d\.\d+", accuracy_cell))
+    seeds = [
+        next(line for line in result.stdout.splitlines() if line.startswith(f"| seed {seed} |")) for seed in (1, 2, 3)
+    ]
+    per_seed = [float(line.split(" | ")[1].split()[0]) for line in seeds]
+    assert difference == pytest.approx(np.mean(per_seed), abs=0.002) and 0 < low < difference < high
+    assert per_seed == pytest.approx(
+        [(0.2 + seed / 20) / 2 for seed in (1, 2, 3)], abs=0.0005
+    )  # half the images are NORMAL
+    assert "| +0.000 [+0.000, +0.000] |" in mean  # roc_auc: the same ranking in every run
     assert "cpu-search-seed4" not in result.stdout
     assert "| baseline | 4 |" in result.stdout
 

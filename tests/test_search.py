@@ -38,6 +38,7 @@ REPORT_FILES = {
     "search_progress.png",
     "search_hyperparameters.png",
     "model.keras",
+    "model_card.md",
     "report.md",
 }
 METRIC_KEYS = {
@@ -108,6 +109,70 @@ def test_tiny_search_writes_every_report_file(tiny_runs):
     for png in ("learning_curves.png", "confusion_matrix.png", "roc_curve.png", "search_progress.png"):
         assert f"]({png})" in report
     assert "Trial 0 is the baseline point" in report
+
+
+def test_test_metrics_carry_patient_bootstrap_intervals_and_types(tiny_runs):
+    import data
+    import evaluation
+
+    run_dir = tiny_runs.search
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    test = metrics["test"]
+    rows = pd.read_csv(run_dir / "predictions.csv").query("split == 'test'")
+    files = [Path(file) for file in rows["file"]]
+    patients = {data.patient_id(file) for file in files}
+    assert test["bootstrap"] == {
+        "unit": "patients", "patients": len(patients), "resamples": 2000, "seed": 0, "method": "percentile"
+    }  # fmt: skip
+    assert set(test["ci95"]) == set(evaluation.INTERVAL_METRICS)
+    for name, (low, high) in test["ci95"].items():
+        assert low <= test[name] <= high
+    # The same figures from predictions.csv, at the threshold chosen on validation.
+    again = evaluation.bootstrap_test_metrics(
+        rows["label"].to_numpy(), rows["p_pneumonia"].to_numpy(), metrics["validation"]["threshold"],
+        [data.patient_id(file) for file in files], [data.pneumonia_type(file) for file in files],
+    )  # fmt: skip
+    assert again["ci95"] == test["ci95"] and again["by_type"] == test["by_type"]
+    kinds = [data.pneumonia_type(file) for file in files]
+    assert {name: figures["n_images"] for name, figures in test["by_type"].items()} == {
+        "bacteria": kinds.count("bacteria"), "virus": kinds.count("virus")
+    }  # fmt: skip
+
+    report = (run_dir / "report.md").read_text()
+    low, high = test["ci95"]["accuracy"]
+    assert f"accuracy {test['accuracy']:.3f} [{low:.3f}, {high:.3f}]" in report
+    assert f"resamples of the {len(patients)} test patients" in report
+    assert "## Sensitivity by pneumonia type (test)" in report
+    virus = test["by_type"]["virus"]
+    assert f"| virus | {virus['n_images']} | {virus['n_patients']} | {virus['sensitivity']:.3f} [" in report
+
+
+def test_model_card_in_hugging_face_layout(tiny_runs):
+    import keras
+
+    run_dir = tiny_runs.baseline
+    card = (run_dir / "model_card.md").read_text()
+    _, front, body = card.split("---\n", 2)
+    header = yaml.safe_load(front)
+    assert {"license", "tags", "datasets", "metrics", "model-index"} <= set(header)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (result,) = header["model-index"][0]["results"]
+    assert {entry["type"]: entry["value"] for entry in result["metrics"]}["accuracy"] == pytest.approx(
+        metrics["test"]["accuracy"], abs=1e-4
+    )
+    for heading in ("## Model details", "## Intended use", "## Training data", "## Evaluation", "## Limitations", "## How to use"):  # fmt: skip
+        assert heading in body
+    assert "Not a medical device." in body and "Not for diagnosis" in body
+    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    assert f"{model.count_params():,} parameters" in body and "| Conv2D |" in body
+    assert "48 x 48 rgb" in body and "mixed_bfloat16" in body
+    gap = metrics["test"]["specificity"] - metrics["validation"]["specificity"]
+    assert (
+        f"| specificity | {metrics['validation']['specificity']:.3f} | {metrics['test']['specificity']:.3f} | {gap:+.3f} |"
+        in body
+    )
+    assert f"python predict.py xray.jpeg more_xrays/ --run reports/{run_dir.name}" in body
+    assert f"[card]({run_dir.name}/model_card.md)" in (run_dir.parent / "index.md").read_text()
 
 
 def test_hyperband_runs_its_schedule_with_the_baseline_first(workdir, capsys):
@@ -184,9 +249,39 @@ def test_baseline_and_search_reports_compare_on_test(tiny_runs):
     assert "baseline (`synthetic-baseline-48px-seed7`)" in search_report
     search_metrics = json.loads((tiny_runs.search / "metrics.json").read_text())
     tuned, base = search_metrics["test"]["sensitivity"], baseline_metrics["test"]["sensitivity"]
-    assert f"| sensitivity | {tuned:.3f} | {base:.3f} |" in search_report
+    assert f"| sensitivity | {tuned:.3f} [" in search_report and f"] | {base:.3f} [" in search_report
     # The earlier baseline report is refreshed to show the search beside it.
-    assert "tuned (`synthetic-search-random-48px-seed7`)" in (baseline_dir / "report.md").read_text()
+    baseline_report = (baseline_dir / "report.md").read_text()
+    assert "tuned (`synthetic-search-random-48px-seed7`)" in baseline_report
+
+    # Both reports give tuned minus baseline with the same paired interval.
+    difference = search_metrics["test"]["accuracy"] - baseline_metrics["test"]["accuracy"]
+    row = next(line for line in search_report.splitlines() if line.startswith(f"| accuracy | {difference:+.3f} ["))
+    assert row in baseline_report and "## Tuned minus baseline, paired on the same test patients" in baseline_report
+    low, high = (float(bound) for bound in re.search(r"\[(\S+), (\S+)\]", row).groups())
+    assert low <= difference <= high
+    assert row.endswith("| no difference shown at this test size |") == (low <= 0 <= high)
+
+
+def test_a_run_recorded_before_intervals_still_renders(tiny_runs, tmp_path):
+    """Old metrics.json files (no ci95, bootstrap or by_type) render, also as a counterpart."""
+    import report
+
+    for run_dir in (tiny_runs.baseline, tiny_runs.search):
+        copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns("model.keras", "*.md"))
+        metrics = json.loads((copy / "metrics.json").read_text())
+        for key in ("ci95", "bootstrap", "by_type"):
+            del metrics["test"][key]
+        (copy / "metrics.json").write_text(json.dumps(metrics))
+    old_baseline = json.loads((tmp_path / tiny_runs.baseline.name / "metrics.json").read_text())
+    report.render(tmp_path / tiny_runs.search.name, (tiny_runs.baseline.name, old_baseline))
+    text = (tmp_path / tiny_runs.search.name / "report.md").read_text()
+    headline = next(line for line in text.splitlines() if line.startswith("**Held-out test"))
+    assert f"accuracy {metrics['test']['accuracy']:.3f}," in headline and "[" not in headline
+    assert "In brackets, 95% intervals" not in text and "Sensitivity by pneumonia type" not in text
+    assert "## Tuned minus baseline, paired" in text  # computed from the two predictions.csv
+    assert "this run's `model.keras` was not kept" in (tmp_path / tiny_runs.search.name / "model_card.md").read_text()
+    assert "[card](" in (tmp_path / "index.md").read_text()
 
 
 def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
@@ -380,4 +475,11 @@ def test_ensemble_is_reported_beside_the_best_model_and_test_is_predicted_last(w
             )
             assert recomputed["accuracy"] == pytest.approx(expected["accuracy"])
             assert recomputed["roc_auc"] == pytest.approx(expected["roc_auc"])
-    assert "## Ensemble of the 2 best points" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "## Ensemble of the 2 best points" in report
+    # The ensemble's test figures carry their own intervals and types, shown beside the best model's.
+    assert set(ensemble["test"]["ci95"]) == set(evaluation.INTERVAL_METRICS)
+    assert set(ensemble["test"]["by_type"]) == set(metrics["test"]["by_type"]) == {"bacteria", "virus"}
+    low, high = ensemble["test"]["ci95"]["f1"]
+    f1_row = next(line for line in report.splitlines() if line.startswith("| f1 | ") and line.count("[") == 2)
+    assert f1_row.endswith(f"| {ensemble['test']['f1']:.3f} [{low:.3f}, {high:.3f}] |")

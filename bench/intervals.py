@@ -1,0 +1,89 @@
+"""Test intervals and pneumonia types for finished runs, recomputed from their predictions.csv.
+
+    python bench/intervals.py reports/example                  # print the figures with their intervals
+    python bench/intervals.py reports/example --write          # also add them to metrics.json, re-render the run
+
+For runs written before search.py recorded `ci95` and `by_type` (README Results). The threshold is
+the one in the run's metrics.json, chosen on validation; the test probabilities are the run's own,
+so nothing is predicted again, and the figures are checked against metrics.json first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+import report  # noqa: E402
+import search  # noqa: E402
+from config import load_config  # noqa: E402
+from evaluation import bootstrap_test_metrics, classification_metrics  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders, e.g. reports/example")
+    parser.add_argument("--write", action="store_true", help="add the intervals to metrics.json and re-render")
+    args = parser.parse_args()
+    for run_dir in args.runs:
+        metrics = with_intervals(run_dir)
+        print_figures(run_dir, metrics)
+        if args.write:
+            report.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+            report.render(run_dir, counterpart_of(run_dir, metrics))
+            print(f"Wrote {run_dir / 'metrics.json'}, re-rendered {run_dir / 'report.md'} and model_card.md")
+    return 0
+
+
+def with_intervals(run_dir: Path) -> dict[str, Any]:
+    """The run's metrics.json with `ci95`, `bootstrap` and `by_type` added under `test` (and the ensemble's)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    test = predictions[predictions["split"] == "test"]
+    files = [Path(file) for file in test["file"]]  # names parse wherever the run was made
+    patients = [data.patient_id(file) for file in files]
+    types = [data.pneumonia_type(file) for file in files]
+    targets = [("p_pneumonia", metrics["test"])]
+    if "ensemble" in metrics:
+        targets.append(("p_pneumonia_ensemble", metrics["ensemble"]["test"]))
+    for column, figures in targets:
+        labels, probabilities = test["label"].to_numpy(), test[column].to_numpy()
+        again = classification_metrics(labels, probabilities, figures["threshold"])
+        for name in ("accuracy", "roc_auc", "sensitivity", "specificity"):
+            if not np.isclose(again[name], figures[name]):
+                raise SystemExit(f"{run_dir}: {name} from predictions.csv is {again[name]}, not {figures[name]}")
+        figures |= bootstrap_test_metrics(labels, probabilities, figures["threshold"], patients, types)
+    return metrics
+
+
+def counterpart_of(run_dir: Path, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The other kind's finished run beside this one, paired as search.py pairs them, so re-rendering keeps it."""
+    settings = {**load_config(), **yaml.safe_load((run_dir / "config.yaml").read_text())}
+    settings["reports_dir"] = str(run_dir.parent)
+    return search.find_counterpart(settings, metrics["run"]["kind"])
+
+
+def print_figures(run_dir: Path, metrics: dict[str, Any]) -> None:
+    test = metrics["test"]
+    print(f"\n{run_dir}: test at threshold {test['threshold']:.3f}. {report.interval_sentence(test)}\n")
+    rows = [[name, report.with_interval(test, name)] for name in report.METRIC_ROWS[:6]]
+    print(report.markdown_table(["metric", "test [95% interval]"], rows) + "\n")
+    types = [
+        [name, figures["n_images"], figures["n_patients"], report.type_sensitivity(figures)]
+        for name, figures in test["by_type"].items()
+    ]
+    print(report.markdown_table(["type", "test images", "patients", "sensitivity [95% interval]"], types))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

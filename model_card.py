@@ -1,0 +1,259 @@
+"""A model card per run (model_card.md, Hugging Face layout), written from the run's own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from report import (
+    METRIC_ROWS,
+    RunResult,
+    brier_scores,
+    interval_sentence,
+    markdown_table,
+    threshold_rule,
+    type_sensitivity,
+    with_interval,
+)
+
+# No license has been chosen for this project's code or weights; Hugging Face's "other" says so
+# instead of claiming one. The training data's own license (CC BY 4.0) is named in the card.
+LICENSE = "other"
+DATASET = "paultimothymooney/chest-xray-pneumonia"
+CITATION = (
+    "Kermany D, Zhang K, Goldbaum M (2018). Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images "
+    "for Classification. Mendeley Data, v2, doi:10.17632/rscbjbr9sj.2; Kermany et al. (2018), Cell 172(5), 1122-1131"
+)
+CONFIDENT = 0.9  # a wrong answer with P(pneumonia) above this or below 1 - this is a confident mistake
+
+
+def render_model_card(result: RunResult) -> str:
+    """model_card.md: YAML front matter, then one short section per heading of the layout."""
+    sections = (
+        _front_matter,
+        _details_section,
+        _intended_use_section,
+        _training_data_section,
+        _evaluation_section,
+        _limitations_section,
+        _how_to_use_section,
+    )
+    return "\n".join(line for section in sections for line in section(result))
+
+
+def _synthetic(result: RunResult) -> bool:
+    return "synthetic" in Path(result.config["data_dir"]).parts
+
+
+def _front_matter(result: RunResult) -> list[str]:
+    test = result.metrics["test"]
+    dataset = {"name": "Chest X-Ray Images (Pneumonia)", "type": DATASET, "split": "test"}
+    header = {
+        "license": LICENSE,
+        "library_name": "keras",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "medical-imaging", "chest-x-ray", "pneumonia", "keras-tuner"],
+        "datasets": [] if _synthetic(result) else [DATASET],
+        "metrics": list(METRIC_ROWS[:6]),
+        "model-index": [
+            {
+                "name": result.config["run_name"],
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": "NORMAL vs PNEUMONIA"},
+                        "dataset": dataset,
+                        "metrics": [
+                            {"type": name, "name": f"test {name}", "value": round(float(test[name]), 4)}
+                            for name in METRIC_ROWS[:6]
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    return ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
+
+
+def _details_section(result: RunResult) -> list[str]:
+    config, run = result.config, result.metrics["run"]
+    precision = run.get("precision", {"policy": "float32"})["policy"]
+    size = config["image_size"]
+    return [
+        f"# Model card: `{config['run_name']}`",
+        "",
+        f"A small convolutional network that gives P(pneumonia) for a chest X-ray, from a {result.kind} run of this "
+        "project (Keras Tuner over the Kaggle notebook's CNN, the best point retrained and evaluated once on test).",
+        "",
+        "## Model details",
+        "",
+        f"- **Input**: {size} x {size} {config['color_mode']}, raw 0-255 pixels (rescaled inside the model); any "
+        "JPEG or PNG is decoded and resized (bilinear, antialiased) to this size by `predict.py`.",
+        "- **Output**: softmax over (NORMAL, PNEUMONIA); PNEUMONIA when P(pneumonia) >= "
+        f"{result.metrics['test']['threshold']:.3f}, the threshold chosen on validation.",
+        f"- **Precision**: trained in `{precision}`; the output layer computes in float32.",
+        "- **Training**: RMSprop, class-weighted cross-entropy"
+        + ("" if config["class_weights"] else " (class weights off)")
+        + f", {config['final_epochs']} epochs with a {config.get('final_schedule', 'constant')} learning rate; "
+        f"the weights of epoch {run['best_epoch']} (best {config['objective']}) were kept.",
+        "",
+        *_architecture_lines(result),
+    ]
+
+
+def _architecture_lines(result: RunResult) -> list[str]:
+    """The layers as built, from model.keras when the run kept it, else from best_hyperparameters.yaml."""
+    model_file = result.run_dir / "model.keras"
+    if not model_file.exists():
+        chosen = result.best_hyperparameters
+        rows = [[name, value] for name, value in chosen.items()]
+        return [
+            "Architecture (this run's `model.keras` was not kept: the point from `best_hyperparameters.yaml`, "
+            "which `hypermodel.py` builds as Conv2D 3x3 ReLU + MaxPool blocks, Flatten or average pooling, "
+            "dropout, dense ReLU layers and a 2-unit softmax):",
+            "",
+            markdown_table(["hyperparameter", "value"], rows),
+            "",
+        ]
+    import keras
+
+    model = keras.saving.load_model(model_file, safe_mode=True)
+    rows = [
+        [layer.name, type(layer).__name__, str(tuple(layer.output.shape[1:])), f"{layer.count_params():,}"]
+        for layer in model.layers
+    ]
+    return [
+        f"Architecture (from `model.keras`; {model.count_params():,} parameters):",
+        "",
+        markdown_table(["layer", "type", "output shape", "parameters"], rows),
+        "",
+    ]
+
+
+def _intended_use_section(result: RunResult) -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "- **For research and teaching**: how a small CNN, its tuning and an honest held-out evaluation behave on "
+        "a public chest X-ray dataset.",
+        "- **Not a medical device.** Not for diagnosis, screening, triage or any decision about a patient. It was "
+        "not validated clinically, and its test images come from the same source as its training images.",
+        "",
+    ]
+
+
+def _training_data_section(result: RunResult) -> list[str]:
+    config, summary = result.config, result.data_summary
+    source = (
+        "Synthetic images generated by `data.make_synthetic_dataset` (a test run, not the real data)."
+        if _synthetic(result)
+        else f"The Kaggle dataset `{DATASET}` (Chest X-Ray Images (Pneumonia); {CITATION}), license CC BY 4.0: "
+        "anterior-posterior chest X-rays of children aged one to five from Guangzhou Women and Children's Medical "
+        "Center, labelled NORMAL or PNEUMONIA (bacterial or viral)."
+    )
+    rows = [[name, *row] for name, row in zip(summary.index, summary.to_numpy().tolist())]
+    return [
+        "## Training data",
+        "",
+        source,
+        "",
+        markdown_table(["split", *summary.columns], rows),
+        "",
+        f"Validation is {config['validation_fraction']:.0%} of train (Kaggle's 16-image `val/` folder joins the "
+        f"train pool first), whole patients only, stratified by class, seed {config['seed']}: no patient's images "
+        "are in both train and validation. Test is Kaggle's own test split, predicted once at the end.",
+        "",
+    ]
+
+
+def _evaluation_section(result: RunResult) -> list[str]:
+    validation, test, config = result.metrics["validation"], result.metrics["test"], result.config
+    brier = brier_scores(result.predictions)
+    rows = [[name, validation[name], with_interval(test, name)] for name in METRIC_ROWS]
+    lines = [
+        "## Evaluation",
+        "",
+        f"The kept epoch ({result.metrics['run']['best_epoch']} of {config['final_epochs']}) was chosen by validation "
+        f"{config['objective']}, the threshold {test['threshold']:.3f} by {threshold_rule(config)}; the test split changed neither. "
+        + interval_sentence(test),
+        "",
+        markdown_table(["metric", "validation", "test [95% interval]"], rows),
+        "",
+        f"Calibration: Brier score validation {brier['validation']:.3f}, test {brier['test']:.3f} (0 is perfect, "
+        "0.25 a constant 0.5).",
+        "",
+    ]
+    by_type = test.get("by_type", {})
+    if by_type:
+        type_rows = [
+            [name, figures["n_images"], figures["n_patients"], type_sensitivity(figures)]
+            for name, figures in by_type.items()
+        ]
+        lines += [
+            "Sensitivity by pneumonia type (from Kaggle's file names):",
+            "",
+            markdown_table(["type", "test images", "patients", "sensitivity [95% interval]"], type_rows),
+            "",
+        ]
+    return lines
+
+
+def _limitations_section(result: RunResult) -> list[str]:
+    """What this run itself measured going wrong between validation and test."""
+    validation, test = result.metrics["validation"], result.metrics["test"]
+    rows = [
+        [name, validation[name], test[name], f"{test[name] - validation[name]:+.3f}"]
+        for name in ("roc_auc", "specificity")
+    ]
+    return [
+        "## Limitations (measured by this run)",
+        "",
+        "Validation, carved from Kaggle's train split, scores higher than test: the threshold and the kept epoch "
+        "chosen there do not carry over whole.",
+        "",
+        markdown_table(["metric", "validation", "test", "test minus validation"], rows),
+        "",
+        _confidence_sentence(result),
+        "",
+        "- One source: every image comes from one hospital's paediatric patients; nothing here measures adults, "
+        "other hospitals or other X-ray machines.",
+        "- The test split is small (see the intervals), and Kaggle's test patients may overlap train's "
+        "(file-name ids repeat; see README).",
+        "",
+    ]
+
+
+def _confidence_sentence(result: RunResult) -> str:
+    """How confident the model is on test where it is wrong."""
+    test = result.predictions[result.predictions["split"] == "test"]
+    threshold = result.metrics["test"]["threshold"]
+    probability, label = test["p_pneumonia"].to_numpy(), test["label"].to_numpy()
+    wrong = (probability >= threshold).astype(int) != label
+    confident = wrong & ((probability > CONFIDENT) | (probability < 1 - CONFIDENT))
+    normal = probability[label == 0]
+    return (
+        f"Confidence on test: {int(wrong.sum())} of {len(test)} test images are wrong at the threshold, "
+        f"{int(confident.sum())} of them with P(pneumonia) above {CONFIDENT} or below {1 - CONFIDENT:.1f}; the test "
+        f"NORMAL images get a median P(pneumonia) of {np.median(normal) if len(normal) else float('nan'):.3f}."
+    )
+
+
+def _how_to_use_section(result: RunResult) -> list[str]:
+    reports_dir = Path(result.config["reports_dir"])  # an absolute one is another machine's: show it relative
+    run = (reports_dir if not reports_dir.is_absolute() else Path(reports_dir.name)) / result.run_dir.name
+    return [
+        "## How to use",
+        "",
+        "```bash",
+        f"python predict.py xray.jpeg more_xrays/ --run {run}",
+        f"python predict.py more_xrays/ --run {run} --csv predictions.csv --explain gradcam/",
+        "```",
+        "",
+        "`predict.py` loads `model.keras` in Keras safe mode and this run's threshold, and prints file, "
+        "P(pneumonia) and label per image (`--csv` saves the table, `--explain` writes Grad-CAM overlays). In "
+        "Python: `keras.saving.load_model('model.keras', safe_mode=True)` takes (N, "
+        f"{result.config['image_size']}, {result.config['image_size']}, channels) raw 0-255 pixels and returns "
+        "(P(normal), P(pneumonia)) per image.",
+        "",
+    ]
