@@ -172,8 +172,8 @@ def split_by_patient(pool: Split, fraction: float, seed: int) -> tuple[np.ndarra
         )
         target = fraction * sum(len(members[patient]) for patient in groups)
         taken = 0
-        for position in rng.permutation(len(groups)):
-            if taken >= target:
+        for count, position in enumerate(rng.permutation(len(groups))):
+            if taken >= target or count == len(groups) - 1:  # the last patient of a class stays in train
                 break
             validation += members[groups[position]]
             taken += len(members[groups[position]])
@@ -196,35 +196,27 @@ def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, 
         "train": train.subset("train", train_indices),
         "validation": train.subset("validation", validation_indices),
     }
-    _check_patients_per_class(root, splits, validation_fraction)
+    _check_patients_per_class(root, splits)
     return {**splits, "test": list_split(root, "test")}
 
 
-def _check_patients_per_class(root: Path, splits: dict[str, Split], validation_fraction: float) -> None:
-    """Train and validation each need a patient of each class, or nothing can be learned or chosen."""
+def _check_patients_per_class(root: Path, splits: dict[str, Split]) -> None:
+    """Train and validation each need a patient of each class, or nothing can be learned or chosen.
+
+    split_by_patient keeps a class's last patient in train, so only a class of one patient fails here.
+    """
     for label, class_name in enumerate(CLASS_NAMES):
-        patients = {
-            name: {patient_id(path) for path, y in zip(split.files, split.labels) if y == label}
-            for name, split in splits.items()
-        }
-        if all(patients.values()):
+        if np.any(splits["validation"].labels == label):
             continue
-        everyone = sorted(patients["train"] | patients["validation"])
-        images = sum(int(np.sum(split.labels == label)) for split in splits.values())
+        patients = sorted(
+            {patient_id(path) for path, y in zip(splits["train"].files, splits["train"].labels) if y == label}
+        )
+        images = int(np.sum(splits["train"].labels == label))
         where = f"{root / 'train' / class_name}" + (" and val/" if (root / "val").is_dir() else "")
-        if len(everyone) == 1:
-            cause = f"all {images} {class_name} images belong to one patient ({everyone[0]}, read from the file names)"
-            fix = f"add {class_name} images of other patients"
-        else:
-            cause = (
-                f"its {images} {class_name} images belong to {len(everyone)} patients, and validation "
-                f"(validation_fraction {validation_fraction}) took {len(patients['validation'])} of them, "
-                f"leaving train {len(patients['train'])}"
-            )
-            fix = f"add {class_name} images of more patients or lower validation_fraction"
         raise DataError(
-            f"{where}: train and validation each need at least one {class_name} patient, but {cause}: {fix} "
-            "(patients come from the file names; README, The protocol)"
+            f"{where}: train and validation each need at least one {class_name} patient, but all {images} "
+            f"{class_name} images belong to one patient ({', '.join(patients)}, read from the file names): add "
+            f"{class_name} images of other patients (README, The protocol)"
         )
 
 
