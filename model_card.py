@@ -92,7 +92,8 @@ def _details_section(result: RunResult) -> list[str]:
         "JPEG or PNG is decoded and resized (bilinear, antialiased) to this size by `predict.py`.",
         "- **Output**: softmax over (NORMAL, PNEUMONIA); PNEUMONIA when P(pneumonia) >= "
         f"{result.metrics['test']['threshold']:.3f}, the threshold chosen on validation.",
-        f"- **Precision**: trained in `{precision}`; the output layer computes in float32.",
+        f"- **Precision and backend**: trained in `{precision}` on Keras' {run.get('backend', 'tensorflow')} backend; "
+        "the output layer computes in float32. `model.keras` loads under any Keras 3 backend.",
         "- **Training**: RMSprop, class-weighted cross-entropy"
         + ("" if config["class_weights"] else " (class weights off)")
         + f", {config['final_epochs']} epochs with a {config.get('final_schedule', 'constant')} learning rate; "

@@ -589,6 +589,7 @@ def _what_ran_section(result: RunResult) -> list[str]:
         ],
         ["threshold", f"{test['threshold']:.3f}, {threshold_rule(config)}"],
         ["precision", _precision(run)],
+        ["backend", f"Keras on {run.get('backend', 'tensorflow')}"],
         [
             "wall time",
             ", ".join(

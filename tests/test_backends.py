@@ -107,6 +107,8 @@ def test_jax_runs_write_the_same_report_files_as_tensorflow(jax_runs, tiny_runs)
         run = json.loads((jax_run / "metrics.json").read_text())["run"]
         assert run["backend"] == "jax" and "jax" in run["versions"] and "tensorflow" not in run["versions"]
         assert yaml.safe_load((jax_run / "config.yaml").read_text())["backend"] == "jax"
+        assert "| backend | Keras on jax |" in (jax_run / "report.md").read_text()
+        assert "on Keras' jax backend" in (jax_run / "model_card.md").read_text()
         assert (jax_run / "gradcam.png").stat().st_size > 0
 
 
