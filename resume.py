@@ -32,6 +32,7 @@ class RetrainBackup(keras.callbacks.Callback):
         super().__init__()
         self.folder, self.objective, self.mode = Path(folder), objective, mode
         self.state: dict[str, Any] = {"point": point, "epoch": 0, "rows": [], "best_epoch": None, "best_value": None}
+        self.epoch_started = time.monotonic()  # fit() resets it as each epoch begins
 
     @property
     def state_file(self) -> Path:
