@@ -17,7 +17,7 @@ from typing import Any
 
 from config import ConfigError, read_yaml
 
-# Keras (and its backend: KERAS_BACKEND, default TensorFlow) is imported only once the arguments are known
+# Keras (and its backend: KERAS_BACKEND, else the run's) is imported only once the arguments are known
 # to be usable, so mistakes answer at once. A model saved under any backend loads under any other.
 
 
@@ -78,11 +78,13 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         )
     import backends
 
-    backends.activate(backends.choose(None, "tensorflow")[0])
+    config = read_yaml(run_dir / "config.yaml")
+    # The run's own backend unless KERAS_BACKEND names another: the model loads under any of them.
+    backends.activate(backends.choose(None, config.get("backend", "tensorflow"))[0])
     import keras
 
     return {
-        "config": read_yaml(run_dir / "config.yaml"),
+        "config": config,
         "threshold": json.loads((run_dir / "metrics.json").read_text())["validation"]["threshold"],
         "model": keras.saving.load_model(run_dir / "model.keras", safe_mode=True),
     }
