@@ -142,3 +142,16 @@ def test_predict_and_grad_cam_run_on_jax(jax_runs, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "maps").iterdir())) == len(list(test_folder.iterdir()))
     assert "tensorflow" not in done.stderr.lower()
+
+
+def test_no_module_imports_tensorflow_on_jax(tmp_path):
+    pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
+    modules = sorted(path.stem for path in REPO.glob("*.py"))
+    code = (
+        f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"
+        "import backends, precision\nbackends.gpus(); precision.resolve('auto')\n"
+        "print('loaded:', 'tensorflow' in sys.modules)"
+    )
+    done = _run(["-c", code], tmp_path, KERAS_BACKEND="jax")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("loaded: False")
