@@ -1,0 +1,64 @@
+"""How firmly does validation choose the threshold? Youden's J under resampled validation patients.
+
+    python bench/threshold.py reports/<run> [reports/<other run> ...]
+
+From each run's predictions.csv, validation rows only: the Youden threshold the run chose, the spread
+of the Youden threshold over 2,000 resamples of the validation patients (each resample choosing again),
+and Youden's J at the chosen threshold against J at 0.5, with a paired 95% interval of their difference
+over the same resamples. Where that interval contains 0, validation cannot tell the two thresholds
+apart. Only validation is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data import patient_id  # noqa: E402
+from evaluation import choose_threshold, patient_resamples, percentile_interval, resampled_metrics  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="finished run folders")
+    args = parser.parse_args()
+    print(pd.DataFrame([measure(run_dir) for run_dir in args.runs]).to_string(index=False))
+
+
+def measure(run_dir: Path) -> dict:
+    rows = pd.read_csv(run_dir / "predictions.csv").query("split == 'validation'")
+    labels, scores = rows["label"].to_numpy(), rows["p_pneumonia"].to_numpy()
+    weights = patient_resamples([patient_id(Path(file)) for file in rows["file"]])
+    chosen = choose_threshold(labels, scores, "youden")
+    resampled = [
+        choose_threshold(np.repeat(labels, counts), np.repeat(scores, counts), "youden")
+        for counts in weights.astype(int)
+    ]
+    j_chosen, j_half = youden(labels, scores, chosen, weights), youden(labels, scores, 0.5, weights)
+    low, high = percentile_interval(j_chosen - j_half)
+    return {
+        "run": run_dir.name,
+        "validation images": len(rows),
+        "Youden threshold": round(chosen, 3),
+        "resampled thresholds 5%/50%/95%": "/".join(f"{value:.3f}" for value in np.percentile(resampled, [5, 50, 95])),
+        "J at it": round(float(youden(labels, scores, chosen, np.ones((1, len(labels))))[0]), 4),
+        "J at 0.5": round(float(youden(labels, scores, 0.5, np.ones((1, len(labels))))[0]), 4),
+        "J(chosen) - J(0.5) [95%]": f"[{low:+.4f}, {high:+.4f}]",
+    }
+
+
+def youden(labels: np.ndarray, scores: np.ndarray, threshold: float, weights: np.ndarray) -> np.ndarray:
+    """Sensitivity + specificity - 1 at `threshold`, for each row of weights."""
+    metrics = resampled_metrics(labels, scores, threshold, weights)
+    return metrics["sensitivity"] + metrics["specificity"] - 1
+
+
+if __name__ == "__main__":
+    main()
