@@ -119,11 +119,11 @@ def _address(value: Any, key: str) -> str:
 
 
 def _threshold(value: Any, key: str) -> str | float:
-    if value == "youden":
+    if value in ("youden", "youden_or_half"):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
         return float(value)
-    raise ConfigError(f"{key} must be youden or a probability between 0 and 1, not {value!r}")
+    raise ConfigError(f"{key} must be youden, youden_or_half or a probability between 0 and 1, not {value!r}")
 
 
 SCHEMA: dict[str, Any] = {

@@ -9,10 +9,13 @@ import numpy as np
 from sklearn import metrics
 
 
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, rule: str | float) -> float:
-    """A fixed probability, or Youden's J (max sensitivity + specificity - 1) on these labels.
+def choose_threshold(
+    labels: np.ndarray, probabilities: np.ndarray, rule: str | float, patients: Sequence[str] | None = None
+) -> float:
+    """A fixed probability; Youden's J (max sensitivity + specificity - 1) on these labels (`youden`); or
+    `youden_or_half`: 0.5 unless Youden's threshold is clearly better on these labels (see youden_beats_half).
 
-    Among equally good thresholds the one nearest 0.5 wins, so a saturated validation
+    Among equally good Youden thresholds the one nearest 0.5 wins, so a saturated validation
     split does not push the threshold to an extreme.
     """
     if not isinstance(rule, str):
@@ -24,7 +27,29 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, rule: str | 
     )
     youden = true_positive_rate - false_positive_rate
     candidates = np.clip(thresholds[youden == youden.max()], 0.0, 1.0)
-    return float(candidates[np.argmin(np.abs(candidates - 0.5))])
+    best = float(candidates[np.argmin(np.abs(candidates - 0.5))])
+    if rule == "youden":
+        return best
+    if patients is None:
+        raise ValueError("the youden_or_half threshold rule needs the patient of every image")
+    return best if youden_beats_half(labels, probabilities, best, patients) else 0.5
+
+
+def youden_beats_half(labels: np.ndarray, probabilities: np.ndarray, threshold: float, patients: Sequence[str]) -> bool:
+    """Whether Youden's J at `threshold` exceeds J at 0.5 with a paired 95% interval above 0 (patient bootstrap).
+
+    On a saturated validation split many thresholds score nearly the same J, and the maximum moves
+    from resample to resample (bench/threshold.py); 0.5 is where class-weighted training puts the balance.
+    """
+    weights = patient_resamples(patients)
+    difference = youden_j(labels, probabilities, threshold, weights) - youden_j(labels, probabilities, 0.5, weights)
+    return percentile_interval(difference)[0] > 0
+
+
+def youden_j(labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray) -> np.ndarray:
+    """Sensitivity + specificity - 1 at `threshold`, for each row of weights (a resample of the images)."""
+    resampled = resampled_metrics(labels, probabilities, threshold, weights)
+    return resampled["sensitivity"] + resampled["specificity"] - 1
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:

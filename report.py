@@ -454,7 +454,11 @@ def interval_sentence(test: dict[str, Any]) -> str:
 
 def threshold_rule(config: dict[str, Any]) -> str:
     """How the run chose its threshold, in words."""
-    return "Youden's J on validation" if config["threshold"] == "youden" else f"fixed at {config['threshold']}"
+    rules = {
+        "youden": "Youden's J on validation",
+        "youden_or_half": "0.5 unless Youden's J on validation is clearly higher at another threshold",
+    }
+    return rules.get(config["threshold"], f"fixed at {config['threshold']}")
 
 
 def _other_kind(result: RunResult) -> str:

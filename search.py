@@ -547,8 +547,9 @@ def evaluate(model, members: list, splits, config: dict[str, Any]):
         return columns
 
     validation = probabilities("validation")
+    validation_patients = [data.patient_id(path) for path in splits["validation"].files]
     thresholds = {
-        column: choose_threshold(splits["validation"].labels, scores, config["threshold"])
+        column: choose_threshold(splits["validation"].labels, scores, config["threshold"], validation_patients)
         for column, scores in validation.items()
     }
     scores = {"validation": validation, "test": probabilities("test")}

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data import patient_id  # noqa: E402
-from evaluation import choose_threshold, patient_resamples, percentile_interval, resampled_metrics  # noqa: E402
+from evaluation import choose_threshold, patient_resamples, percentile_interval, youden_j  # noqa: E402
 
 
 def main() -> None:
@@ -35,29 +35,25 @@ def main() -> None:
 def measure(run_dir: Path) -> dict:
     rows = pd.read_csv(run_dir / "predictions.csv").query("split == 'validation'")
     labels, scores = rows["label"].to_numpy(), rows["p_pneumonia"].to_numpy()
-    weights = patient_resamples([patient_id(Path(file)) for file in rows["file"]])
+    patients = [patient_id(Path(file)) for file in rows["file"]]
+    weights = patient_resamples(patients)
     chosen = choose_threshold(labels, scores, "youden")
     resampled = [
         choose_threshold(np.repeat(labels, counts), np.repeat(scores, counts), "youden")
         for counts in weights.astype(int)
     ]
-    j_chosen, j_half = youden(labels, scores, chosen, weights), youden(labels, scores, 0.5, weights)
+    j_chosen, j_half = youden_j(labels, scores, chosen, weights), youden_j(labels, scores, 0.5, weights)
     low, high = percentile_interval(j_chosen - j_half)
     return {
         "run": run_dir.name,
         "validation images": len(rows),
         "Youden threshold": round(chosen, 3),
         "resampled thresholds 5%/50%/95%": "/".join(f"{value:.3f}" for value in np.percentile(resampled, [5, 50, 95])),
-        "J at it": round(float(youden(labels, scores, chosen, np.ones((1, len(labels))))[0]), 4),
-        "J at 0.5": round(float(youden(labels, scores, 0.5, np.ones((1, len(labels))))[0]), 4),
+        "J at it": round(float(youden_j(labels, scores, chosen, np.ones((1, len(labels))))[0]), 4),
+        "J at 0.5": round(float(youden_j(labels, scores, 0.5, np.ones((1, len(labels))))[0]), 4),
         "J(chosen) - J(0.5) [95%]": f"[{low:+.4f}, {high:+.4f}]",
+        "youden_or_half picks": choose_threshold(labels, scores, "youden_or_half", patients),
     }
-
-
-def youden(labels: np.ndarray, scores: np.ndarray, threshold: float, weights: np.ndarray) -> np.ndarray:
-    """Sensitivity + specificity - 1 at `threshold`, for each row of weights."""
-    metrics = resampled_metrics(labels, scores, threshold, weights)
-    return metrics["sensitivity"] + metrics["specificity"] - 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,22 @@ def test_youden_ties_resolve_towards_one_half():
     assert choose_threshold(labels, probabilities, "youden") == pytest.approx(0.9998)
 
 
+def test_youden_or_half_keeps_youden_only_where_validation_clearly_prefers_it():
+    rng = np.random.default_rng(0)
+    patients = [f"p{i}" for i in range(200)]
+    labels = np.repeat([0, 1], 100)
+    # Every PNEUMONIA image below 0.5: Youden's threshold (about 0.3) is far better than 0.5 on every resample.
+    low = np.concatenate([rng.uniform(0.0, 0.2, 100), rng.uniform(0.3, 0.45, 100)])
+    assert choose_threshold(labels, low, "youden_or_half", patients) == choose_threshold(labels, low, "youden")
+    assert choose_threshold(labels, low, "youden") < 0.45
+    # One image fewer misclassified at 0.3 than at 0.5: no resampling of patients could call that clear.
+    close = np.concatenate([rng.uniform(0.0, 0.2, 100), [0.35], rng.uniform(0.6, 1.0, 99)])
+    assert choose_threshold(labels, close, "youden") < 0.5
+    assert choose_threshold(labels, close, "youden_or_half", patients) == 0.5
+    with pytest.raises(ValueError, match="needs the patient of every image"):
+        choose_threshold(labels, close, "youden_or_half")
+
+
 def test_fixed_threshold_is_used_as_given():
     assert choose_threshold(np.array([0, 1]), np.array([0.1, 0.2]), 0.5) == 0.5
 

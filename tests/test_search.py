@@ -16,8 +16,10 @@ import pytest
 import yaml
 from conftest import TINY, TINY_BASELINE, write_image
 
+import data
 import search
 import tuning
+from evaluation import choose_threshold
 from hypermodel import BASELINE, ChestXRayHyperModel
 
 REPO = Path(search.__file__).resolve().parent
@@ -293,6 +295,20 @@ def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
     # Epoch e trains at start * (1 + cos(pi * e / 4)) / 2.
     assert rates == pytest.approx([start, start * 0.8536, start * 0.5, start * 0.1464], rel=1e-3)
     assert "cosine learning rate" in (run_dir / "report.md").read_text()
+
+
+def test_the_youden_or_half_rule_chooses_on_validation_patients(workdir):
+    (workdir / "rule.yaml").write_text("threshold: youden_or_half\n")
+    assert run("--baseline", "--config", "rule.yaml", "--final-epochs", "1") == 0
+    run_dir = only_run(workdir / "reports")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    predictions = pd.read_csv(run_dir / "predictions.csv").query("split == 'validation'")
+    patients = [data.patient_id(Path(file)) for file in predictions["file"]]
+    expected = choose_threshold(
+        predictions["label"].to_numpy(), predictions["p_pneumonia"].to_numpy(), "youden_or_half", patients
+    )
+    assert metrics["validation"]["threshold"] == metrics["test"]["threshold"] == pytest.approx(expected)
+    assert "0.5 unless Youden's J on validation is clearly higher" in (run_dir / "report.md").read_text()
 
 
 def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch, capsys):
