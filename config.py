@@ -164,6 +164,7 @@ SCHEMA: dict[str, Any] = {
     },
     "final_epochs": _integer(1),
     "final_schedule": _choice("constant", "cosine"),
+    "final_ema_momentum": _optional(_number(0, 1, include_low=False, include_high=False)),
     "ensemble_size": _integer(1, 10),
     "threshold": _threshold,
     "reports_dir": _text(),

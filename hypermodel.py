@@ -102,16 +102,20 @@ class ChestXRayHyperModel(kt.HyperModel):
             if missing:
                 raise ValueError(f"search_space.{key} must include the baseline's {missing}: add them to its list")
 
-    def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """The model at point `hp`, its layers in `precision` (the global policy is left as it was)."""
+    def build(self, hp: kt.HyperParameters, ema_momentum: float | None = None) -> keras.Model:
+        """The model at point `hp`, its layers in `precision` (the global policy is left as it was).
+
+        With `ema_momentum`, the optimizer also keeps an exponential moving average of the weights
+        (Keras' `use_ema`), updated every step; the retrain can validate and keep those averaged weights.
+        """
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(self.precision)
         try:
-            return self._build_model(hp)
+            return self._build_model(hp, ema_momentum)
         finally:
             keras.mixed_precision.set_global_policy(previous)
 
-    def _build_model(self, hp: kt.HyperParameters) -> keras.Model:
+    def _build_model(self, hp: kt.HyperParameters, ema_momentum: float | None = None) -> keras.Model:
         space = self.space
         blocks = hp.Int("conv_blocks", space["conv_blocks"]["min"], self.max_blocks, default=BASELINE["conv_blocks"])
         dense_range = space["dense_layers"]
@@ -174,7 +178,9 @@ class ChestXRayHyperModel(kt.HyperModel):
 
         model = keras.Model(inputs, outputs, name="chest_xray_cnn")
         model.compile(
-            optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+            optimizer=keras.optimizers.RMSprop(
+                learning_rate=learning_rate, use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99
+            ),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
             if label_smoothing
             else "categorical_crossentropy",

@@ -77,6 +77,10 @@ class RetrainBackup(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.state["best_epoch"] is not None:
             self.model.load_weights(self.folder / self.state["best"])
+            # With use_ema the kept epoch was validated on the averaged weights (SwapEMAWeights), which the
+            # file holds in the optimizer's state: the model gets those, as fit() gives them after the last epoch.
+            if getattr(self.model.optimizer, "use_ema", False):
+                self.model.optimizer.finalize_variable_values(self.model.trainable_variables)
 
     @property
     def rows(self) -> list[dict[str, float]]:

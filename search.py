@@ -46,7 +46,7 @@ FLAGS = {  # config key -> flag that overrides it
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
     "data_dir", "image_size", "color_mode", "validation_fraction", "class_weights", "batch_size",
-    "augmentation", "objective", "final_epochs", "final_schedule", "threshold", "seed",
+    "augmentation", "objective", "final_epochs", "final_schedule", "final_ema_momentum", "threshold", "seed",
 )  # fmt: skip
 # How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
 RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
@@ -484,7 +484,7 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], backup_dir: Path, lo
 
     keras.utils.set_random_seed(config["seed"])
     with distributed.strategy_scope(config["distribution"]):
-        model = hypermodel.build(hp)
+        model = hypermodel.build(hp, ema_momentum=config["final_ema_momentum"])
     goal = "min" if config["objective"].endswith("loss") else "max"
     best = RetrainBackup(backup_dir, config["objective"], goal, point=tuning.searched_values(hp))
     logging = tensorboard_logging(config, log_dir) if log_dir else []
@@ -495,8 +495,11 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], backup_dir: Path, lo
         logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id="final"))
     schedule = learning_rate_schedule(config["final_schedule"], hp.get("learning_rate"), config["final_epochs"])
     settings = fit_settings(splits, config)
+    # Validation (and so the kept epoch) sees the averaged weights when the optimizer keeps them.
+    averaging = [keras.callbacks.SwapEMAWeights()] if config["final_ema_momentum"] else []
     # The backup comes last, so that its rows hold what the other callbacks logged (the learning rate).
-    model.fit(epochs=config["final_epochs"], callbacks=[*schedule, CTRL_C.callback(), *logging, best], **settings)
+    callbacks = [*schedule, *averaging, CTRL_C.callback(), *logging, best]
+    model.fit(epochs=config["final_epochs"], callbacks=callbacks, **settings)
     return model, pd.DataFrame(best.rows), best.best_epoch
 
 

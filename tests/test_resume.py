@@ -75,3 +75,22 @@ def test_epochs_whose_objective_is_not_a_number_are_backed_up_without_a_best(tmp
         "best-epoch2.weights.h5",
         "epoch2.weights.h5",
     ]
+
+
+def test_with_weight_averaging_the_kept_model_is_the_average_validation_scored(tmp_path):
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.Dense(8, activation="relu")(inputs)))
+    model.compile(keras.optimizers.RMSprop(0.05, use_ema=True, ema_momentum=0.8), "categorical_crossentropy")
+    backup = RetrainBackup(tmp_path, "val_loss", "min", POINT)
+    history = model.fit(
+        X, Y, validation_data=(X[:32], Y[:32]), epochs=5, batch_size=16, verbose=0,
+        callbacks=[keras.callbacks.SwapEMAWeights(), backup],
+    )  # fmt: skip
+    kept = history.history["val_loss"][backup.best_epoch - 1]
+    assert kept == min(history.history["val_loss"])
+    # The model now holds the averaged weights of the kept epoch: it scores exactly what validation recorded.
+    assert model.evaluate(X[:32], Y[:32], verbose=0) == pytest.approx(kept, rel=1e-5)
+    raw = np.concatenate([w.ravel() for w in model.get_weights()])
+    model.load_weights(tmp_path / backup.state["best"])
+    assert not np.allclose(raw, np.concatenate([w.ravel() for w in model.get_weights()]))  # not the raw weights
