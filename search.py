@@ -484,7 +484,8 @@ def retrain(hypermodel, hp, splits, config: dict[str, Any], backup_dir: Path, lo
 
     keras.utils.set_random_seed(config["seed"])
     with distributed.strategy_scope(config["distribution"]):
-        model = hypermodel.build(hp, ema_momentum=config["final_ema_momentum"])
+        ema = config["final_ema_momentum"]
+        model = hypermodel.build(hp, ema_momentum=ema) if ema else hypermodel.build(hp)
     goal = "min" if config["objective"].endswith("loss") else "max"
     best = RetrainBackup(backup_dir, config["objective"], goal, point=tuning.searched_values(hp))
     logging = tensorboard_logging(config, log_dir) if log_dir else []

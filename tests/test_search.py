@@ -297,6 +297,14 @@ def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
     assert "cosine learning rate" in (run_dir / "report.md").read_text()
 
 
+def test_a_retrain_with_weight_averaging_reports_and_saves_the_average(workdir):
+    (workdir / "ema.yaml").write_text("final_ema_momentum: 0.9\n")
+    assert run("--baseline", "--config", "ema.yaml", "--final-epochs", "2") == 0
+    run_dir = only_run(workdir / "reports")
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["final_ema_momentum"] == 0.9
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2 and (run_dir / "report.md").exists()
+
+
 def test_the_youden_or_half_rule_chooses_on_validation_patients(workdir):
     (workdir / "rule.yaml").write_text("threshold: youden_or_half\n")
     assert run("--baseline", "--config", "rule.yaml", "--final-epochs", "1") == 0
