@@ -297,7 +297,7 @@ def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
     assert "cosine learning rate" in (run_dir / "report.md").read_text()
 
 
-def test_a_retrain_with_weight_averaging_reports_and_saves_the_average(workdir):
+def test_a_retrain_with_weight_averaging_runs_to_its_report(workdir):
     (workdir / "ema.yaml").write_text("final_ema_momentum: 0.9\n")
     assert run("--baseline", "--config", "ema.yaml", "--final-epochs", "2") == 0
     run_dir = only_run(workdir / "reports")
