@@ -393,24 +393,11 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
 
     import distributed
     import tuning
-    from hypermodel import BASELINE
 
     keras.utils.set_random_seed(config["seed"])
     role = config["distributed"]["role"]
     distributed.configure(config["distributed"])  # Keras Tuner reads it when the tuner is built
-    tuner = tuning.build_tuner(
-        hypermodel,
-        kind=config["tuner"],
-        objective=config["objective"],
-        max_trials=config["max_trials"],
-        epochs=config["epochs"],
-        hyperband_factor=config["hyperband_factor"],
-        seed=config["seed"],
-        baseline_values=BASELINE,
-        directory=run_dir / "tuner",
-        overwrite=False,
-        distribution_strategy=distributed.choose_strategy(config["distribution"]),
-    )
+    tuner = make_tuner(hypermodel, config, run_dir, distributed.choose_strategy(config["distribution"]))
     note = tuning.schedule_note(tuner.oracle, config["epochs"], config["hyperband_factor"])
     if note and role != "worker":
         print(note)
@@ -444,6 +431,26 @@ def search(hypermodel, splits, config: dict[str, Any], run_dir: Path):
         )
         return None, None
     return _search_result(tuner, config["ensemble_size"])
+
+
+def make_tuner(hypermodel, config: dict[str, Any], run_dir: Path, strategy: Any = None):
+    """The run's tuner, baseline first; it picks up the state already in `run_dir`/tuner."""
+    import tuning
+    from hypermodel import BASELINE
+
+    return tuning.build_tuner(
+        hypermodel,
+        kind=config["tuner"],
+        objective=config["objective"],
+        max_trials=config["max_trials"],
+        epochs=config["epochs"],
+        hyperband_factor=config["hyperband_factor"],
+        seed=config["seed"],
+        baseline_values=BASELINE,
+        directory=run_dir / "tuner",
+        overwrite=False,
+        distribution_strategy=strategy,
+    )
 
 
 def _search_result(tuner, count: int):

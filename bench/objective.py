@@ -51,20 +51,8 @@ def best_points(run_dir: Path, config: dict, count: int) -> list[tuple[str, floa
     """(trial id, search score, point) of the best distinct points, best first, from the run's tuner state."""
     import search
     import tuning
-    from hypermodel import BASELINE
 
-    tuner = tuning.build_tuner(
-        search.make_hypermodel(config),
-        kind=config["tuner"],
-        objective=config["objective"],
-        max_trials=config["max_trials"],
-        epochs=config["epochs"],
-        hyperband_factor=config["hyperband_factor"],
-        seed=config["seed"],
-        baseline_values=BASELINE,
-        directory=run_dir / "tuner",
-        overwrite=False,
-    )
+    tuner = search.make_tuner(search.make_hypermodel(config), config, run_dir)
     chosen, seen = [], []
     for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
         values = tuning.searched_values(trial.hyperparameters)
