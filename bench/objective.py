@@ -22,7 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import read_yaml  # noqa: E402
+from config import load_config, read_yaml  # noqa: E402
 
 RESULTS = "objective_bench.csv"
 
@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a finished search run folder")
     parser.add_argument("--top", type=int, default=5, help="how many of the best distinct points to retrain")
     args = parser.parse_args()
-    config = read_yaml(args.run_dir / "config.yaml")
+    # Keys added since the run started keep their defaults (they change nothing it did).
+    config = {**load_config(), **read_yaml(args.run_dir / "config.yaml")}
     import backends
 
     backends.activate(config["backend"])
