@@ -6,9 +6,12 @@ Reads the run's config.yaml and Keras Tuner state, takes its `--top` best distin
 search's objective, retrains each from scratch as search.py's final training does (final_epochs,
 final_schedule, the run's seed, the kept epoch the best on validation by the run's objective) and
 prints, per point, its search score and its retrained validation AUC and loss at the kept epoch, then
-Spearman's rank correlation between the search score and each retrained score. Each retrained point
-is added to `objective_bench.csv` in the run folder as it finishes, so a stopped benchmark goes on
-where it stopped. Only validation is read: nothing here predicts the test split.
+Spearman's rank correlation between the search score and each retrained score. Then the ensembles
+of the top k retrained points (mean P(pneumonia)), for each k, against the best point alone: validation
+ROC AUC and log loss, with paired 95% intervals over resampled validation patients. Each retrained
+point is added to `objective_bench.csv` (scores) and `objective_bench_validation.csv` (its validation
+probabilities) in the run folder as it finishes, so a stopped benchmark goes on where it stopped.
+Only validation is read: nothing here predicts the test split.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from config import load_config, read_yaml  # noqa: E402
 
 RESULTS = "objective_bench.csv"
+VALIDATION = "objective_bench_validation.csv"
 
 
 def main() -> None:
@@ -37,15 +42,20 @@ def main() -> None:
     import backends
 
     backends.activate(config["backend"])
-    results = args.run_dir / RESULTS
+    results, validation = args.run_dir / RESULTS, args.run_dir / VALIDATION
     done = pd.read_csv(results, dtype={"trial_id": str}) if results.exists() else pd.DataFrame()
+    probabilities = pd.read_csv(validation) if validation.exists() else _validation_frame(config)
     rows = done.to_dict("records")
     for trial_id, score, point in best_points(args.run_dir, config, args.top):
         if trial_id in set(done.get("trial_id", [])):
             continue
-        rows.append({"trial_id": trial_id, "search_score": score, **retrained_scores(args.run_dir, config, point)})
+        scores, probabilities[f"p_{trial_id}"] = retrained_scores(args.run_dir, config, point)
+        probabilities.to_csv(validation, index=False)  # before the scores: a row there means its column is here
+        rows.append({"trial_id": trial_id, "search_score": score, **scores})
         pd.DataFrame(rows).to_csv(results, index=False)
-    print_table(pd.DataFrame(rows), config["objective"])
+    table = pd.DataFrame(rows)
+    print_table(table, config["objective"])
+    print_ensembles(probabilities, list(table["trial_id"]))
 
 
 def best_points(run_dir: Path, config: dict, count: int) -> list[tuple[str, float, object]]:
@@ -63,21 +73,38 @@ def best_points(run_dir: Path, config: dict, count: int) -> list[tuple[str, floa
     return chosen[:count]
 
 
-def retrained_scores(run_dir: Path, config: dict, point) -> dict[str, float]:
-    """The point retrained as the run's final training: validation AUC and loss at the kept epoch."""
+def retrained_scores(run_dir: Path, config: dict, point) -> tuple[dict[str, float], np.ndarray]:
+    """The point retrained as the run's final training: validation AUC and loss at the kept epoch, and its
+    validation P(pneumonia)."""
+    import data
     import search
 
     splits = _splits(config)
-    _, history, kept = search.retrain(
+    model, history, kept = search.retrain(
         search.make_hypermodel(config), point, splits, config, run_dir / "objective-bench-retrain"
     )
     row = history.iloc[kept - 1]
-    return {
+    scores = {
         "kept_epoch": kept,
         "val_auc": row["val_auc"],
         "val_loss": row["val_loss"],
         "val_accuracy": row["val_accuracy"],
     }
+    images = data.to_dataset(splits["validation"], config["batch_size"])
+    return scores, model.predict(images, verbose=0)[:, 1].astype(np.float64)
+
+
+def _validation_frame(config: dict) -> pd.DataFrame:
+    import data
+
+    validation = _splits(config)["validation"]
+    return pd.DataFrame(
+        {
+            "file": map(str, validation.files),
+            "patient": map(data.patient_id, validation.files),
+            "label": validation.labels,
+        }
+    )
 
 
 def _splits(config: dict, cache: dict = {}):  # noqa: B006  (decoded once per process on purpose)
@@ -99,6 +126,37 @@ def print_table(table: pd.DataFrame, objective: str) -> None:
         print(
             f"Spearman rank correlation, search {objective} against retrained {retrained}: {rho:.2f} ({len(table)} points)"
         )
+
+
+def print_ensembles(probabilities: pd.DataFrame, trial_ids: list[str]) -> None:
+    """Validation AUC and log loss of the mean of the top k points, each k, minus the best point alone (paired)."""
+    from evaluation import patient_resamples, percentile_interval, weighted_roc_auc
+
+    labels = probabilities["label"].to_numpy()
+    weights = patient_resamples(probabilities["patient"].astype(str))
+    whole = np.ones((1, len(labels)))
+
+    def figures(p: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+        clipped = np.clip(p, 1e-7, 1 - 1e-7)
+        losses = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+        return {"roc_auc": weighted_roc_auc(labels, p, rows), "log_loss": rows @ losses / rows.sum(axis=1)}
+
+    best = probabilities[f"p_{trial_ids[0]}"].to_numpy()
+    lines = []
+    for k in range(1, len(trial_ids) + 1):
+        mean = probabilities[[f"p_{trial_id}" for trial_id in trial_ids[:k]]].to_numpy().mean(axis=1)
+        observed, resampled = figures(mean, whole), figures(mean, weights)
+        line = {"top k": k}
+        for name in ("roc_auc", "log_loss"):
+            difference = resampled[name] - figures(best, weights)[name]
+            low, high = percentile_interval(difference)
+            line[name] = f"{observed[name][0]:.5f}"
+            line[f"{name} - best"] = (
+                f"{observed[name][0] - figures(best, whole)[name][0]:+.5f} [{low:+.5f}, {high:+.5f}]"
+            )
+        lines.append(line)
+    print("\nEnsembles of the top k retrained points (mean P(pneumonia)) on validation, paired 95% intervals:")
+    print(pd.DataFrame(lines).to_string(index=False))
 
 
 if __name__ == "__main__":
