@@ -2,6 +2,7 @@
 
     python bench/quality.py                        # configs/cpu.yaml, seeds 42 43 44, real data
     python bench/quality.py --table-only           # print the table from the runs finished so far
+    python bench/quality.py --keep bench/results/quality   # also copy each finished run's small files there
     python bench/quality.py --seeds 1 -- --synthetic --epochs 1 --final-epochs 1   # a smoke test
 
 For each seed it runs, one after the other, through search.py as a user would:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,16 @@ from report import is_finished, markdown_table  # noqa: E402
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
 TARGETS = {"accuracy": 0.93, "roc_auc": 0.985, "sensitivity": 0.95}  # issue 15, on the tuned mean
 STRETCH = {"accuracy": 0.946, "roc_auc": 0.991}  # Google AutoML Vision on PneumoniaMNIST (MedMNIST v2)
+# What --keep copies: the figures, the predictions the paired differences need, and what was run.
+KEPT_FILES = (
+    "metrics.json",
+    "predictions.csv",
+    "config.yaml",
+    "history.csv",
+    "trials.csv",
+    "model_card.md",
+    "report.md",
+)
 SEED_HOURS = 2.5  # issue 15: baseline and tuned run of one seed together, on a 2-core CPU
 
 
@@ -50,6 +62,12 @@ def main() -> int:
     parser.add_argument("--data-dir", default="../shared/data/chest_xray")
     parser.add_argument("--reports-dir", default="reports")
     parser.add_argument("--table-only", action="store_true", help="run nothing; tabulate the finished runs")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy each finished run's report files (not its model) into KEEP/<run>, to be tabulated elsewhere "
+        "with --table-only --reports-dir KEEP",
+    )
     parser.add_argument("search_flags", nargs="*", help="after --: more flags for every search.py run")
     args = parser.parse_args()
 
@@ -60,6 +78,8 @@ def main() -> int:
             if code != 0:
                 print(f"error: {run['name']} stopped with exit code {code}; run this command again to resume it")
                 return code
+    if args.keep:
+        keep_runs(runs, Path(args.reports_dir), args.keep)
     results = finished_results(runs, Path(args.reports_dir))
     if results.empty:
         print(f"No finished runs in {args.reports_dir}: run without --table-only first.")
@@ -117,6 +137,17 @@ def run_once(run: dict, args: argparse.Namespace) -> int:
     ]  # fmt: skip
     print(f"{run['name']}: python search.py {' '.join(command[2:])}", flush=True)
     return subprocess.run(command).returncode
+
+
+def keep_runs(runs: list[dict], reports_dir: Path, keep_dir: Path) -> None:
+    """The files the table and the reader need from each finished run, small enough to commit: no model, no tuner."""
+    for run in runs:
+        run_dir = reports_dir / run["name"]
+        if is_finished(run_dir) and run_dir.resolve() != (keep_dir / run["name"]).resolve():
+            (keep_dir / run["name"]).mkdir(parents=True, exist_ok=True)
+            for name in KEPT_FILES:
+                if (run_dir / name).exists():
+                    shutil.copy2(run_dir / name, keep_dir / run["name"] / name)
 
 
 def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:

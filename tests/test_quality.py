@@ -85,6 +85,15 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     assert "cpu-search-seed4" not in result.stdout
     assert "| baseline | 4 |" in result.stdout
 
+    kept = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4", "--keep", "kept")
+    assert kept.stdout == result.stdout
+    assert sorted(path.name for path in (tmp_path / "kept").iterdir()) == [
+        *(f"baseline-80px-seed{seed}" for seed in (1, 2, 3, 4)),
+        *(f"cpu-search-seed{seed}" for seed in (1, 2, 3)),
+    ]
+    elsewhere = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4", "--reports-dir", "kept")
+    assert elsewhere.stdout == result.stdout.replace("in reports", "in kept")
+
 
 def test_table_only_without_runs_says_so(tmp_path):
     result = quality(tmp_path, "--table-only")
