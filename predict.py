@@ -2,6 +2,7 @@
 
     python predict.py xray.jpeg more_xrays/ --run reports/search-hyperband-80px-seed42
     python predict.py more_xrays/ --run reports/<run> --csv predictions.csv --explain gradcam/
+    python predict.py more_xrays/ --run reports/<run> --ensemble   # a run with ensemble_size above 1
 
 Files may be JPEG or PNG, grayscale or colour, any size: each is decoded and resized exactly as
 in training. A file that cannot be read is listed with the reason; the others are still predicted.
@@ -28,7 +29,7 @@ class RunError(ValueError):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run = load_run(args.run)
+        run = load_run(args.run, args.ensemble)
         files = collect_files(args.paths)
     except (RunError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -64,17 +65,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, required=True, help="a finished run folder, e.g. reports/<run>")
     parser.add_argument("--csv", type=Path, help="also save the table to this CSV file")
     parser.add_argument("--explain", type=Path, metavar="OUT_DIR", help="write a Grad-CAM overlay per image here")
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the run's ensemble (ensemble_size above 1) at the ensemble's own threshold; "
+        "Grad-CAM still shows the best model",
+    )
     return parser.parse_args(argv)
 
 
-def load_run(run_dir: Path) -> dict[str, Any]:
-    """The run's settings, its validation-chosen threshold and its model."""
+def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
+    """The run's settings, its validation-chosen threshold and its model (with `ensemble`, every member and the
+    ensemble's threshold)."""
     needed = [run_dir / name for name in ("config.yaml", "metrics.json", "model.keras")]
     missing = [path.name for path in needed if not path.is_file()]
     if missing:
         raise RunError(
             f"--run {run_dir} is not a finished run (missing {', '.join(missing)}): "
             "pass a folder under reports/ that holds a report.md"
+        )
+    from report import ENSEMBLE_DIR
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    members = sorted((run_dir / ENSEMBLE_DIR).glob("member*.keras"), key=lambda path: int(path.stem[6:]))
+    if ensemble and ("ensemble" not in metrics or len(members) != metrics["ensemble"]["size"] - 1):
+        raise RunError(
+            f"--ensemble: {run_dir} holds no saved ensemble (it needs ensemble_size above 1 and a run that saved its "
+            f"members in {ENSEMBLE_DIR}/): leave out --ensemble to use its best model"
         )
     import backends
 
@@ -83,10 +100,12 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     backends.activate(backends.choose(None, config.get("backend", "tensorflow"))[0])
     import keras
 
+    scored = metrics["ensemble"] if ensemble else metrics
     return {
         "config": config,
-        "threshold": json.loads((run_dir / "metrics.json").read_text())["validation"]["threshold"],
+        "threshold": scored["validation"]["threshold"],
         "model": keras.saving.load_model(run_dir / "model.keras", safe_mode=True),
+        "members": [keras.saving.load_model(path, safe_mode=True) for path in members] if ensemble else [],
     }
 
 
@@ -134,11 +153,13 @@ def decode(files: list[Path], config: dict[str, Any]):
 
 def predict(run: dict[str, Any], images, files: list[Path]):
     """One row per image: file, P(pneumonia), and the label at the run's threshold."""
+    import numpy as np
     import pandas as pd
 
     from data import CLASS_NAMES
 
-    probabilities = run["model"].predict(images, verbose=0)[:, 1] if len(images) else []
+    models = [run["model"], *run["members"]]  # the ensemble's probability is the mean of its members'
+    probabilities = np.mean([model.predict(images, verbose=0)[:, 1] for model in models], axis=0) if len(images) else []
     return pd.DataFrame(
         {
             "file": list(map(str, files)),

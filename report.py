@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ PUBLISHED = {
     ),
 }
 EXAMPLES_PER_OUTCOME = 3
+ENSEMBLE_DIR = "ensemble"  # in the run folder: member2.keras, ... beside model.keras (the best point, member 1)
 OUTCOMES = (  # (name, true label, predicted label)
     ("true positive", 1, 1),
     ("true negative", 0, 0),
@@ -117,8 +118,10 @@ def write_run(
     model: Any,
     counterpart: tuple[str, dict[str, Any]] | None = None,
     skipped_images: pd.DataFrame | None = None,
+    members: Sequence[Any] = (),
 ) -> None:
-    """Write a finished run's tables and model beside its config.yaml, then render its report."""
+    """Write a finished run's tables and model (and its ensemble's other members) beside its config.yaml, then
+    render its report."""
     if trials is not None:
         _write_csv(run_dir / "trials.csv", trials)
     if skipped_images is not None and len(skipped_images):
@@ -129,6 +132,10 @@ def write_run(
     _write_csv(run_dir / "predictions.csv", predictions)
     with atomic_path(run_dir / "model.keras") as temporary:
         model.save(temporary)
+    for rank, member in enumerate(members, start=2):
+        (run_dir / ENSEMBLE_DIR).mkdir(exist_ok=True)
+        with atomic_path(run_dir / ENSEMBLE_DIR / f"member{rank}.keras") as temporary:
+            member.save(temporary)
     write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     render(run_dir, counterpart)
 

@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             clock.lap("ensemble_training")
         metrics, predictions = evaluate(model, members, splits, config)
         write_report(
-            run_dir, args, config, splits, points, trials, model, history, best_epoch, metrics, predictions, clock
-        )
+            run_dir, args, config, splits, points, trials, (model, *members), history, best_epoch, metrics, predictions,
+            clock,
+        )  # fmt: skip
     except (ConfigError, DataError, SearchError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -611,9 +612,10 @@ def find_counterpart(config: dict[str, Any], kind: str) -> tuple[str, dict[str, 
 
 
 def write_report(
-    run_dir, args, config, splits, points, trials, model, history, best_epoch, metrics, predictions, clock
+    run_dir, args, config, splits, points, trials, models, history, best_epoch, metrics, predictions, clock
 ) -> None:
-    """Record how the run went, write its files, and refresh the other kind's report to compare with this one."""
+    """Record how the run went, write its files (the best model, then any other ensemble members), and refresh
+    the other kind's report to compare with this one."""
     import keras
     import keras_tuner
     import numpy
@@ -656,9 +658,10 @@ def write_report(
             history=history,
             metrics=metrics,
             predictions=predictions,
-            model=without_augmentation(model),
+            model=without_augmentation(models[0]),
             counterpart=counterpart,
             skipped_images=data.skipped_table(splits),
+            members=[without_augmentation(member) for member in models[1:]],
         )
         if counterpart:
             report.render(run_dir.parent / counterpart[0], (config["run_name"], metrics))

@@ -94,6 +94,11 @@ def test_missing_run_is_one_sentence(tmp_path, capsys):
     assert "is not a finished run (missing config.yaml, metrics.json, model.keras)" in capsys.readouterr().err
 
 
+def test_ensemble_of_a_run_without_one_is_one_sentence(in_workdir, capsys):
+    assert predict.main([str(in_workdir), "--run", str(in_workdir), "--ensemble"]) == 2
+    assert "holds no saved ensemble" in capsys.readouterr().err
+
+
 def test_report_shows_calibration_and_grad_cam(in_workdir):
     text = (in_workdir / "report.md").read_text()
     predictions = pd.read_csv(in_workdir / "predictions.csv").query("split == 'test'")

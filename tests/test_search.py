@@ -507,3 +507,15 @@ def test_ensemble_is_reported_beside_the_best_model_and_test_is_predicted_last(w
     low, high = ensemble["test"]["ci95"]["f1"]
     f1_row = next(line for line in report.splitlines() if line.startswith("| f1 | ") and line.count("[") == 2)
     assert f1_row.endswith(f"| {ensemble['test']['f1']:.3f} [{low:.3f}, {high:.3f}] |")
+
+    # The ensemble is saved, and predict.py --ensemble gives its probabilities and labels at its own threshold.
+    import predict
+
+    assert [path.name for path in (run_dir / "ensemble").iterdir()] == ["member2.keras"]
+    test_files = predictions[predictions["split"] == "test"]
+    csv = workdir / "ensemble.csv"
+    assert predict.main([*test_files["file"], "--run", str(run_dir), "--ensemble", "--csv", str(csv)]) == 0
+    ours = pd.read_csv(csv)
+    assert ours["p_pneumonia"].to_numpy() == pytest.approx(test_files["p_pneumonia_ensemble"].to_numpy(), abs=1e-5)
+    threshold = ensemble["validation"]["threshold"]
+    assert list(ours["label"]) == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in ours["p_pneumonia"]]
