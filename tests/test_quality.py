@@ -120,3 +120,24 @@ def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
     assert again.returncode == 0
     assert "baseline-80px-seed3: finished, reused" in again.stdout
     assert "cpu-search-seed3: finished, reused" in again.stdout
+
+
+def test_a_tuned_ensemble_is_what_is_judged_with_its_best_point_beside_it(tmp_path):
+    reports = tmp_path / "reports"
+    fake_run(reports, "baseline-80px-seed1", 0.85, 0.97, normal_miss=0.3)
+    fake_run(reports, "cpu-search-seed1", 0.88, 0.97, normal_miss=0.3)  # its best point alone: as the baseline
+    run_dir = reports / "cpu-search-seed1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["ensemble"] = {"size": 3, "test": {**metrics["test"], "accuracy": 0.95, "roc_auc": 0.99}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    predictions = fake_predictions(0.3)
+    predictions["p_pneumonia_ensemble"] = fake_predictions(0.0)["p_pneumonia"]  # the ensemble misses nobody
+    predictions.to_csv(run_dir / "predictions.csv", index=False)
+
+    result = quality(tmp_path, "--table-only", "--seeds", "1")
+    assert result.returncode == 0, result.stderr
+    assert "| tuned | 1 | cpu-search-seed1 | 0.950 | 0.990 |" in result.stdout
+    assert "| tuned, best point alone | 1 | cpu-search-seed1 | 0.880 | 0.970 |" in result.stdout
+    seed = next(line for line in result.stdout.splitlines() if line.startswith("| seed 1 |"))
+    assert seed.split(" | ")[1].startswith("+0.150")  # the ensemble's accuracy minus the baseline's: 30% of NORMAL
+    assert "tuned mean accuracy 0.9500 vs target 0.93: met" in result.stdout
