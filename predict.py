@@ -1,6 +1,6 @@
 """Predict pneumonia on new chest X-rays with a finished run's model and its validation-chosen threshold.
 
-    python predict.py xray.jpeg more_xrays/ --run reports/search-hyperband-80px-seed42
+    python predict.py xray.jpeg more_xrays/ --run reports/search-random-80px-seed42
     python predict.py more_xrays/ --run reports/<run> --csv predictions.csv --explain gradcam/
     python predict.py more_xrays/ --run reports/<run> --ensemble   # a run with ensemble_size above 1
 

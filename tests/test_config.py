@@ -16,7 +16,7 @@ def test_defaults_hold_the_baseline_protocol():
     loaded = load_config()
     assert loaded["image_size"] == 80 and loaded["color_mode"] == "rgb"
     assert loaded["final_epochs"] == 45 and loaded["batch_size"] == 64
-    assert loaded["tuner"] == "hyperband" and loaded["objective"] == "val_auc"
+    assert loaded["tuner"] == "random" and loaded["objective"] == "val_auc" and loaded["max_trials"] == 100
     assert loaded["validation_fraction"] == 0.1 and loaded["class_weights"] is True
 
 
@@ -86,9 +86,12 @@ def test_bad_flag_value_names_the_flag():
         load_config(None, {"--final-epochs": ("final_epochs", 0)})
 
 
-def test_random_and_bayesian_need_max_trials():
+def test_random_and_bayesian_need_max_trials(tmp_path):
+    unbounded = write(tmp_path, "max_trials: null\n")
     with pytest.raises(ConfigError, match="max_trials must be set for tuner random"):
-        load_config(None, {"--tuner": ("tuner", "random")})
+        load_config(unbounded, {"--tuner": ("tuner", "random")})
+    with pytest.raises(ConfigError, match="max_trials must be set for tuner bayesian"):
+        load_config(unbounded, {"--tuner": ("tuner", "bayesian")})
 
 
 def test_missing_config_file_is_one_sentence(tmp_path):

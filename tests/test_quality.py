@@ -51,8 +51,8 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     reports = tmp_path / "reports"
     for seed, accuracy in ((1, 0.90), (2, 0.92), (3, 0.94)):
         fake_run(reports, f"baseline-80px-seed{seed}", accuracy - 0.05, 0.97, hours=0.5, normal_miss=0.2 + seed / 20)
-        fake_run(reports, f"cpu-search-seed{seed}", accuracy, 0.985, normal_miss=0.0)
-    (reports / "cpu-search-seed4").mkdir()  # unfinished: left out
+        fake_run(reports, f"tuned-search-seed{seed}", accuracy, 0.985, normal_miss=0.0)
+    (reports / "tuned-search-seed4").mkdir()  # unfinished: left out
     fake_run(reports, "baseline-80px-seed4", 0.99, 0.99)  # no tuned run of seed 4 to pair it with
 
     result = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4")
@@ -82,14 +82,14 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
         [(0.2 + seed / 20) / 2 for seed in (1, 2, 3)], abs=0.0005
     )  # half the images are NORMAL
     assert "| +0.000 [+0.000, +0.000] |" in mean  # roc_auc: the same ranking in every run
-    assert "cpu-search-seed4" not in result.stdout
+    assert "tuned-search-seed4" not in result.stdout
     assert "| baseline | 4 |" in result.stdout
 
     kept = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4", "--keep", "kept")
     assert kept.stdout == result.stdout
     assert sorted(path.name for path in (tmp_path / "kept").iterdir()) == [
         *(f"baseline-80px-seed{seed}" for seed in (1, 2, 3, 4)),
-        *(f"cpu-search-seed{seed}" for seed in (1, 2, 3)),
+        *(f"tuned-search-seed{seed}" for seed in (1, 2, 3)),
     ]
     elsewhere = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4", "--reports-dir", "kept")
     assert elsewhere.stdout == result.stdout.replace("in reports", "in kept")
@@ -105,7 +105,7 @@ def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
     result = quality(tmp_path, "--seeds", "3", *SMOKE)
     assert result.returncode == 0, result.stderr[-2000:]
     reports = tmp_path / "reports"
-    for name in ("baseline-80px-seed3", "cpu-search-seed3"):
+    for name in ("baseline-80px-seed3", "tuned-search-seed3"):
         metrics = json.loads((reports / name / "metrics.json").read_text())
         test = metrics["test"]
         cells = [
@@ -113,20 +113,21 @@ def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
             for name in ("accuracy", "roc_auc")
         ]
         assert f"| {cells[0]} | {cells[1]} |" in result.stdout
-    tuned_config = (reports / "cpu-search-seed3" / "config.yaml").read_text()
+    tuned_config = (reports / "tuned-search-seed3" / "config.yaml").read_text()
     assert "color_mode: grayscale" in tuned_config and "final_schedule: cosine" in tuned_config
+    assert "tuner: random" in tuned_config
 
     again = quality(tmp_path, "--seeds", "3", *SMOKE)
     assert again.returncode == 0
     assert "baseline-80px-seed3: finished, reused" in again.stdout
-    assert "cpu-search-seed3: finished, reused" in again.stdout
+    assert "tuned-search-seed3: finished, reused" in again.stdout
 
 
 def test_a_tuned_ensemble_is_what_is_judged_with_its_best_point_beside_it(tmp_path):
     reports = tmp_path / "reports"
     fake_run(reports, "baseline-80px-seed1", 0.85, 0.97, normal_miss=0.3)
-    fake_run(reports, "cpu-search-seed1", 0.88, 0.97, normal_miss=0.3)  # its best point alone: as the baseline
-    run_dir = reports / "cpu-search-seed1"
+    fake_run(reports, "tuned-search-seed1", 0.88, 0.97, normal_miss=0.3)  # its best point alone: as the baseline
+    run_dir = reports / "tuned-search-seed1"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["ensemble"] = {"size": 3, "test": {**metrics["test"], "accuracy": 0.95, "roc_auc": 0.99}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -136,8 +137,8 @@ def test_a_tuned_ensemble_is_what_is_judged_with_its_best_point_beside_it(tmp_pa
 
     result = quality(tmp_path, "--table-only", "--seeds", "1")
     assert result.returncode == 0, result.stderr
-    assert "| tuned | 1 | cpu-search-seed1 | 0.950 | 0.990 |" in result.stdout
-    assert "| tuned, best point alone | 1 | cpu-search-seed1 | 0.880 | 0.970 |" in result.stdout
+    assert "| tuned | 1 | tuned-search-seed1 | 0.950 | 0.990 |" in result.stdout
+    assert "| tuned, best point alone | 1 | tuned-search-seed1 | 0.880 | 0.970 |" in result.stdout
     seed = next(line for line in result.stdout.splitlines() if line.startswith("| seed 1 |"))
     assert seed.split(" | ")[1].startswith("+0.150")  # the ensemble's accuracy minus the baseline's: 30% of NORMAL
     assert "tuned mean accuracy 0.9500 vs target 0.93: met" in result.stdout

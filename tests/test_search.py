@@ -426,11 +426,12 @@ def test_every_trial_failing_stops_with_one_sentence(workdir, monkeypatch, capsy
     [
         (["--epochs", "0"], "--epochs: epochs must be at least 1"),
         (["--image-size", "32"], "image_size 32 is too small"),
-        (["--tuner", "random"], "max_trials must be set for tuner random"),
+        (["--tuner", "random", "--config", "unbounded.yaml"], "max_trials must be set for tuner random"),
         (["--config", "absent.yaml"], "cannot read config file absent.yaml"),
     ],
 )
 def test_bad_input_exits_2_with_one_sentence_and_no_run_folder(workdir, capsys, flags, message):
+    (workdir / "unbounded.yaml").write_text("max_trials: null\n")
     assert run(*flags) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
