@@ -142,18 +142,17 @@ def print_ensembles(probabilities: pd.DataFrame, trial_ids: list[str]) -> None:
         return {"roc_auc": weighted_roc_auc(labels, p, rows), "log_loss": rows @ losses / rows.sum(axis=1)}
 
     best = probabilities[f"p_{trial_ids[0]}"].to_numpy()
+    best_observed, best_resampled = figures(best, whole), figures(best, weights)
     lines = []
     for k in range(1, len(trial_ids) + 1):
         mean = probabilities[[f"p_{trial_id}" for trial_id in trial_ids[:k]]].to_numpy().mean(axis=1)
         observed, resampled = figures(mean, whole), figures(mean, weights)
         line = {"top k": k}
         for name in ("roc_auc", "log_loss"):
-            difference = resampled[name] - figures(best, weights)[name]
+            difference = resampled[name] - best_resampled[name]
             low, high = percentile_interval(difference)
             line[name] = f"{observed[name][0]:.5f}"
-            line[f"{name} - best"] = (
-                f"{observed[name][0] - figures(best, whole)[name][0]:+.5f} [{low:+.5f}, {high:+.5f}]"
-            )
+            line[f"{name} - best"] = f"{observed[name][0] - best_observed[name][0]:+.5f} [{low:+.5f}, {high:+.5f}]"
         lines.append(line)
     print("\nEnsembles of the top k retrained points (mean P(pneumonia)) on validation, paired 95% intervals:")
     print(pd.DataFrame(lines).to_string(index=False))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import brier_score_loss, log_loss
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def steadiness(run_dir: Path, last: int) -> dict:
     history = pd.read_csv(run_dir / "history.csv")
     predictions = pd.read_csv(run_dir / "predictions.csv")
     validation = predictions[predictions["split"] == "validation"]
-    labels, p = validation["label"].to_numpy(), np.clip(validation["p_pneumonia"].to_numpy(), 1e-7, 1 - 1e-7)
+    labels, p = validation["label"].to_numpy(), validation["p_pneumonia"].to_numpy()
     kept = _kept_epoch(run_dir)
     tail = history.tail(last)
     row = {
@@ -40,8 +41,8 @@ def steadiness(run_dir: Path, last: int) -> dict:
         "kept epoch": kept,
         "val_auc (kept)": round(float(history.loc[history["epoch"] == kept, "val_auc"].iloc[0]), 5),
         "val_loss (kept)": round(float(history.loc[history["epoch"] == kept, "val_loss"].iloc[0]), 4),
-        "log loss": round(float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))), 4),
-        "Brier": round(float(np.mean((p - labels) ** 2)), 4),
+        "log loss": round(float(log_loss(labels, np.clip(p, 1e-7, 1 - 1e-7))), 4),
+        "Brier": round(float(brier_score_loss(labels, p)), 4),
     }
     for column in ("val_accuracy", "val_auc", "val_loss"):
         row[f"{column} sd (last {last})"] = round(float(tail[column].std()), 4)
