@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
                 "kind": "tuned",
                 "seed": seed,
                 "name": f"{config_path.stem}-search-seed{seed}",
-                "flags": ["--config", str(config_path)],
+                # As a user would type it from here, so no run records the folder the repository sits in.
+                "flags": ["--config", os.path.relpath(config_path)],
             }
         )
     return runs

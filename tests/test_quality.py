@@ -116,6 +116,8 @@ def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
     tuned_config = (reports / "tuned-search-seed3" / "config.yaml").read_text()
     assert "color_mode: grayscale" in tuned_config and "final_schedule: cosine" in tuned_config
     assert "tuner: random" in tuned_config
+    command = json.loads((reports / "tuned-search-seed3" / "metrics.json").read_text())["run"]["command"]
+    assert not command.split("--config ")[1].startswith("/")  # no folder of this machine in the record
 
     again = quality(tmp_path, "--seeds", "3", *SMOKE)
     assert again.returncode == 0
