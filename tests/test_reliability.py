@@ -52,11 +52,14 @@ def stop_mid_trial(process: subprocess.Popen, tuner_dir: Path, completed: int, s
     while time.monotonic() < deadline and process.poll() is None:
         states = trial_states(tuner_dir)
         done = [tid for tid, state in states.items() if state["status"] == "COMPLETED"]
+        running = {tid for tid, state in states.items() if state["status"] == "RUNNING"}
         try:
-            ongoing = json.loads((tuner_dir / "oracle.json").read_text())["ongoing_trials"]
+            ongoing = set(json.loads((tuner_dir / "oracle.json").read_text())["ongoing_trials"].values())
         except (OSError, ValueError):
-            ongoing = {}
-        if len(done) >= completed and ongoing:
+            ongoing = set()
+        # The oracle writes a finished trial's file before oracle.json, so a trial listed as ongoing
+        # may already be complete: wait until the ongoing trial's own file says it is running.
+        if len(done) >= completed and ongoing and ongoing <= running:
             process.send_signal(sig)
             process.wait(timeout=120)
             return states
