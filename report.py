@@ -75,9 +75,7 @@ class RunResult:
             run_dir=run_dir,
             config=yaml.safe_load((run_dir / "config.yaml").read_text()),
             data_summary=pd.read_csv(run_dir / "data_summary.csv", index_col=0),
-            trials=pd.read_csv(trials, dtype={"trial_id": str}, keep_default_na=False, na_values=[""])
-            if trials.exists()
-            else None,
+            trials=_read_trials(trials),
             best_hyperparameters=yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text()),
             history=pd.read_csv(run_dir / "history.csv"),
             metrics=json.loads((run_dir / "metrics.json").read_text()),
@@ -169,37 +167,9 @@ def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None)
 
 
 def write_index(reports_dir: Path) -> None:
-    """reports/index.md: one row per run folder, finished or not, newest first."""
-    rows = []
-    for config_file in sorted(reports_dir.glob("*/config.yaml")):
-        run_dir = config_file.parent
-        metrics_file = run_dir / "metrics.json"
-        if not metrics_file.exists():
-            rows.append(("", [run_dir.name, "unfinished", *[None] * 10, f"[folder]({run_dir.name}/)", None]))
-            continue
-        result = RunResult.load(run_dir)
-        run, test = result.metrics["run"], result.metrics["test"]
-        trials = 0 if result.trials is None else len(result.trials)
-        rows.append(
-            (
-                run["finished"],
-                [
-                    run_dir.name,
-                    run["finished"],
-                    result.kind,
-                    result.config["image_size"],
-                    trials or "–",
-                    _best_validation_objective(result),
-                    test["accuracy"],
-                    test["roc_auc"],
-                    test["sensitivity"],
-                    test["specificity"],
-                    _duration(run["wall_seconds"]["total"]),
-                    f"[report]({run_dir.name}/report.md)",
-                    f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
-                ],
-            )
-        )
+    """reports/index.md: one row per run folder, finished or not, newest first. A folder whose files cannot be
+    read (copied in part, say) gets a row saying so: another folder never stops a run from finishing."""
+    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob("*/config.yaml"))]
     rows.sort(key=lambda row: row[0], reverse=True)
     header = [
         "run", "finished", "kind", "image size", "trials", "best validation objective",
@@ -219,14 +189,45 @@ def write_index(reports_dir: Path) -> None:
     write_text(reports_dir / "index.md", text)
 
 
-def _best_validation_objective(result: RunResult) -> str:
+def _index_row(run_dir: Path) -> tuple[str, list[Any]]:
+    """The sort key (when it finished) and the cells of one run folder's row in index.md."""
+    folder = f"[folder]({run_dir.name}/)"
+    if not (run_dir / "metrics.json").exists():
+        return "", [run_dir.name, "unfinished", *[None] * 10, folder, None]
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        run, test = metrics["run"], metrics["test"]
+        trials = _read_trials(run_dir / "trials.csv")
+        best = _best_validation_objective(config["objective"], trials, run_dir / "history.csv", run["best_epoch"])
+        cells = [
+            run_dir.name, run["finished"], run["kind"], config["image_size"],
+            "–" if trials is None else len(trials), best,
+            test["accuracy"], test["roc_auc"], test["sensitivity"], test["specificity"],
+            _duration(run["wall_seconds"]["total"]), f"[report]({run_dir.name}/report.md)",
+            f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
+        ]  # fmt: skip
+        return run["finished"], cells
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        filename = getattr(error, "filename", None)
+        reason = f"unreadable ({Path(filename).name}: {error.strerror})" if filename else f"unreadable ({error!r})"
+        return "", [run_dir.name, reason, *[None] * 10, folder, None]
+
+
+def _read_trials(path: Path) -> pd.DataFrame | None:
+    """A search's trials.csv (trial ids kept as written), or None for a baseline run."""
+    if not path.exists():
+        return None
+    return pd.read_csv(path, dtype={"trial_id": str}, keep_default_na=False, na_values=[""])
+
+
+def _best_validation_objective(objective: str, trials: pd.DataFrame | None, history: Path, best_epoch: int) -> str:
     """The search's best trial score, or for a baseline the kept epoch's validation objective."""
-    objective = result.config["objective"]
-    if result.trials is not None:
-        done = result.trials[result.trials["status"] == "COMPLETED"]["objective"]
+    if trials is not None:
+        done = trials[trials["status"] == "COMPLETED"]["objective"]
         value = done.max() if _maximised(objective) else done.min()
     else:
-        value = result.history[objective].iloc[result.metrics["run"]["best_epoch"] - 1]
+        value = pd.read_csv(history)[objective].iloc[best_epoch - 1]
     return f"{objective} {_cell(float(value))}"
 
 

@@ -44,13 +44,17 @@ from report import is_finished, markdown_table  # noqa: E402
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
 TARGETS = {"accuracy": 0.93, "roc_auc": 0.985, "sensitivity": 0.95}  # issue 15, on the tuned mean
 STRETCH = {"accuracy": 0.946, "roc_auc": 0.991}  # Google AutoML Vision on PneumoniaMNIST (MedMNIST v2)
-# What --keep copies: the figures, the predictions the paired differences need, and what was run.
+# What --keep copies: the figures, the predictions the paired differences need, what was run, and the rest of
+# what report.render reads, so that a kept run can be re-rendered or placed back among runs.
 KEPT_FILES = (
     "metrics.json",
     "predictions.csv",
     "config.yaml",
     "history.csv",
     "trials.csv",
+    "data_summary.csv",
+    "best_hyperparameters.yaml",
+    "skipped_images.csv",
     "model_card.md",
     "report.md",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import keras
@@ -119,3 +120,20 @@ def test_index_lists_every_run_folder(in_workdir):
     row = next(line for line in index.splitlines() if line.startswith(f"| {in_workdir.name} "))
     test = yaml.safe_load((in_workdir / "metrics.json").read_text())["test"]
     assert "| baseline | 48 |" in row and f"| {test['accuracy']:.3f} |" in row
+
+
+def test_a_folder_copied_in_part_does_not_stop_the_index(run_dir, tmp_path):
+    # A run's report must not fail because another folder beside it lacks files (a run copied by hand, say).
+    reports = tmp_path / "reports"
+    shutil.copytree(run_dir, reports / "whole", ignore=shutil.ignore_patterns("model.keras", "tensorboard"))
+    (reports / "part").mkdir()
+    for name in ("config.yaml", "metrics.json", "report.md"):  # a baseline without its history.csv
+        shutil.copy2(run_dir / name, reports / "part" / name)
+    (reports / "garbled").mkdir()
+    (reports / "garbled" / "config.yaml").write_text("objective: val_auc\n")
+    (reports / "garbled" / "metrics.json").write_text("{}")
+    report.write_index(reports)
+    index = (reports / "index.md").read_text()
+    assert "[report](whole/report.md)" in index
+    assert "| part | unreadable (history.csv: No such file or directory) |" in index
+    assert "| garbled | unreadable (KeyError('run')) |" in index

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import report
+
 QUALITY = Path(__file__).parents[1] / "bench" / "quality.py"
 SMOKE = ["--", "--synthetic", "--image-size", "48", "--epochs", "1", "--final-epochs", "1", "--max-trials", "2"]
 
@@ -123,6 +125,15 @@ def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
     assert again.returncode == 0
     assert "baseline-80px-seed3: finished, reused" in again.stdout
     assert "tuned-search-seed3: finished, reused" in again.stdout
+
+    # A kept run holds what its report is drawn from: it renders again without the run folder, and put back
+    # among runs as a finished one it is reused.
+    assert quality(tmp_path, "--table-only", "--seeds", "3", "--keep", "kept").returncode == 0
+    for name in ("baseline-80px-seed3", "tuned-search-seed3"):
+        (tmp_path / "kept" / name / "report.md").unlink()
+        report.render(tmp_path / "kept" / name)
+        assert (tmp_path / "kept" / name / "report.md").exists()
+    assert "| tuned-search-seed3 |" in (tmp_path / "kept" / "index.md").read_text()
 
 
 def test_a_tuned_ensemble_is_what_is_judged_with_its_best_point_beside_it(tmp_path):
