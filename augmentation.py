@@ -4,6 +4,8 @@ ImageDataGenerator drew a shift, a shear and a zoom per image and resampled the 
 Keras' RandomTranslation, RandomShear and RandomZoom in a row resample it three times (13.9 ms
 a batch of 64 at 80 px on a 2-core CPU, against 4.9 ms for one transform; bench/precision.py). `RandomAffine` draws the same three, from the
 same distributions, and composes them into one affine transform per batch.
+
+One concern: that layer. It imports Keras only.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The backend (TensorFlow, JAX or PyTorch) must be chosen before Keras is first im
 `activate` runs before any model code. Everything that differs by backend lives here, each behind
 one small function: which GPUs are visible, their compute capability, the library's version,
 and a gradient with respect to an intermediate tensor (Grad-CAM).
+
+One concern: the backend and the machine under it. It imports config.py (the backend names) and
+errors.py; Keras and the backend library only once `activate` has chosen.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from config import BACKENDS, ConfigError
+from config import BACKENDS
+from errors import ConfigError
 
 INSTALL = {
     "tensorflow": "pip install -r requirements.txt",
@@ -181,3 +185,34 @@ def gradient_of_sum(function: Callable[[Any], Any], inputs: Any) -> Any:
     inputs = inputs.detach().requires_grad_(True)
     (gradient,) = torch.autograd.grad(function(inputs).sum(), inputs)
     return gradient
+
+
+def devices_line() -> str:
+    """What trains the models, in one line, so that a GPU the backend cannot see is noticed at once."""
+    found = gpus()
+    if found:
+        return f"Training on: {', '.join(gpu for gpu, _ in found)}"
+    quiet = name() == "tensorflow" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
+    return f"Training on: CPU only ({os.cpu_count()} cores), no GPU visible" + (
+        " (TensorFlow's log says why: set TF_CPP_MIN_LOG_LEVEL=0 to see it)" if quiet else ""
+    )
+
+
+def environment() -> dict[str, Any]:
+    """The versions that computed a run and the machine it ran on, as metrics.json records them."""
+    import platform
+
+    import keras
+    import keras_tuner
+    import numpy
+
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            name(): version(),
+            "keras": keras.__version__,
+            "keras_tuner": keras_tuner.__version__,
+            "numpy": numpy.__version__,
+        },
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, {len(gpus())} GPU(s)",
+    }

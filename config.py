@@ -1,27 +1,28 @@
-"""Load config.yaml, merge a user's file and command-line flags, and validate every key.
+"""Settings: load config.yaml, merge a user's file and command-line flags, validate every key, and
+return them as a frozen tree of dataclasses that nothing writes into afterwards.
 
-This module imports no TensorFlow, so `search.py --help` and config mistakes answer fast.
+One concern: what a run is asked to do. It imports only PyYAML (no Keras, no TensorFlow), so
+`search.py --help` and config mistakes answer fast, and every other module may import it.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = ("val_auc", "val_loss", "val_accuracy")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: precision.py chooses
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3 backends; backends.py picks and activates one
-
-
-class ConfigError(ValueError):
-    """A config file or flag holds something this tool cannot use; the message says which."""
 
 
 Check = Callable[[Any, str], Any]
@@ -228,7 +229,31 @@ def _validate(config: dict[str, Any], schema: dict[str, Any], origin: dict[str, 
             raise ConfigError(f"{origin.get(name, DEFAULT_CONFIG.name)}: {error}") from None
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+FLAGS = {  # config key -> the search.py flag that overrides it
+    "data_dir": "--data-dir",
+    "tuner": "--tuner",
+    "max_trials": "--max-trials",
+    "epochs": "--epochs",
+    "final_epochs": "--final-epochs",
+    "image_size": "--image-size",
+    "seed": "--seed",
+    "run_name": "--run-name",
+    "reports_dir": "--reports-dir",
+    "distributed.role": "--role",
+    "distributed.oracle_address": "--oracle-address",
+    "distributed.worker_id": "--worker-id",
+    "skip_bad_images": "--skip-bad-images",
+    "precision": "--precision",
+    "backend": "--backend",
+}
+def flag_overrides(arguments: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """The overrides that `load` takes (flag -> (key, value)) from parsed arguments (argparse's `vars`); a flag
+    left out (None) overrides nothing."""
+    values = {flag: arguments.get(flag[2:].replace("-", "_")) for flag in FLAGS.values()}
+    return {flag: (key, values[flag]) for key, flag in FLAGS.items() if values[flag] is not None}
+
+
+def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults from config.yaml, then `path` if given, then flag overrides (flag name -> (key, value))."""
     config = read_yaml(DEFAULT_CONFIG)
     origin: dict[str, str] = {}
@@ -247,7 +272,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     if config["tuner"] != "hyperband" and config["max_trials"] is None:
         raise ConfigError(f"max_trials must be set for tuner {config['tuner']}: pass --max-trials N")
     _check_distributed(config["distributed"], origin)
-    return config
+    return Settings.from_dict(config)
+
+
+load_config = load  # the name bench scripts and older code use
 
 
 def _check_distributed(settings: dict[str, Any], origin: dict[str, str]) -> None:
@@ -276,6 +304,158 @@ def _flat_keys(mapping: dict[str, Any], schema: dict[str, Any], prefix: str = ""
     return keys
 
 
-def dump(config: dict[str, Any]) -> str:
-    """The resolved config as YAML, keys in schema order."""
-    return yaml.safe_dump(copy.deepcopy(config), sort_keys=False)
+def dump(settings: Settings) -> str:
+    """The settings as YAML, keys in schema order: a run's config.yaml."""
+    return yaml.safe_dump(settings.as_dict(), sort_keys=False)
+
+
+# What a run recorded before a key existed computed as these values (older runs' config.yaml lack them).
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "precision": "float32",  # before the precision key, every run trained in float32
+    "backend": "tensorflow",  # before the backend key, every run used TensorFlow
+    "final_schedule": "constant",
+    "final_ema_momentum": None,
+    "ensemble_size": 1,
+    "skip_bad_images": False,
+}
+
+
+def recorded(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a plain mapping, with the legacy values of keys it predates."""
+    return {**LEGACY_DEFAULTS, **read_yaml(path)}
+
+
+def load_recorded(path: Path) -> Settings:
+    """A run's config.yaml as Settings: keys it predates take their legacy value, else config.yaml's default;
+    keys this version no longer knows are dropped. Not validated again: a run is shown as it was."""
+    values = read_yaml(DEFAULT_CONFIG)
+    _overlay(values, recorded(path), SCHEMA)
+    return Settings.from_dict(values)
+
+
+def _overlay(base: dict[str, Any], update: dict[str, Any], schema: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if key not in schema:
+            continue
+        if isinstance(schema[key], dict) and isinstance(value, dict):
+            _overlay(base[key], value, schema[key])
+        else:
+            base[key] = value
+
+
+@dataclass(frozen=True)
+class Range:
+    """A search range; `step` for stepped floats, None for integer and log-sampled ranges."""
+
+    min: Any
+    max: Any
+    step: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        bounds = {"min": self.min, "max": self.max}
+        return bounds if self.step is None else {**bounds, "step": self.step}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    conv_blocks: Range
+    filters: tuple[int, ...]
+    dropout: Range
+    dense_layers: Range
+    dense_units: tuple[int, ...]
+    learning_rate: Range
+    batch_norm: tuple[bool, ...]
+    pooling: tuple[str, ...]
+    brightness: Range
+    contrast: Range
+    label_smoothing: Range
+
+    def as_dict(self) -> dict[str, Any]:
+        """The space as config.yaml writes it: ranges as mappings, choices as lists (what hypermodel.py takes)."""
+        return {
+            field.name: value.as_dict() if isinstance(value, Range) else list(value)
+            for field in dataclasses.fields(self)
+            for value in [getattr(self, field.name)]
+        }
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    width_shift: float
+    height_shift: float
+    shear_degrees: float
+    zoom: float
+
+    def as_dict(self) -> dict[str, float]:
+        """The settings as config.yaml writes them (what hypermodel.py takes)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    role: str
+    oracle_address: str | None
+    worker_id: str | None
+    running_trial_timeout: int | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every key of config.yaml, validated; README "Config" documents each."""
+
+    data_dir: str | None
+    image_size: int
+    color_mode: str
+    validation_fraction: float
+    class_weights: bool
+    batch_size: int
+    backend: str
+    precision: str
+    skip_bad_images: bool
+    augmentation: Augmentation
+    tuner: str
+    objective: str
+    max_trials: int | None
+    epochs: int
+    hyperband_factor: int
+    early_stopping_patience: int
+    seed: int
+    search_space: SearchSpace
+    final_epochs: int
+    final_schedule: str
+    final_ema_momentum: float | None
+    ensemble_size: int
+    threshold: str | float
+    reports_dir: str
+    tensorboard: bool
+    run_name: str | None
+    distribution: str
+    distributed: Distributed
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Settings:
+        space = {
+            name: Range(**value) if isinstance(value, dict) else tuple(value)
+            for name, value in values["search_space"].items()
+        }
+        return cls(
+            **{
+                **{field.name: values[field.name] for field in dataclasses.fields(cls)},
+                "augmentation": Augmentation(**values["augmentation"]),
+                "search_space": SearchSpace(**space),
+                "distributed": Distributed(**values["distributed"]),
+            }
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain YAML-ready values, keys in schema order."""
+        return {
+            **dataclasses.asdict(self),
+            "augmentation": self.augmentation.as_dict(),
+            "search_space": self.search_space.as_dict(),
+            "distributed": dataclasses.asdict(self.distributed),
+        }
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values settled (the run's resolve step); this object stays as it was."""
+        return dataclasses.replace(self, **changes)

@@ -2,6 +2,9 @@
 
 Layout: ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg, NORMAL = 0 and PNEUMONIA = 1.
 Validation comes from train, grouped by patient; the 16 Kaggle val images join that pool.
+
+One concern: images on disk and in memory. It knows nothing of models and imports neither Keras nor
+TensorFlow at start (the PyDataset loads Keras when batches are asked for).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from errors import DataError
+
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what TensorFlow's decode_image read before
@@ -31,10 +36,6 @@ PATIENT_PATTERNS = (
     re.compile(r"^((?:NORMAL2-)?IM-\d+)-", re.IGNORECASE),  # NORMAL: IM-0115-0001.jpeg
 )
 PNEUMONIA_TYPE = re.compile(r"^person\d+_(bacteria|virus)_", re.IGNORECASE)
-
-
-class DataError(ValueError):
-    """The data on disk cannot be used as it is; the message names the path and the fix."""
 
 
 @dataclass

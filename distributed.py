@@ -4,6 +4,8 @@ Keras Tuner runs distributed when three environment variables are set before the
 built: the chief serves the oracle over gRPC, and each worker asks it for hyperparameters,
 trains, and sends back its metrics. `configure` sets them from the `distributed:` config block,
 so users pass `--role`, `--oracle-address` and `--worker-id` instead.
+
+One concern: processes and devices. It imports Keras Tuner, config.py and tuning.py (its error type).
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ from typing import Any
 
 import keras_tuner as kt
 
-from tuning import SearchError
+from config import Distributed
+from errors import SearchError
 
 ENVIRONMENT = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 CHIEF_ID = "chief"  # Keras Tuner treats any tuner id containing "chief" as the chief
 
 
-def configure(settings: dict[str, Any]) -> None:
+def configure(settings: Distributed) -> None:
     """Set (or, standalone, clear) Keras Tuner's variables; call before the tuner is built."""
-    if settings["role"] == "standalone":
+    if settings.role == "standalone":
         # A variable left exported from another run must not turn this run into a worker.
         for name in ENVIRONMENT:
             os.environ.pop(name, None)
         return
-    host, _, port = settings["oracle_address"].rpartition(":")
+    host, _, port = settings.oracle_address.rpartition(":")
     os.environ["KERASTUNER_ORACLE_IP"] = host
     os.environ["KERASTUNER_ORACLE_PORT"] = port
-    os.environ["KERASTUNER_TUNER_ID"] = CHIEF_ID if settings["role"] == "chief" else settings["worker_id"]
+    os.environ["KERASTUNER_TUNER_ID"] = CHIEF_ID if settings.role == "chief" else settings.worker_id
 
 
 def serve_oracle(tuner: kt.Tuner, address: str, running_trial_timeout: int | None) -> None:

@@ -1,12 +1,22 @@
-"""Decision threshold (chosen on validation only) and the metrics reported for each split."""
+"""The evaluation protocol and its metrics: the threshold chosen on validation only, then the single test
+prediction; the metrics of each split, patient-bootstrap intervals and paired differences.
+
+One concern: scoring predictions. It imports numpy and scikit-learn; `evaluate` alone also uses data.py
+and the trained Keras models it is given.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn import metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from config import Settings
 
 
 def choose_threshold(
@@ -217,3 +227,65 @@ def paired_difference(
         }
         for name in INTERVAL_METRICS
     }
+
+
+def brier_scores(predictions: pd.DataFrame) -> dict[str, float]:
+    """Mean squared error of P(pneumonia) per split: 0 is perfect, 0.25 is a constant 0.5."""
+    return {
+        split: float(metrics.brier_score_loss(rows["label"], rows["p_pneumonia"]))
+        for split, rows in predictions.groupby("split", sort=False)
+    }
+
+
+def evaluate(model: Any, members: Sequence[Any], splits: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Thresholds from validation; then, and only then, the single prediction of the test split.
+
+    With ensemble members, the ensemble's probability is the mean of every model's (the best one's
+    included), with a threshold of its own, also chosen on validation.
+    """
+    import pandas as pd
+
+    import data
+
+    def probabilities(name: str) -> dict[str, np.ndarray]:
+        images = data.to_dataset(splits[name], settings.batch_size)
+        # float64, so that predictions.csv holds each float32 probability exactly and reproduces the metrics.
+        each = [trained.predict(images, verbose=0)[:, 1].astype(np.float64) for trained in (model, *members)]
+        columns = {"p_pneumonia": each[0]}
+        if members:
+            columns["p_pneumonia_ensemble"] = np.mean(each, axis=0)
+        return columns
+
+    validation = probabilities("validation")
+    validation_patients = [data.patient_id(path) for path in splits["validation"].files]
+    thresholds = {
+        column: choose_threshold(splits["validation"].labels, scores, settings.threshold, validation_patients)
+        for column, scores in validation.items()
+    }
+    scores = {"validation": validation, "test": probabilities("test")}
+
+    test_patients = [data.patient_id(path) for path in splits["test"].files]
+    test_types = [data.pneumonia_type(path) for path in splits["test"].files]
+
+    def scored(column: str) -> dict[str, Any]:
+        result = {
+            name: classification_metrics(splits[name].labels, scores[name][column], thresholds[column])
+            for name in scores
+        }
+        # Intervals over resampled test patients, at the threshold validation chose: test is only described.
+        result["test"] |= bootstrap_test_metrics(
+            splits["test"].labels, scores["test"][column], thresholds[column], test_patients, test_types
+        )
+        return result
+
+    metrics = scored("p_pneumonia")
+    if members:
+        metrics["ensemble"] = {"size": 1 + len(members), **scored("p_pneumonia_ensemble")}
+    predictions = pd.concat(
+        pd.DataFrame(
+            {"split": name, "file": map(str, splits[name].files), "label": splits[name].labels, **scores[name]}
+        )
+        for name in scores
+    )
+    return metrics, predictions
+

@@ -2,6 +2,8 @@
 
 Selvaraju et al. 2017, as in the keras.io example "Grad-CAM class activation visualization",
 for whatever architecture the search picked: the last Conv2D layer is found by type.
+
+One concern: the heatmaps. It imports Keras, matplotlib's colour maps and backends.py (the gradient).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""A model card per run (model_card.md, Hugging Face layout), written from the run's own files."""
+"""A model card per run (model_card.md, Hugging Face layout), written from the run's own files.
+
+One concern: the card's text. It imports runs.py (the RunResult), tables.py and evaluation.py (Brier
+scores), the same modules report.py renders with; Keras only to list a kept model's layers.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from report import (
-    METRIC_ROWS,
-    RunResult,
-    brier_scores,
-    interval_sentence,
-    markdown_table,
-    threshold_rule,
-    type_sensitivity,
-    with_interval,
-)
+from evaluation import brier_scores
+from runs import RunResult
+from tables import METRIC_ROWS, interval_sentence, markdown_table, threshold_rule, type_sensitivity, with_interval
 
 # No license has been chosen for this project's code or weights; Hugging Face's "other" says so
 # instead of claiming one. The training data's own license (CC BY 4.0) is named in the card.
@@ -44,7 +41,7 @@ def render_model_card(result: RunResult) -> str:
 
 
 def _synthetic(result: RunResult) -> bool:
-    return "synthetic" in Path(result.config["data_dir"]).parts
+    return "synthetic" in Path(result.config.data_dir).parts
 
 
 def _front_matter(result: RunResult) -> list[str]:
@@ -59,7 +56,7 @@ def _front_matter(result: RunResult) -> list[str]:
         "metrics": list(METRIC_ROWS[:6]),
         "model-index": [
             {
-                "name": result.config["run_name"],
+                "name": result.config.run_name,
                 "results": [
                     {
                         "task": {"type": "image-classification", "name": "NORMAL vs PNEUMONIA"},
@@ -78,26 +75,25 @@ def _front_matter(result: RunResult) -> list[str]:
 
 def _details_section(result: RunResult) -> list[str]:
     config, run = result.config, result.metrics["run"]
-    precision = run.get("precision", {"policy": "float32"})["policy"]
-    size = config["image_size"]
+    size = config.image_size
     return [
-        f"# Model card: `{config['run_name']}`",
+        f"# Model card: `{config.run_name}`",
         "",
         f"A small convolutional network that gives P(pneumonia) for a chest X-ray, from a {result.kind} run of this "
         "project (Keras Tuner over the Kaggle notebook's CNN, the best point retrained and evaluated once on test).",
         "",
         "## Model details",
         "",
-        f"- **Input**: {size} x {size} {config['color_mode']}, raw 0-255 pixels (rescaled inside the model); any "
+        f"- **Input**: {size} x {size} {config.color_mode}, raw 0-255 pixels (rescaled inside the model); any "
         "JPEG or PNG is decoded and resized (bilinear, antialiased) to this size by `predict.py`.",
         "- **Output**: softmax over (NORMAL, PNEUMONIA); PNEUMONIA when P(pneumonia) >= "
         f"{result.metrics['test']['threshold']:.3f}, the threshold chosen on validation.",
-        f"- **Precision and backend**: trained in `{precision}` on Keras' {run.get('backend', 'tensorflow')} backend; "
+        f"- **Precision and backend**: trained in `{config.precision}` on Keras' {config.backend} backend; "
         "the output layer computes in float32. `model.keras` loads under any Keras 3 backend.",
         "- **Training**: RMSprop, class-weighted cross-entropy"
-        + ("" if config["class_weights"] else " (class weights off)")
-        + f", {config['final_epochs']} epochs with a {config.get('final_schedule', 'constant')} learning rate; "
-        f"the weights of epoch {run['best_epoch']} (best {config['objective']}) were kept.",
+        + ("" if config.class_weights else " (class weights off)")
+        + f", {config.final_epochs} epochs with a {config.final_schedule} learning rate; "
+        f"the weights of epoch {run['best_epoch']} (best {config.objective}) were kept.",
         "",
         *_architecture_lines(result),
     ]
@@ -161,8 +157,8 @@ def _training_data_section(result: RunResult) -> list[str]:
         "",
         markdown_table(["split", *summary.columns], rows),
         "",
-        f"Validation is {config['validation_fraction']:.0%} of train (Kaggle's 16-image `val/` folder joins the "
-        f"train pool first), whole patients only, stratified by class, seed {config['seed']}: no patient's images "
+        f"Validation is {config.validation_fraction:.0%} of train (Kaggle's 16-image `val/` folder joins the "
+        f"train pool first), whole patients only, stratified by class, seed {config.seed}: no patient's images "
         "are in both train and validation. Test is Kaggle's own test split, predicted once at the end.",
         "",
     ]
@@ -175,8 +171,8 @@ def _evaluation_section(result: RunResult) -> list[str]:
     lines = [
         "## Evaluation",
         "",
-        f"The kept epoch ({result.metrics['run']['best_epoch']} of {config['final_epochs']}) was chosen by validation "
-        f"{config['objective']}, the threshold {test['threshold']:.3f} by {threshold_rule(config)}; the test split changed neither. "
+        f"The kept epoch ({result.metrics['run']['best_epoch']} of {config.final_epochs}) was chosen by validation "
+        f"{config.objective}, the threshold {test['threshold']:.3f} by {threshold_rule(config.threshold)}; the test split changed neither. "
         + interval_sentence(test),
         "",
         markdown_table(["metric", "validation", "test [95% interval]"], rows),
@@ -241,7 +237,7 @@ def _confidence_sentence(result: RunResult) -> str:
 
 
 def _how_to_use_section(result: RunResult) -> list[str]:
-    reports_dir = Path(result.config["reports_dir"])  # an absolute one is another machine's: show it relative
+    reports_dir = Path(result.config.reports_dir)  # an absolute one is another machine's: show it relative
     run = (reports_dir if not reports_dir.is_absolute() else Path(reports_dir.name)) / result.run_dir.name
     return [
         "## How to use",
@@ -254,7 +250,7 @@ def _how_to_use_section(result: RunResult) -> list[str]:
         "`predict.py` loads `model.keras` in Keras safe mode and this run's threshold, and prints file, "
         "P(pneumonia) and label per image (`--csv` saves the table, `--explain` writes Grad-CAM overlays). In "
         "Python: `keras.saving.load_model('model.keras', safe_mode=True)` takes (N, "
-        f"{result.config['image_size']}, {result.config['image_size']}, channels) raw 0-255 pixels and returns "
+        f"{result.config.image_size}, {result.config.image_size}, channels) raw 0-255 pixels and returns "
         "(P(normal), P(pneumonia)) per image.",
         "",
     ]

@@ -4,6 +4,8 @@ Mixed precision computes convolutions and dense layers in 16 bits and keeps the 
 softmax output, the loss and the metrics in float32 (hypermodel.py). It pays only where the
 hardware computes in 16 bits natively: bfloat16 on CPUs with avx512_bf16 or AMX and on GPUs of
 compute capability 8.0 and up, float16 on 7.x (Volta, Turing). Elsewhere it is emulated, slower.
+
+One concern: that choice. It imports backends.py (the GPU's compute capability) and nothing else of ours.
 """
 
 from __future__ import annotations

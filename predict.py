@@ -6,6 +6,9 @@
 
 Files may be JPEG or PNG, grayscale or colour, any size: each is decoded and resized exactly as
 in training. A file that cannot be read is listed with the reason; the others are still predicted.
+
+A command line of its own: it imports config.py, errors.py, runs.py (the run's files), data.py, backends.py
+and explain.py, never search.py or the report modules.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError, read_yaml
+from config import Settings, load_recorded
+from errors import UserError
 
 # Keras (and its backend: KERAS_BACKEND, else the run's) is imported only once the arguments are known
 # to be usable, so mistakes answer at once. A model saved under any backend loads under any other.
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """The --run folder cannot be used; the message says why."""
 
 
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run(args.run, args.ensemble)
         files = collect_files(args.paths)
-    except (RunError, ConfigError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     images, readable, failures = decode(files, run["config"])
@@ -84,7 +88,7 @@ def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
             f"--run {run_dir} is not a finished run (missing {', '.join(missing)}): "
             "pass a folder under reports/ that holds a report.md"
         )
-    from report import ENSEMBLE_DIR
+    from runs import CONFIG_FILE, ENSEMBLE_DIR
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     members = sorted((run_dir / ENSEMBLE_DIR).glob("member*.keras"), key=lambda path: int(path.stem[6:]))
@@ -95,9 +99,9 @@ def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
         )
     import backends
 
-    config = read_yaml(run_dir / "config.yaml")
+    config = load_recorded(run_dir / CONFIG_FILE)
     # The run's own backend unless KERAS_BACKEND names another: the model loads under any of them.
-    backends.activate(backends.choose(None, config.get("backend", "tensorflow"))[0])
+    backends.activate(backends.choose(None, config.backend)[0])
     import keras
 
     scored = metrics["ensemble"] if ensemble else metrics
@@ -130,24 +134,24 @@ def collect_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def decode(files: list[Path], config: dict[str, Any]):
+def decode(files: list[Path], config: Settings):
     """Decoded images of the readable files, those files, and (file, reason) for the rest."""
     import numpy as np
 
     from data import DataError, channel_count, decode_file
 
-    channels = channel_count(config["color_mode"])
+    channels = channel_count(config.color_mode)
     images, readable, failures = [], [], []
     for path in files:
         if not path.is_file():
             failures.append((path, "no such file"))
             continue
         try:
-            images.append(decode_file(path, config["image_size"], channels))
+            images.append(decode_file(path, config.image_size, channels))
             readable.append(path)
         except DataError as error:
             failures.append((path, str(error).removeprefix(f"{path}: ")))
-    shape = (0, config["image_size"], config["image_size"], channels)
+    shape = (0, config.image_size, config.image_size, channels)
     return (np.stack(images) if images else np.zeros(shape, np.uint8)), readable, failures
 
 

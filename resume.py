@@ -5,6 +5,8 @@ retrain keeps besides them: the best epoch so far, its weights and the history r
 writes its weights and its epoch counter as two files, one after the other, so a kill between
 the two resumes one epoch off. `RetrainBackup` keeps all of it, and commits each epoch with a
 single rename of its state file, which names the weight files that belong to it.
+
+One concern: that backup. It imports Keras and runs.py (whole-file writes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import keras
 
-from report import write_text
+from runs import write_text
 
 
 class RetrainBackup(keras.callbacks.Callback):

@@ -1,4 +1,7 @@
-"""Keras Tuner's tuners, set up so the baseline is the first trial and every trial's cost is kept."""
+"""Keras Tuner's tuners, set up so the baseline is the first trial and every trial's cost is kept.
+
+One concern: Keras Tuner. It imports Keras, Keras Tuner, errors.py and runs.py (whole-file writes) of ours.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,10 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
-from report import write_text
+from errors import SearchError
+from runs import write_text
 
 TUNER_PREFIX = "tuner/"  # Keras Tuner's Hyperband bookkeeping values
-
-
-class SearchError(RuntimeError):
-    """The search could not produce a usable result; the message says why."""
 
 
 class BaselineFirst:

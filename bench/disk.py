@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=80)
     args = parser.parse_args()
 
-    from report import disk_usage
+    from runs import disk_usage
 
     source = ["--data-dir", args.data_dir] if args.data_dir else ["--synthetic"]
     flags = [*source, "--tuner", args.tuner, "--max-trials", str(args.trials), "--epochs", "1"]

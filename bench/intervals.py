@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
 import report  # noqa: E402
-import search  # noqa: E402
-from config import load_config  # noqa: E402
+import runs  # noqa: E402
+import tables  # noqa: E402
+from config import load_recorded  # noqa: E402
 from evaluation import bootstrap_test_metrics, classification_metrics  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> int:
         metrics = with_intervals(run_dir)
         print_figures(run_dir, metrics)
         if args.write:
-            report.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+            runs.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
             report.render(run_dir, counterpart_of(run_dir, metrics))
             print(f"Wrote {run_dir / 'metrics.json'}, re-rendered {run_dir / 'report.md'} and model_card.md")
     return 0
@@ -68,21 +68,20 @@ def with_intervals(run_dir: Path) -> dict[str, Any]:
 
 def counterpart_of(run_dir: Path, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The other kind's finished run beside this one, paired as search.py pairs them, so re-rendering keeps it."""
-    settings = {**load_config(), **yaml.safe_load((run_dir / "config.yaml").read_text())}
-    settings["reports_dir"] = str(run_dir.parent)
-    return search.find_counterpart(settings, metrics["run"]["kind"])
+    settings = load_recorded(run_dir / "config.yaml").replace(reports_dir=str(run_dir.parent))
+    return runs.find_counterpart(settings, metrics["run"]["kind"])
 
 
 def print_figures(run_dir: Path, metrics: dict[str, Any]) -> None:
     test = metrics["test"]
-    print(f"\n{run_dir}: test at threshold {test['threshold']:.3f}. {report.interval_sentence(test)}\n")
-    rows = [[name, report.with_interval(test, name)] for name in report.METRIC_ROWS[:6]]
-    print(report.markdown_table(["metric", "test [95% interval]"], rows) + "\n")
+    print(f"\n{run_dir}: test at threshold {test['threshold']:.3f}. {tables.interval_sentence(test)}\n")
+    rows = [[name, tables.with_interval(test, name)] for name in tables.METRIC_ROWS[:6]]
+    print(tables.markdown_table(["metric", "test [95% interval]"], rows) + "\n")
     types = [
-        [name, figures["n_images"], figures["n_patients"], report.type_sensitivity(figures)]
+        [name, figures["n_images"], figures["n_patients"], tables.type_sensitivity(figures)]
         for name, figures in test["by_type"].items()
     ]
-    print(report.markdown_table(["type", "test images", "patients", "sensitivity [95% interval]"], types))
+    print(tables.markdown_table(["type", "test images", "patients", "sensitivity [95% interval]"], types))
 
 
 if __name__ == "__main__":

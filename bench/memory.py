@@ -77,19 +77,18 @@ def main() -> None:
     args = parser.parse_args()
 
     import search
+    import training
     import tuning
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
     flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]
-    parsed = search.parse_args(flags)
-    config = search.resolve_config(parsed)
-    search.choose_precision(config, parsed)
+    config = search.resolve_run(search.parse_args(flags)).settings
     if args.no_tensorboard:
-        config["tensorboard"] = False
+        config = config.replace(tensorboard=False)
     hypermodel = search.make_hypermodel(config)
-    splits = search.load_data(config, synthetic=False)
-    logging = "on" if config["tensorboard"] else "off"
-    print(f"RSS after decoding the data: {rss_mb():.0f} MB (TensorBoard {logging}, {config['precision']})")
+    splits = search.load_data(config)
+    logging = "on" if config.tensorboard else "off"
+    print(f"RSS after decoding the data: {rss_mb():.0f} MB (TensorBoard {logging}, {config.precision})")
     if args.tracemalloc:
         tracemalloc.start()
 
@@ -119,9 +118,9 @@ def main() -> None:
 
     tuning.build_tuner = measured_tuner
     with tempfile.TemporaryDirectory() as run_dir:
-        search.search(hypermodel, splits, config, Path(run_dir))
+        training.search(hypermodel, splits, config, Path(run_dir))
     before = rss_mb()
-    settings = search.fit_settings(splits, config)  # what retrain() builds
+    settings = training.fit_settings(splits, config)  # what retrain() builds
     print(f"RSS after building the retrain's datasets: {rss_mb():.0f} MB ({rss_mb() - before:+.0f} MB)")
     del settings
 

@@ -26,7 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import load_config, read_yaml  # noqa: E402
+from config import Settings, load_recorded  # noqa: E402
 
 RESULTS = "objective_bench.csv"
 VALIDATION = "objective_bench_validation.csv"
@@ -37,11 +37,11 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a finished search run folder")
     parser.add_argument("--top", type=int, default=5, help="how many of the best distinct points to retrain")
     args = parser.parse_args()
-    # Keys added since the run started keep their defaults (they change nothing it did).
-    config = {**load_config(), **read_yaml(args.run_dir / "config.yaml")}
+    # Keys added since the run started keep their legacy values or defaults (they change nothing it did).
+    config = load_recorded(args.run_dir / "config.yaml")
     import backends
 
-    backends.activate(config["backend"])
+    backends.activate(config.backend)
     results, validation = args.run_dir / RESULTS, args.run_dir / VALIDATION
     done = pd.read_csv(results, dtype={"trial_id": str}) if results.exists() else pd.DataFrame()
     probabilities = pd.read_csv(validation) if validation.exists() else _validation_frame(config)
@@ -54,16 +54,17 @@ def main() -> None:
         rows.append({"trial_id": trial_id, "search_score": score, **scores})
         pd.DataFrame(rows).to_csv(results, index=False)
     table = pd.DataFrame(rows)
-    print_table(table, config["objective"])
+    print_table(table, config.objective)
     print_ensembles(probabilities, list(table["trial_id"]))
 
 
-def best_points(run_dir: Path, config: dict, count: int) -> list[tuple[str, float, object]]:
+def best_points(run_dir: Path, config: Settings, count: int) -> list[tuple[str, float, object]]:
     """(trial id, search score, point) of the best distinct points, best first, from the run's tuner state."""
     import search
+    import training
     import tuning
 
-    tuner = search.make_tuner(search.make_hypermodel(config), config, run_dir)
+    tuner = training.make_tuner(search.make_hypermodel(config), config, run_dir)
     chosen, seen = [], []
     for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
         values = tuning.searched_values(trial.hyperparameters)
@@ -73,14 +74,15 @@ def best_points(run_dir: Path, config: dict, count: int) -> list[tuple[str, floa
     return chosen[:count]
 
 
-def retrained_scores(run_dir: Path, config: dict, point) -> tuple[dict[str, float], np.ndarray]:
+def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, float], np.ndarray]:
     """The point retrained as the run's final training: validation AUC and loss at the kept epoch, and its
     validation P(pneumonia)."""
     import data
     import search
+    import training
 
     splits = _splits(config)
-    model, history, kept = search.retrain(
+    model, history, kept = training.retrain(
         search.make_hypermodel(config), point, splits, config, run_dir / "objective-bench-retrain"
     )
     row = history.iloc[kept - 1]
@@ -90,11 +92,11 @@ def retrained_scores(run_dir: Path, config: dict, point) -> tuple[dict[str, floa
         "val_loss": row["val_loss"],
         "val_accuracy": row["val_accuracy"],
     }
-    images = data.to_dataset(splits["validation"], config["batch_size"])
+    images = data.to_dataset(splits["validation"], config.batch_size)
     return scores, model.predict(images, verbose=0)[:, 1].astype(np.float64)
 
 
-def _validation_frame(config: dict) -> pd.DataFrame:
+def _validation_frame(config: Settings) -> pd.DataFrame:
     import data
 
     validation = _splits(config)["validation"]
@@ -107,11 +109,11 @@ def _validation_frame(config: dict) -> pd.DataFrame:
     )
 
 
-def _splits(config: dict, cache: dict = {}):  # noqa: B006  (decoded once per process on purpose)
+def _splits(config: Settings, cache: dict = {}):  # noqa: B006  (decoded once per process on purpose)
     import search
 
     if not cache:
-        cache["splits"] = search.load_data(dict(config), synthetic=False)
+        cache["splits"] = search.load_data(config)
     return cache["splits"]
 
 

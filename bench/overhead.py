@@ -64,12 +64,12 @@ def trial_overhead(args: argparse.Namespace) -> None:
     from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
 
     config = load_config(overrides={"--image-size": ("image_size", args.image_size)})
-    splits = data.load_splits(args.data_dir, config["validation_fraction"], config["seed"])
-    data.decode_splits(splits, config["image_size"], config["color_mode"])
-    train = data.to_dataset(splits["train"], config["batch_size"], shuffle=True, seed=config["seed"])
-    validation = data.to_dataset(splits["validation"], config["batch_size"])
+    splits = data.load_splits(args.data_dir, config.validation_fraction, config.seed)
+    data.decode_splits(splits, config.image_size, config.color_mode)
+    train = data.to_dataset(splits["train"], config.batch_size, shuffle=True, seed=config.seed)
+    validation = data.to_dataset(splits["validation"], config.batch_size)
     weights = data.class_weights(splits["train"].labels)
-    hypermodel = ChestXRayHyperModel(config["image_size"], 3, config["search_space"], config["augmentation"])
+    hypermodel = ChestXRayHyperModel(config.image_size, 3, config.search_space.as_dict(), config.augmentation.as_dict())
     threads = (
         tf.config.threading.get_inter_op_parallelism_threads(),
         tf.config.threading.get_intra_op_parallelism_threads(),

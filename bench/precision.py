@@ -121,8 +121,8 @@ def build(policy: str, augment: bool = True):
     from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
 
     config = load_config()
-    augmentation = config["augmentation"] if augment else dict.fromkeys(config["augmentation"], 0.0)
-    hypermodel = ChestXRayHyperModel(IMAGE_SIZE, 3, config["search_space"], augmentation, policy)
+    augmentation = config.augmentation.as_dict() if augment else dict.fromkeys(config.augmentation.as_dict(), 0.0)
+    hypermodel = ChestXRayHyperModel(IMAGE_SIZE, 3, config.search_space.as_dict(), augmentation, policy)
     return hypermodel.build(baseline_hyperparameters())
 
 

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 from config import load_config  # noqa: E402
 from evaluation import paired_difference  # noqa: E402
-from report import is_finished, markdown_table  # noqa: E402
+from runs import is_finished  # noqa: E402
+from tables import markdown_table  # noqa: E402
 
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
 TARGETS = {"accuracy": 0.93, "roc_auc": 0.985, "sensitivity": 0.95}  # issue 15, on the tuned mean
@@ -111,7 +112,7 @@ def main() -> int:
 
 def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
     """The baseline and tuned runs per seed, each with its run name and search.py flags."""
-    baseline_size = load_config()["image_size"]
+    baseline_size = load_config().image_size
     runs = []
     for seed in seeds:
         runs.append(

@@ -33,24 +33,23 @@ def main() -> None:
     args = parser.parse_args()
 
     import search
+    import training
 
     common = ["--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
-    flags = search.parse_args([*common, "--tuner", "hyperband"])
-    config = search.resolve_config(flags)
-    search.choose_precision(config, flags)
-    config["hyperband_factor"] = args.factor
+    config = search.resolve_run(search.parse_args([*common, "--tuner", "hyperband"])).settings
+    config = config.replace(hyperband_factor=args.factor)
     hypermodel = search.make_hypermodel(config)
-    splits = search.load_data(config, synthetic=False)
+    splits = search.load_data(config)
     with tempfile.TemporaryDirectory() as scratch:
-        _, hyperband = search.search(hypermodel, splits, config, Path(scratch) / "hyperband")
+        _, hyperband = training.search(hypermodel, splits, config, Path(scratch) / "hyperband")
         budget = int(hyperband["epochs_run"].sum())
         trials = math.ceil(budget / args.epochs)
-        config = search.resolve_config(search.parse_args([*common, "--tuner", "random", "--max-trials", str(trials)]))
-        _, random = search.search(hypermodel, splits, config, Path(scratch) / "random")
+        config = config.replace(tuner="random", max_trials=trials)
+        _, random = training.search(hypermodel, splits, config, Path(scratch) / "random")
 
-    objective = config["objective"]
+    objective = config.objective
     print(f"\nBest {objective} so far against epochs spent ({args.image_size} px, all {len(splits['train'])} train / "
-          f"{len(splits['validation'])} validation images, max {args.epochs} epochs per trial, seed {config['seed']})")  # fmt: skip
+          f"{len(splits['validation'])} validation images, max {args.epochs} epochs per trial, seed {config.seed})")  # fmt: skip
     maximise = not objective.endswith("loss")
     curves = {}
     for name, table in (("hyperband", hyperband), ("random", random)):

@@ -21,7 +21,7 @@ import keras  # noqa: E402
 from pipeline import EpochTimer  # noqa: E402  (bench/, beside this script)
 
 import data  # noqa: E402
-import search  # noqa: E402
+import training  # noqa: E402
 from config import load_config  # noqa: E402
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters  # noqa: E402
 
@@ -34,10 +34,10 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(None, {"--data-dir": ("data_dir", args.data_dir)})
-    splits = data.load_splits(data.resolve_data_dir(config["data_dir"]), config["validation_fraction"], config["seed"])
-    data.decode_splits(splits, config["image_size"], config["color_mode"])
-    hypermodel = ChestXRayHyperModel(config["image_size"], 3, config["search_space"], config["augmentation"])
-    settings = {**search.fit_settings(splits, config), "verbose": 0}
+    splits = data.load_splits(data.resolve_data_dir(config.data_dir), config.validation_fraction, config.seed)
+    data.decode_splits(splits, config.image_size, config.color_mode)
+    hypermodel = ChestXRayHyperModel(config.image_size, 3, config.search_space.as_dict(), config.augmentation.as_dict())
+    settings = {**training.fit_settings(splits, config), "verbose": 0}
 
     epoch_seconds: dict[str, list[float]] = {"without TensorBoard": [], "with TensorBoard": []}
     with tempfile.TemporaryDirectory() as logs:
@@ -46,7 +46,7 @@ def main() -> None:
                 keras.utils.clear_session()
                 model = hypermodel.build(baseline_hyperparameters())
                 timer = EpochTimer()
-                logging = search.tensorboard_logging({"tensorboard": way.startswith("with ")}, Path(logs) / str(round_))
+                logging = training.tensorboard_logging(way.startswith("with "), Path(logs) / str(round_))
                 model.fit(epochs=args.epochs, callbacks=[timer, *logging], **settings)
                 epoch_seconds[way] += timer.seconds[1:]
                 print(f"round {round_ + 1}, {way}: epochs 2+ " + ", ".join(f"{s:.1f}s" for s in timer.seconds[1:]))
@@ -54,7 +54,7 @@ def main() -> None:
     medians = {way: statistics.median(seconds) for way, seconds in epoch_seconds.items()}
     images = len(splits["train"]) + len(splits["validation"])
     print(
-        f"\n{len(splits['train'])} train + {len(splits['validation'])} validation images at {config['image_size']} px, batch {config['batch_size']}"
+        f"\n{len(splits['train'])} train + {len(splits['validation'])} validation images at {config.image_size} px, batch {config.batch_size}"
     )
     for way, median in medians.items():
         print(

@@ -20,7 +20,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import read_yaml  # noqa: E402
+from config import load_recorded  # noqa: E402
 
 # (shift x, shift y) as fractions of the side, zoom per axis: small, inside the training augmentation's ranges.
 VIEWS = {
@@ -51,10 +51,10 @@ def measure(run_dir: Path) -> list[dict]:
 
     import data
 
-    config = read_yaml(run_dir / "config.yaml")
-    splits = data.load_splits(Path(config["data_dir"]), config["validation_fraction"], config["seed"])
+    config = load_recorded(run_dir / "config.yaml")
+    splits = data.load_splits(Path(config.data_dir), config.validation_fraction, config.seed)
     validation = splits["validation"]
-    images = data.decode_images(validation.files, config["image_size"], data.channel_count(config["color_mode"]))
+    images = data.decode_images(validation.files, config.image_size, data.channel_count(config.color_mode))
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     each = {name: predict_view(model, images, *view) for name, view in VIEWS.items()}
     averaged = np.mean(list(each.values()), axis=0)

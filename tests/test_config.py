@@ -14,18 +14,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_hold_the_baseline_protocol():
     loaded = load_config()
-    assert loaded["image_size"] == 80 and loaded["color_mode"] == "rgb"
-    assert loaded["final_epochs"] == 45 and loaded["batch_size"] == 64
-    assert loaded["tuner"] == "random" and loaded["objective"] == "val_auc" and loaded["max_trials"] == 100
-    assert loaded["validation_fraction"] == 0.1 and loaded["class_weights"] is True
+    assert loaded.image_size == 80 and loaded.color_mode == "rgb"
+    assert loaded.final_epochs == 45 and loaded.batch_size == 64
+    assert loaded.tuner == "random" and loaded.objective == "val_auc" and loaded.max_trials == 100
+    assert loaded.validation_fraction == 0.1 and loaded.class_weights is True
 
 
 def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
     path = write(tmp_path, "epochs: 4\nsearch_space:\n  dropout: {min: 0.1, max: 0.3, step: 0.1}\n")
     loaded = load_config(path, {"--epochs": ("epochs", 7)})
-    assert loaded["epochs"] == 7
-    assert loaded["search_space"]["dropout"] == {"min": 0.1, "max": 0.3, "step": 0.1}
-    assert loaded["search_space"]["filters"] == [16, 32, 64, 128]  # untouched default
+    assert loaded.epochs == 7
+    assert loaded.search_space.dropout == config.Range(min=0.1, max=0.3, step=0.1)
+    assert loaded.search_space.filters == (16, 32, 64, 128)  # untouched default
 
 
 @pytest.mark.parametrize(
@@ -115,5 +115,28 @@ def test_cpu_preset_is_valid_and_keeps_the_baseline_inside():
     from hypermodel import ChestXRayHyperModel
 
     preset = load_config(Path(__file__).parents[1] / "configs" / "cpu.yaml")
-    assert preset["color_mode"] == "grayscale" and preset["final_schedule"] == "cosine"
-    ChestXRayHyperModel(preset["image_size"], 1, preset["search_space"], preset["augmentation"])
+    assert preset.color_mode == "grayscale" and preset.final_schedule == "cosine"
+    ChestXRayHyperModel(preset.image_size, 1, preset.search_space.as_dict(), preset.augmentation.as_dict())
+
+
+def test_settings_are_frozen_and_nested():
+    import dataclasses
+
+    loaded = load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.seed = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.search_space.learning_rate.min = 0.5
+    assert loaded.distributed.role == "standalone" and loaded.augmentation.zoom == 0.2
+    changed = loaded.replace(seed=3)
+    assert (changed.seed, loaded.seed) == (3, 42)
+
+
+def test_a_run_recorded_before_newer_keys_loads_with_their_legacy_values(tmp_path):
+    old = config.dump(load_config()).splitlines()
+    dropped = ("precision:", "backend:", "final_schedule:", "final_ema_momentum:", "ensemble_size:")
+    path = write(tmp_path, "\n".join(line for line in old if not line.startswith(dropped)) + "\nretired_key: 1\n")
+    recorded = config.load_recorded(path)
+    assert (recorded.precision, recorded.backend, recorded.final_schedule) == ("float32", "tensorflow", "constant")
+    assert recorded.final_ema_momentum is None and recorded.ensemble_size == 1
+    assert recorded.image_size == 80  # what the run did record is kept

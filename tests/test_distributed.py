@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ import pytest
 
 import distributed
 import search
+from config import Distributed
 
 SEARCH = Path(search.__file__)
 RUN_DIR = Path("reports/search-random-48px-seed7")  # the name the settings below derive
@@ -142,13 +144,13 @@ def test_roles_set_keras_tuners_variables_and_standalone_clears_them(monkeypatch
 
     for name in distributed.ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
-    settings = {"role": "worker", "oracle_address": "10.0.0.5:8000", "worker_id": "gpu-box-1"}
+    settings = Distributed(role="worker", oracle_address="10.0.0.5:8000", worker_id="gpu-box-1", running_trial_timeout=None)
     distributed.configure(settings)
     assert (os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]) == ("10.0.0.5", "8000")
     assert utils.has_chief_oracle() and not utils.is_chief_oracle()
-    distributed.configure({**settings, "role": "chief"})
+    distributed.configure(dataclasses.replace(settings, role="chief"))
     assert utils.is_chief_oracle()
-    distributed.configure({**settings, "role": "standalone"})
+    distributed.configure(dataclasses.replace(settings, role="standalone"))
     assert not utils.has_chief_oracle() and not set(distributed.ENVIRONMENT) & set(os.environ)
 
 

@@ -48,7 +48,7 @@ def test_a_policy_asked_for_is_kept(monkeypatch):
 
 
 def test_mixed_model_computes_in_bfloat16_but_outputs_loss_and_metrics_in_float32(tmp_path):
-    model = ChestXRayHyperModel(48, 1, CONFIG["search_space"], CONFIG["augmentation"], "mixed_bfloat16").build(
+    model = ChestXRayHyperModel(48, 1, CONFIG.search_space.as_dict(), CONFIG.augmentation.as_dict(), "mixed_bfloat16").build(
         baseline_hyperparameters()
     )
     assert keras.mixed_precision.global_policy().name == "float32"  # left as it was
@@ -62,7 +62,7 @@ def test_mixed_model_computes_in_bfloat16_but_outputs_loss_and_metrics_in_float3
     assert np.isfinite(history.history["loss"][0])
     assert (
         model.count_params()
-        == ChestXRayHyperModel(48, 1, CONFIG["search_space"], CONFIG["augmentation"])
+        == ChestXRayHyperModel(48, 1, CONFIG.search_space.as_dict(), CONFIG.augmentation.as_dict())
         .build(baseline_hyperparameters())
         .count_params()
     )

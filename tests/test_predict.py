@@ -15,7 +15,7 @@ from conftest import write_image
 import data
 import explain
 import predict
-import report
+import runs
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_index_lists_every_run_folder(in_workdir):
     reports = in_workdir.parent
     (reports / "half-done").mkdir()
     (reports / "half-done" / "config.yaml").write_text("seed: 1\n")
-    report.write_index(reports)
+    runs.write_index(reports)
     index = (reports / "index.md").read_text()
     assert f"[report]({in_workdir.name}/report.md)" in index
     assert "| half-done | unfinished |" in index
@@ -132,7 +132,7 @@ def test_a_folder_copied_in_part_does_not_stop_the_index(run_dir, tmp_path):
     (reports / "garbled").mkdir()
     (reports / "garbled" / "config.yaml").write_text("objective: val_auc\n")
     (reports / "garbled" / "metrics.json").write_text("{}")
-    report.write_index(reports)
+    runs.write_index(reports)
     index = (reports / "index.md").read_text()
     assert "[report](whole/report.md)" in index
     assert "| part | unreadable (history.csv: No such file or directory) |" in index

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from conftest import TINY_SEARCH
 
-import report
+import figures
+import runs
 import search
 import tuning
 from config import load_config
@@ -119,7 +120,7 @@ def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path
     command = [sys.executable, str(REPO / "search.py"), *flags]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     run_dir = tmp_path / "reports" / "retrain"
-    state_file = run_dir / search.RETRAIN_BACKUP / "best" / "state.json"
+    state_file = run_dir / runs.RETRAIN_BACKUP / "best" / "state.json"
     with open(tmp_path / "killed.out", "w") as out:
         killed = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
@@ -141,13 +142,13 @@ def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path
     # The kept epoch is chosen over every epoch, those before the kill included.
     kept = json.loads((run_dir / "metrics.json").read_text())["run"]["best_epoch"]
     assert history["val_auc"].iloc[kept - 1] == history["val_auc"].max()
-    assert not (run_dir / search.RETRAIN_BACKUP).exists()  # reported: nothing left to resume
+    assert not (run_dir / runs.RETRAIN_BACKUP).exists()  # reported: nothing left to resume
 
 
 def test_tuner_state_is_replaced_whole_so_a_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):
     defaults = load_config()
     tuner = tuning.build_tuner(
-        ChestXRayHyperModel(48, 3, defaults["search_space"], defaults["augmentation"]),
+        ChestXRayHyperModel(48, 3, defaults.search_space.as_dict(), defaults.augmentation.as_dict()),
         kind="random",
         objective="val_auc",
         max_trials=2,
@@ -213,12 +214,12 @@ def test_nan_loss_and_build_errors_fail_their_trial_and_the_search_goes_on(workd
 
 def test_a_report_that_cannot_be_written_keeps_the_trials_and_resumes(workdir, monkeypatch, capsys):
     flags = [*TINY, *RANDOM, "--max-trials", "2"]
-    save = report._save
+    save = figures.save_figure
 
     def disk_full(path, figure):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report, "_save", disk_full)
+    monkeypatch.setattr(figures, "save_figure", disk_full)
     assert search.main(flags) == 2
     err = capsys.readouterr().err.strip()
     run_dir = workdir / "reports" / "synthetic-search-random-48px-seed7"
@@ -230,7 +231,7 @@ def test_a_report_that_cannot_be_written_keeps_the_trials_and_resumes(workdir, m
     scores = {tid: state["score"] for tid, state in trial_states(run_dir / "tuner" / "search").items()}
     assert len(scores) == 2
 
-    monkeypatch.setattr(report, "_save", save)
+    monkeypatch.setattr(figures, "save_figure", save)
     assert search.main(flags) == 0
     trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
     assert dict(zip(trials["trial_id"], trials["objective"])) == pytest.approx(scores)
@@ -275,7 +276,7 @@ def test_a_depth_that_does_not_fit_the_image_exits_2(workdir, capsys):
 
 def test_saved_model_loads_in_keras_safe_mode(tmp_path):
     defaults = load_config()
-    hypermodel = ChestXRayHyperModel(48, 3, defaults["search_space"], defaults["augmentation"])
+    hypermodel = ChestXRayHyperModel(48, 3, defaults.search_space.as_dict(), defaults.augmentation.as_dict())
     model = hypermodel.build(baseline_hyperparameters())
     without_augmentation(model).save(tmp_path / "model.keras")  # what search.py saves
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)

@@ -11,7 +11,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-import search
+import training
 
 
 def read_events(folder: Path) -> EventAccumulator:
@@ -62,6 +62,6 @@ def test_final_training_is_logged_beside_the_trials(run_dir):
 
 
 def test_logging_can_be_switched_off():
-    assert search.tensorboard_logging({"tensorboard": False}, Path("unused")) == []
-    (callback,) = search.tensorboard_logging({"tensorboard": True}, Path("logs"))
+    assert training.tensorboard_logging(False, Path("unused")) == []
+    (callback,) = training.tensorboard_logging(True, Path("logs"))
     assert callback.log_dir == "logs"

@@ -1,0 +1,291 @@
+"""A run folder, reports/<run>/: its layout and file names, whole-file writes, the results it holds
+(`RunResult`, read and written in one place, older runs included), whether it is finished, the runs
+index, the resume policy and the lookup of the other kind's run to compare with.
+
+One concern: the files of runs. It imports config.py and tables.py (for the index), never Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from config import Settings, dump, load_recorded, recorded
+from errors import ConfigError, RunFilesError  # noqa: F401  (RunFilesError: raised by the writers' callers)
+from tables import cell, duration, markdown_table, maximised
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where tables are read, so `search.py --help` stays instant
+
+CONFIG_FILE = "config.yaml"  # the settings the run was started with; written first
+REPORT_FILE = "report.md"  # written last: its presence means the run finished
+ENSEMBLE_DIR = "ensemble"  # member2.keras, ... beside model.keras (the best point, member 1)
+RETRAIN_BACKUP = "retrain"  # what an interrupted retrain resumes from; removed once reported
+# Settings that must match for a search and a baseline run to be compared on test.
+PROTOCOL_KEYS = (
+    "data_dir", "image_size", "color_mode", "validation_fraction", "class_weights", "batch_size",
+    "augmentation", "objective", "final_epochs", "final_schedule", "final_ema_momentum", "threshold", "seed",
+)  # fmt: skip
+# How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
+RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
+
+
+class Stopwatch:
+    """Seconds spent in each named phase of a run."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = now - self.last
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.seconds, "total": time.monotonic() - self.started}
+
+
+@dataclass
+class RunResult:
+    """Everything a report shows: a finished run's files, read back (`load`) or about to be written (`save`)."""
+
+    run_dir: Path
+    config: Settings  # as the run recorded them; keys older runs lack take their legacy values
+    data_summary: pd.DataFrame
+    trials: pd.DataFrame | None
+    best_hyperparameters: dict[str, Any]
+    history: pd.DataFrame
+    metrics: dict[str, Any]  # "validation", "test", "run"
+    predictions: pd.DataFrame  # split, file, label, p_pneumonia
+    counterpart: tuple[str, dict[str, Any]] | None = None  # the other kind's run name and metrics
+    counterpart_predictions: pd.DataFrame | None = None  # the other run's predictions.csv, for paired differences
+    skipped_images: pd.DataFrame | None = None  # split, file, class of images left out as undecodable
+
+    @property
+    def kind(self) -> str:
+        return self.metrics["run"]["kind"]
+
+    @classmethod
+    def load(cls, run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> RunResult:
+        import pandas as pd
+
+        skipped = run_dir / "skipped_images.csv"
+        other_predictions = run_dir.parent / counterpart[0] / "predictions.csv" if counterpart else None
+        return cls(
+            run_dir=run_dir,
+            config=load_recorded(run_dir / CONFIG_FILE),
+            data_summary=pd.read_csv(run_dir / "data_summary.csv", index_col=0),
+            trials=read_trials(run_dir / "trials.csv"),
+            best_hyperparameters=yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text()),
+            history=pd.read_csv(run_dir / "history.csv"),
+            metrics=json.loads((run_dir / "metrics.json").read_text()),
+            predictions=pd.read_csv(run_dir / "predictions.csv"),
+            counterpart=counterpart,
+            counterpart_predictions=pd.read_csv(other_predictions)
+            if other_predictions and other_predictions.exists()
+            else None,
+            skipped_images=pd.read_csv(skipped) if skipped.exists() else None,
+        )
+
+    def save(self) -> None:
+        """Write the tables beside the run's config.yaml, metrics.json last (the report is rendered after)."""
+        run_dir = self.run_dir
+        if self.trials is not None:
+            write_csv(run_dir / "trials.csv", self.trials)
+        if self.skipped_images is not None and len(self.skipped_images):
+            write_csv(run_dir / "skipped_images.csv", self.skipped_images)
+        write_csv(run_dir / "data_summary.csv", self.data_summary, index=True)
+        write_text(run_dir / "best_hyperparameters.yaml", yaml.safe_dump(self.best_hyperparameters, sort_keys=False))
+        write_csv(run_dir / "history.csv", self.history)
+        write_csv(run_dir / "predictions.csv", self.predictions)
+        write_text(run_dir / "metrics.json", json.dumps(self.metrics, indent=2))
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only once written completely."""
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """`text` to `path`, written whole: a reader sees the old file or the new one, never half of one."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
+def write_csv(path: Path, table: pd.DataFrame, index: bool = False) -> None:
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=index)
+
+
+def save_figure(path: Path, figure: Any) -> None:
+    """A matplotlib Figure as an image file, written whole."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, bbox_inches="tight")
+
+
+def save_models(run_dir: Path, model: Any, members: Sequence[Any] = ()) -> None:
+    """The kept model as model.keras and an ensemble's other members in ensemble/, each written whole."""
+    with atomic_path(run_dir / "model.keras") as temporary:
+        model.save(temporary)
+    for rank, member in enumerate(members, start=2):
+        (run_dir / ENSEMBLE_DIR).mkdir(exist_ok=True)
+        with atomic_path(run_dir / ENSEMBLE_DIR / f"member{rank}.keras") as temporary:
+            member.save(temporary)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run is finished once its report.md exists: render() writes it last."""
+    return (run_dir / REPORT_FILE).exists()
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes taken by the files under `folder`."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def read_trials(path: Path) -> pd.DataFrame | None:
+    """A search's trials.csv (trial ids kept as written), or None for a baseline run."""
+    import pandas as pd
+
+    if not path.exists():
+        return None
+    return pd.read_csv(path, dtype={"trial_id": str}, keep_default_na=False, na_values=[""])
+
+
+def run_folder(settings: Settings) -> Path:
+    """reports_dir/run_name (search.Run.dir says the same without importing this module)."""
+    return Path(settings.reports_dir) / settings.run_name
+
+
+def recorded_precision(run_dir: Path) -> str | None:
+    """The dtype policy the run in `run_dir` was started with (None where there is none): a resumed run keeps
+    it, whatever `auto` would choose now."""
+    started = run_dir / CONFIG_FILE
+    return recorded(started)["precision"] if started.exists() else None
+
+
+def prepare_run_dir(settings: Settings, overwrite: bool) -> Path:
+    """Create the run folder and write its config.yaml, or resume it when it holds an unfinished run with the
+    same settings."""
+    run_dir = run_folder(settings)
+    if settings.distributed.role == "worker":
+        # A worker keeps only its trials' checkpoints under tuner/; the chief owns the run's files.
+        return run_dir
+    if run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    elif is_finished(run_dir):
+        raise ConfigError(
+            f"{run_dir} holds a finished run: pass --overwrite to redo it or --run-name NAME for a new one"
+        )
+    elif (run_dir / CONFIG_FILE).exists():
+        changed = changed_settings(recorded(run_dir / CONFIG_FILE), settings)
+        if changed:
+            raise ConfigError(
+                f"{run_dir} was started with other settings ({', '.join(changed)}): "
+                "pass --overwrite to start afresh or --run-name NAME for a new run"
+            )
+        print(f"Resuming {run_dir}: finished trials are kept.")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / CONFIG_FILE, dump(settings))
+    except OSError as error:
+        raise ConfigError(f"cannot write to {run_dir} ({error.strerror}): pass a writable --reports-dir") from None
+    return run_dir
+
+
+def changed_settings(previous: dict[str, Any], settings: Settings) -> list[str]:
+    """The keys whose values differ from a recorded run's, those that only say how it runs aside."""
+    now = settings.as_dict()
+    return [key for key in now if key not in RUNTIME_KEYS and previous.get(key) != now[key]]
+
+
+def find_counterpart(settings: Settings, kind: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest finished run of the other kind (search or baseline) with the same protocol."""
+    now = settings.as_dict()
+    finished = sorted(
+        Path(settings.reports_dir).glob("*/metrics.json"), key=lambda path: path.stat().st_mtime, reverse=True
+    )
+    for metrics_file in finished:
+        if not is_finished(metrics_file.parent):
+            continue
+        other = json.loads(metrics_file.read_text())
+        other_config = recorded(metrics_file.with_name(CONFIG_FILE))
+        if other.get("run", {}).get("kind") != kind and all(other_config.get(key) == now[key] for key in PROTOCOL_KEYS):
+            return metrics_file.parent.name, other
+    return None
+
+
+def write_index(reports_dir: Path) -> None:
+    """reports/index.md: one row per run folder, finished or not, newest first. A folder whose files cannot be
+    read (copied in part, say) gets a row saying so: another folder never stops a run from finishing."""
+    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob("*/config.yaml"))]
+    rows.sort(key=lambda row: row[0], reverse=True)
+    header = [
+        "run", "finished", "kind", "image size", "trials", "best validation objective",
+        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report", "model card",
+    ]  # fmt: skip
+    text = "\n".join(
+        [
+            "# Runs",
+            "",
+            "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
+            "the test split was predicted once, after every choice was made on validation.",
+            "",
+            markdown_table(header, [cells for _, cells in rows]),
+            "",
+        ]
+    )
+    write_text(reports_dir / "index.md", text)
+
+
+def _index_row(run_dir: Path) -> tuple[str, list[Any]]:
+    """The sort key (when it finished) and the cells of one run folder's row in index.md."""
+    folder = f"[folder]({run_dir.name}/)"
+    if not (run_dir / "metrics.json").exists():
+        return "", [run_dir.name, "unfinished", *[None] * 10, folder, None]
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        run, test = metrics["run"], metrics["test"]
+        trials = read_trials(run_dir / "trials.csv")
+        best = _best_validation_objective(config["objective"], trials, run_dir / "history.csv", run["best_epoch"])
+        cells = [
+            run_dir.name, run["finished"], run["kind"], config["image_size"],
+            "–" if trials is None else len(trials), best,
+            test["accuracy"], test["roc_auc"], test["sensitivity"], test["specificity"],
+            duration(run["wall_seconds"]["total"]), f"[report]({run_dir.name}/report.md)",
+            f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
+        ]  # fmt: skip
+        return run["finished"], cells
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        filename = getattr(error, "filename", None)
+        reason = f"unreadable ({Path(filename).name}: {error.strerror})" if filename else f"unreadable ({error!r})"
+        return "", [run_dir.name, reason, *[None] * 10, folder, None]
+
+
+def _best_validation_objective(objective: str, trials: pd.DataFrame | None, history: Path, best_epoch: int) -> str:
+    """The search's best trial score, or for a baseline the kept epoch's validation objective."""
+    import pandas as pd
+
+    if trials is not None:
+        done = trials[trials["status"] == "COMPLETED"]["objective"]
+        value = done.max() if maximised(objective) else done.min()
+    else:
+        value = pd.read_csv(history)[objective].iloc[best_epoch - 1]
+    return f"{objective} {cell(float(value))}"

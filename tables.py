@@ -1,0 +1,87 @@
+"""How figures read in the reports: Markdown tables, numbers with their intervals, durations, the threshold
+rule in words. One concern: formatting. It imports nothing of this project, so runs.py, report.py and
+model_card.py can all share it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+METRIC_ROWS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "threshold", "n_images")
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; floats with three decimals, missing values as a dash."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    """One table cell: floats with three decimals (or four significant digits below 0.01), missing as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 2:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 0.01 else f"{value:.3f}"
+    return str(value)
+
+
+def duration(seconds: float) -> str:
+    """"4m 05s" or "1h 02m 03s"."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def with_interval(metrics: dict[str, Any], name: str) -> str:
+    """A test figure with its 95% interval when the run recorded one: "0.880 [0.857, 0.908]"."""
+    interval = metrics.get("ci95", {}).get(name)
+    if interval is None or not all(math.isfinite(bound) for bound in interval):
+        return cell(metrics[name])
+    return f"{metrics[name]:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def interval_sentence(test: dict[str, Any]) -> str:
+    """What the brackets mean, in one sentence (empty for a run recorded before intervals)."""
+    if "bootstrap" not in test:
+        return ""
+    drawn = test["bootstrap"]
+    return (
+        f"In brackets, 95% intervals: the middle 95% of each figure over {drawn['resamples']:,} resamples of the "
+        f"{drawn['patients']} test {drawn['unit']} (drawn with replacement, each with all of their images), at the "
+        "same validation-chosen threshold; they show how much the figure depends on which patients happened to be "
+        "in the test split, not how the model would do on images from elsewhere."
+    )
+
+
+def threshold_rule(rule: str | float) -> str:
+    """How the run chose its threshold, in words."""
+    rules = {
+        "youden": "Youden's J on validation",
+        "youden_or_half": "0.5 unless Youden's J on validation is clearly higher at another threshold",
+    }
+    return rules.get(rule, f"fixed at {rule}")
+
+
+def type_sensitivity(figures: dict[str, Any]) -> str:
+    """One pneumonia type's sensitivity with its interval, from metrics.json's `by_type`."""
+    return with_interval(
+        {"sensitivity": figures["sensitivity"], "ci95": {"sensitivity": figures["ci95"]}}, "sensitivity"
+    )
+
+
+def maximised(objective: str) -> bool:
+    """Whether a higher value of the objective is better (every objective but a loss)."""
+    return not objective.endswith("loss")
+
+
+def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
+    """The hyperparameter columns of a trials table (not Keras Tuner's bookkeeping)."""
+    fixed = {"trial_id", "status", "objective", "epochs_run", "seconds", "error"}
+    return [name for name in trials.columns if name not in fixed and not name.startswith("tuner/")]
