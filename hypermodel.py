@@ -2,6 +2,9 @@
 
 Every hyperparameter's default is the baseline's value, and `baseline_hyperparameters()`
 returns that point, so `build()` on it gives the baseline model exactly.
+
+One concern: the models. It imports Keras, Keras Tuner and augmentation.py, and knows nothing of files:
+the search space and augmentation come in as plain mappings.
 """
 
 from __future__ import annotations
@@ -116,44 +119,71 @@ class ChestXRayHyperModel(kt.HyperModel):
             keras.mixed_precision.set_global_policy(previous)
 
     def _build_model(self, hp: kt.HyperParameters, ema_momentum: float | None = None) -> keras.Model:
-        space = self.space
-        blocks = hp.Int("conv_blocks", space["conv_blocks"]["min"], self.max_blocks, default=BASELINE["conv_blocks"])
-        dense_range = space["dense_layers"]
-        dense = hp.Int("dense_layers", dense_range["min"], dense_range["max"], default=BASELINE["dense_layers"])
-        dropout = hp.Float(
-            "dropout",
-            space["dropout"]["min"],
-            space["dropout"]["max"],
-            step=space["dropout"]["step"],
-            default=BASELINE["dropout"],
-        )
-        learning_rate = hp.Float(
-            "learning_rate",
-            space["learning_rate"]["min"],
-            space["learning_rate"]["max"],
-            sampling="log",
-            default=BASELINE["learning_rate"],
-        )
-        batch_norm = (
-            hp.Boolean("batch_norm", default=BASELINE["batch_norm"])
-            if len(space["batch_norm"]) == 2
-            else hp.Fixed("batch_norm", space["batch_norm"][0])
-        )
-        pooling = hp.Choice("pooling", space["pooling"], default=BASELINE["pooling"])
-        brightness, contrast, label_smoothing = (
-            _stepped(hp, key, space[key], BASELINE[key]) for key in ("brightness", "contrast", "label_smoothing")
-        )
-
+        point = self._scalar_hyperparameters(hp)
         inputs = keras.Input(self.input_shape, name="pixels")
-        x = self._augmentation(brightness, contrast)(inputs)
+        x = self._augmentation(point["brightness"], point["contrast"])(inputs)
         x = layers.Rescaling(1.0 / 255)(x)
-        # Every block's hyperparameter is declared, active only when the depth reaches it,
-        # so Keras Tuner knows the whole space before the first trial.
+        x = self._conv_blocks(hp, x, point["conv_blocks"], point["batch_norm"])
+        x = layers.GlobalAveragePooling2D()(x) if point["pooling"] == "average" else layers.Flatten()(x)
+        x = layers.Dropout(point["dropout"])(x)
+        x = self._dense_layers(hp, x, point["dense_layers"])
+        # In float32 even in a mixed run: a bfloat16 probability has 8 bits of mantissa, so values
+        # near 1 would tie and blur the ROC AUC and the threshold; loss and metrics follow it.
+        outputs = layers.Dense(2, activation="softmax", name="probabilities", dtype="float32")(x)
+
+        model = keras.Model(inputs, outputs, name="chest_xray_cnn")
+        model.compile(
+            optimizer=keras.optimizers.RMSprop(
+                learning_rate=point["learning_rate"], use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99
+            ),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=point["label_smoothing"])
+            if point["label_smoothing"]
+            else "categorical_crossentropy",
+            # Per-label AUC averaged over two complementary softmax columns is the ROC AUC of PNEUMONIA.
+            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
+        )
+        return model
+
+    def _scalar_hyperparameters(self, hp: kt.HyperParameters) -> dict[str, Any]:
+        """Every hyperparameter but the per-layer ones, declared in the order Keras Tuner has always drawn them
+        (the order decides which points a seeded random search visits)."""
+        space = self.space
+        dense_range = space["dense_layers"]
+        return {
+            "conv_blocks": hp.Int(
+                "conv_blocks", space["conv_blocks"]["min"], self.max_blocks, default=BASELINE["conv_blocks"]
+            ),
+            "dense_layers": hp.Int(
+                "dense_layers", dense_range["min"], dense_range["max"], default=BASELINE["dense_layers"]
+            ),
+            "dropout": hp.Float(
+                "dropout",
+                space["dropout"]["min"],
+                space["dropout"]["max"],
+                step=space["dropout"]["step"],
+                default=BASELINE["dropout"],
+            ),
+            "learning_rate": hp.Float(
+                "learning_rate",
+                space["learning_rate"]["min"],
+                space["learning_rate"]["max"],
+                sampling="log",
+                default=BASELINE["learning_rate"],
+            ),
+            "batch_norm": hp.Boolean("batch_norm", default=BASELINE["batch_norm"])
+            if len(space["batch_norm"]) == 2
+            else hp.Fixed("batch_norm", space["batch_norm"][0]),
+            "pooling": hp.Choice("pooling", space["pooling"], default=BASELINE["pooling"]),
+            **{key: _stepped(hp, key, space[key], BASELINE[key]) for key in ("brightness", "contrast", "label_smoothing")},
+        }
+
+    def _conv_blocks(self, hp: kt.HyperParameters, x: Any, blocks: int, batch_norm: bool) -> Any:
+        """Conv2D 3x3 ReLU + MaxPool blocks. Every block's hyperparameter is declared, active only when the depth
+        reaches it, so Keras Tuner knows the whole space before the first trial."""
+        choices = self.space["filters"]
         for i in range(self.max_blocks):
             with hp.conditional_scope("conv_blocks", list(range(i + 1, self.max_blocks + 1))):
-                filters = hp.Choice(
-                    f"filters_{i}", space["filters"], default=BASELINE.get(f"filters_{i}", space["filters"][0])
-                )
+                filters = hp.Choice(f"filters_{i}", choices, default=BASELINE.get(f"filters_{i}", choices[0]))
             if i < blocks and batch_norm:
                 # The normalisation's shift replaces the convolution's bias.
                 x = layers.Conv2D(filters, 3, use_bias=False)(x)
@@ -163,31 +193,17 @@ class ChestXRayHyperModel(kt.HyperModel):
             elif i < blocks:
                 x = layers.Conv2D(filters, 3, activation="relu")(x)
                 x = layers.MaxPooling2D(2)(x)
-        x = layers.GlobalAveragePooling2D()(x) if pooling == "average" else layers.Flatten()(x)
-        x = layers.Dropout(dropout)(x)
-        for i in range(dense_range["max"]):
-            with hp.conditional_scope("dense_layers", list(range(i + 1, dense_range["max"] + 1))):
-                units = hp.Choice(
-                    f"units_{i}", space["dense_units"], default=BASELINE.get(f"units_{i}", space["dense_units"][0])
-                )
+        return x
+
+    def _dense_layers(self, hp: kt.HyperParameters, x: Any, dense: int) -> Any:
+        """Dense ReLU layers, each declared as the conv blocks are."""
+        most, choices = self.space["dense_layers"]["max"], self.space["dense_units"]
+        for i in range(most):
+            with hp.conditional_scope("dense_layers", list(range(i + 1, most + 1))):
+                units = hp.Choice(f"units_{i}", choices, default=BASELINE.get(f"units_{i}", choices[0]))
             if i < dense:
                 x = layers.Dense(units, activation="relu")(x)
-        # In float32 even in a mixed run: a bfloat16 probability has 8 bits of mantissa, so values
-        # near 1 would tie and blur the ROC AUC and the threshold; loss and metrics follow it.
-        outputs = layers.Dense(2, activation="softmax", name="probabilities", dtype="float32")(x)
-
-        model = keras.Model(inputs, outputs, name="chest_xray_cnn")
-        model.compile(
-            optimizer=keras.optimizers.RMSprop(
-                learning_rate=learning_rate, use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99
-            ),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-            if label_smoothing
-            else "categorical_crossentropy",
-            # Per-label AUC averaged over two complementary softmax columns is the ROC AUC of PNEUMONIA.
-            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
-        )
-        return model
+        return x
 
     def _augmentation(self, brightness: float, contrast: float) -> keras.Layer:
         """The baseline's ImageDataGenerator settings as Keras layers, active only in training.
