@@ -20,7 +20,11 @@ from errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 TUNERS = ("hyperband", "random", "bayesian")
-OBJECTIVES = ("val_auc", "val_loss", "val_accuracy")
+OBJECTIVES = ("val_auc", "val_loss", "val_accuracy", "val_roc_auc", "val_log_loss")
+# Scored exactly from the validation predictions each epoch (training.py), unbinned, without label smoothing or
+# class weights, so two points compare on the same footing; Keras' val_auc bins and val_loss smooths.
+EXACT_OBJECTIVES = ("val_roc_auc", "val_log_loss")
+THRESHOLD_RULES = ("youden", "youden_or_half", "plateau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: precision.py chooses
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3 backends; backends.py picks and activates one
 
@@ -120,11 +124,11 @@ def _address(value: Any, key: str) -> str:
 
 
 def _threshold(value: Any, key: str) -> str | float:
-    if value in ("youden", "youden_or_half"):
+    if value in THRESHOLD_RULES:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
         return float(value)
-    raise ConfigError(f"{key} must be youden, youden_or_half or a probability between 0 and 1, not {value!r}")
+    raise ConfigError(f"{key} must be {', '.join(THRESHOLD_RULES)} or a probability between 0 and 1, not {value!r}")
 
 
 SCHEMA: dict[str, Any] = {
@@ -167,6 +171,7 @@ SCHEMA: dict[str, Any] = {
     "final_schedule": _choice("constant", "cosine"),
     "final_ema_momentum": _optional(_number(0, 1, include_low=False, include_high=False)),
     "ensemble_size": _integer(1, 10),
+    "finalists": _integer(0, 10),
     "threshold": _threshold,
     "reports_dir": _text(),
     "tensorboard": _boolean,
@@ -272,6 +277,11 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
     if config["tuner"] != "hyperband" and config["max_trials"] is None:
         raise ConfigError(f"max_trials must be set for tuner {config['tuner']}: pass --max-trials N")
     _check_distributed(config["distributed"], origin)
+    if config["finalists"] and config["ensemble_size"] > 1:
+        raise ConfigError(
+            f"{origin.get('finalists', DEFAULT_CONFIG.name)}: finalists {config['finalists']} and ensemble_size "
+            f"{config['ensemble_size']} are two ways to build an ensemble: set ensemble_size: 1 to choose among finalists"
+        )
     return Settings.from_dict(config)
 
 
@@ -316,6 +326,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "final_schedule": "constant",
     "final_ema_momentum": None,
     "ensemble_size": 1,
+    "finalists": 0,  # before finalists, the best point alone was retrained
     "skip_bad_images": False,
 }
 
@@ -425,6 +436,7 @@ class Settings:
     final_schedule: str
     final_ema_momentum: float | None
     ensemble_size: int
+    finalists: int
     threshold: str | float
     reports_dir: str
     tensorboard: bool

@@ -19,11 +19,19 @@ if TYPE_CHECKING:
     from config import Settings
 
 
+# The plateau rule's width: J within this many images of the smaller class of the best J. On the validation
+# predictions of seeds 45-47 (bench/threshold.py), 3 images cut the spread of the chosen threshold over patient
+# resamples by a third against Youden's argmax (logit sd 0.20-0.90 against 0.22-1.32), J 0.008 lower on average.
+PLATEAU_IMAGES = 3
+
+
 def choose_threshold(
     labels: np.ndarray, probabilities: np.ndarray, rule: str | float, patients: Sequence[str] | None = None
 ) -> float:
-    """A fixed probability; Youden's J (max sensitivity + specificity - 1) on these labels (`youden`); or
-    `youden_or_half`: 0.5 unless Youden's threshold is clearly better on these labels (see youden_beats_half).
+    """A fixed probability; Youden's J (max sensitivity + specificity - 1) on these labels (`youden`);
+    `youden_or_half`: 0.5 unless Youden's threshold is clearly better on these labels (see youden_beats_half);
+    or `plateau`: the middle, in logit space, of every threshold whose J is within PLATEAU_IMAGES images (of the
+    smaller class) of the best.
 
     Among equally good Youden thresholds the one nearest 0.5 wins, so a saturated validation
     split does not push the threshold to an extreme.
@@ -36,6 +44,8 @@ def choose_threshold(
         labels, probabilities, drop_intermediate=False
     )
     youden = true_positive_rate - false_positive_rate
+    if rule == "plateau":
+        return plateau_middle(np.clip(thresholds, 0.0, 1.0), youden, PLATEAU_IMAGES / np.bincount(labels).min())
     candidates = np.clip(thresholds[youden == youden.max()], 0.0, 1.0)
     best = float(candidates[np.argmin(np.abs(candidates - 0.5))])
     if rule == "youden":
@@ -43,6 +53,38 @@ def choose_threshold(
     if patients is None:
         raise ValueError("the youden_or_half threshold rule needs the patient of every image")
     return best if youden_beats_half(labels, probabilities, best, patients) else 0.5
+
+
+def plateau_middle(thresholds: np.ndarray, youden: np.ndarray, tolerance: float) -> float:
+    """The middle, in logit space, of the thresholds whose J lies within `tolerance` of the best.
+
+    `thresholds` are the ROC curve's, in decreasing order; J at each holds for every threshold down to, not
+    including, the next. With validation AUC near 1, J is flat across the whole gap between the classes, and
+    its argmax lands anywhere in that gap, moved by one or two images; the middle of the near-best stretch moves
+    less. Where the stretch is not one piece and its middle scores worse, the middle of the near-best piece
+    closest to it wins.
+    """
+    floor = youden.max() - tolerance - 1e-12
+    spans = [(lower, upper) for lower, upper, j in zip(np.append(thresholds[1:], 0.0), thresholds, youden) if j >= floor]
+    middle = _logit_middle(min(lower for lower, _ in spans), max(upper for _, upper in spans))
+    above = thresholds >= middle  # J at a threshold is J at the lowest ROC threshold at or above it
+    if above.any() and youden[above][np.argmin(thresholds[above])] >= floor:
+        return middle
+    pieces = [_logit_middle(lower, upper) for lower, upper in spans]
+    return min(pieces, key=lambda piece: abs(_logit(piece) - _logit(middle)))
+
+
+def _logit_middle(lower: float, upper: float) -> float:
+    return float(_sigmoid((_logit(lower) + _logit(upper)) / 2))
+
+
+def _logit(p: Any) -> Any:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + np.exp(-z))
 
 
 def youden_beats_half(labels: np.ndarray, probabilities: np.ndarray, threshold: float, patients: Sequence[str]) -> bool:
@@ -62,8 +104,14 @@ def youden_j(labels: np.ndarray, probabilities: np.ndarray, threshold: float, we
     return resampled["sensitivity"] + resampled["specificity"] - 1
 
 
+def image_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Each image's log loss, unsmoothed (probabilities clipped to [1e-7, 1 - 1e-7] before the logarithm)."""
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    return -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+
+
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Accuracy, ROC AUC, sensitivity, specificity, precision, F1 and the confusion matrix."""
+    """Accuracy, ROC AUC, sensitivity, specificity, precision, F1, log loss and the confusion matrix."""
     predicted = (probabilities >= threshold).astype(int)
     both_classes = len(np.unique(labels)) == 2
     return {
@@ -74,6 +122,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, thresh
         "precision": float(metrics.precision_score(labels, predicted, zero_division=0)),
         "f1": float(metrics.f1_score(labels, predicted, zero_division=0)),
         "threshold": float(threshold),
+        "log_loss": float(image_log_loss(np.asarray(labels), probabilities).mean()) if len(labels) else float("nan"),
         # Rows are true NORMAL, PNEUMONIA; columns predicted NORMAL, PNEUMONIA.
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
         "n_images": int(len(labels)),
@@ -243,49 +292,60 @@ def evaluate(model: Any, members: Sequence[Any], splits: dict[str, Any], setting
     With ensemble members, the ensemble's probability is the mean of every model's (the best one's
     included), with a threshold of its own, also chosen on validation.
     """
-    import pandas as pd
+    validation = predict_split([model, *members], splits["validation"], settings.batch_size)
+    columns = {"p_pneumonia": validation[0]}
+    if members:
+        columns["p_pneumonia_ensemble"] = np.mean(validation, axis=0)
+    thresholds = {column: validation_threshold(splits, scores, settings) for column, scores in columns.items()}
+    test = predict_split([model, *members], splits["test"], settings.batch_size)  # once, after every choice
+    scores = {"validation": columns, "test": {"p_pneumonia": test[0]}}
+    if members:
+        scores["test"]["p_pneumonia_ensemble"] = np.mean(test, axis=0)
+    metrics = scored(splits, {name: scores[name]["p_pneumonia"] for name in scores}, thresholds["p_pneumonia"])
+    if members:
+        ensemble = {name: scores[name]["p_pneumonia_ensemble"] for name in scores}
+        metrics["ensemble"] = {"size": 1 + len(members), **scored(splits, ensemble, thresholds["p_pneumonia_ensemble"])}
+    return metrics, predictions_table(splits, scores)
 
+
+def predict_split(models: Sequence[Any], split: Any, batch_size: int) -> list[np.ndarray]:
+    """P(pneumonia) of each model on one split, in float64, so that predictions.csv holds each float32
+    probability exactly and reproduces the metrics."""
     import data
 
-    def probabilities(name: str) -> dict[str, np.ndarray]:
-        images = data.to_dataset(splits[name], settings.batch_size)
-        # float64, so that predictions.csv holds each float32 probability exactly and reproduces the metrics.
-        each = [trained.predict(images, verbose=0)[:, 1].astype(np.float64) for trained in (model, *members)]
-        columns = {"p_pneumonia": each[0]}
-        if members:
-            columns["p_pneumonia_ensemble"] = np.mean(each, axis=0)
-        return columns
+    images = data.to_dataset(split, batch_size)
+    return [model.predict(images, verbose=0)[:, 1].astype(np.float64) for model in models]
 
-    validation = probabilities("validation")
-    validation_patients = [data.patient_id(path) for path in splits["validation"].files]
-    thresholds = {
-        column: choose_threshold(splits["validation"].labels, scores, settings.threshold, validation_patients)
-        for column, scores in validation.items()
+
+def validation_threshold(splits: dict[str, Any], probabilities: np.ndarray, settings: Settings) -> float:
+    """The threshold `settings.threshold` chooses on the validation split alone."""
+    import data
+
+    patients = [data.patient_id(path) for path in splits["validation"].files]
+    return choose_threshold(splits["validation"].labels, probabilities, settings.threshold, patients)
+
+
+def scored(splits: dict[str, Any], probabilities: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    """Validation and test metrics at one threshold; test also with intervals over resampled test patients and
+    sensitivity per pneumonia type (test is only described: nothing is chosen from it)."""
+    import data
+
+    result = {
+        name: classification_metrics(splits[name].labels, scores, threshold) for name, scores in probabilities.items()
     }
-    scores = {"validation": validation, "test": probabilities("test")}
+    files = splits["test"].files
+    patients, types = [data.patient_id(path) for path in files], [data.pneumonia_type(path) for path in files]
+    result["test"] |= bootstrap_test_metrics(splits["test"].labels, probabilities["test"], threshold, patients, types)
+    return result
 
-    test_patients = [data.patient_id(path) for path in splits["test"].files]
-    test_types = [data.pneumonia_type(path) for path in splits["test"].files]
 
-    def scored(column: str) -> dict[str, Any]:
-        result = {
-            name: classification_metrics(splits[name].labels, scores[name][column], thresholds[column])
-            for name in scores
-        }
-        # Intervals over resampled test patients, at the threshold validation chose: test is only described.
-        result["test"] |= bootstrap_test_metrics(
-            splits["test"].labels, scores["test"][column], thresholds[column], test_patients, test_types
-        )
-        return result
+def predictions_table(splits: dict[str, Any], scores: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """predictions.csv: one row per validation and test image, one column per scored model."""
+    import pandas as pd
 
-    metrics = scored("p_pneumonia")
-    if members:
-        metrics["ensemble"] = {"size": 1 + len(members), **scored("p_pneumonia_ensemble")}
-    predictions = pd.concat(
+    return pd.concat(
         pd.DataFrame(
             {"split": name, "file": map(str, splits[name].files), "label": splits[name].labels, **scores[name]}
         )
         for name in scores
     )
-    return metrics, predictions
-

@@ -26,12 +26,20 @@ def last_conv_layer(model: keras.Model) -> keras.Layer:
     return convolutions[-1]
 
 
+def explained_member(model: keras.Model) -> keras.Model:
+    """The model itself, or for an ensemble (hypermodel.weighted_ensemble) its heaviest member, listed first:
+    the heatmaps of an average of models are not one model's, so the largest share is shown."""
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return members[0] if members else model
+
+
 def grad_cam(model: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """One heatmap in [0, 1] per image, of the image's height and width, for the given class of each.
 
     The score explained is the class's logit minus the other's (the log-odds), read before the
     softmax, because a saturated probability has no gradient left to show.
     """
+    model = explained_member(model)
     convolution = last_conv_layer(model)
     to_convolution = keras.Model(model.inputs, convolution.output)
     # Our models are chains, so the layers after the last convolution map its output to the logits' input.

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 import keras_tuner as kt
+import numpy as np
 from keras import layers
 
 from augmentation import RandomAffine
@@ -245,3 +246,23 @@ def without_augmentation(model: keras.Model) -> keras.Model:
         if layer.name != "augmentation":
             x = layer(x)
     return keras.Model(inputs, x, name=model.name)
+
+
+def weighted_ensemble(models: list[keras.Model], weights: list[float], names: list[str]) -> keras.Model:
+    """The chosen model as one Keras model: each member's probabilities times its weight, summed; members of
+    weight 0 are left out, the heaviest comes first, and a single member is returned as it is. It saves and
+    loads like any model here (`predict.py` serves it unchanged)."""
+    kept = sorted((pair for pair in zip(weights, range(len(models))) if pair[0] > 0), key=lambda pair: -pair[0])
+    if len(kept) == 1:
+        return models[kept[0][1]]
+    inputs = keras.Input(models[0].input_shape[1:], name="pixels")
+    columns = []
+    for _, index in kept:
+        member = models[index]
+        member.name = f"member_{names[index]}"  # the members share one name, and a model's layers need their own
+        columns.append(layers.Reshape((2, 1), dtype="float32")(member(inputs)))
+    mix = layers.Dense(1, use_bias=False, trainable=False, dtype="float32", name="weights")
+    mixed = mix(layers.Concatenate(axis=-1, dtype="float32")(columns))
+    mix.set_weights([np.asarray([weight for weight, _ in kept], dtype="float32").reshape(-1, 1)])
+    outputs = layers.Reshape((2,), name="probabilities", dtype="float32")(mixed)
+    return keras.Model(inputs, outputs, name="chest_xray_ensemble")

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = resolve_run(args, command)
         import training
-        from evaluation import evaluate
+        from final_model import train_and_evaluate
 
         settings = run.settings
         hypermodel = make_hypermodel(settings)
@@ -65,21 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = runs.prepare_run_dir(settings, args.overwrite)
         clock.lap("data")
         if run.kind == "baseline":
-            points, trials = [baseline_point()], None
+            candidates, trials = [training.Candidate("baseline", baseline_point(), is_baseline=True)], None
         else:
-            points, trials = training.search(hypermodel, splits, settings, run_dir)
+            candidates, trials = training.search(hypermodel, splits, settings, run_dir)
             clock.lap("search")
-            if points is None:  # a distributed worker: the chief retrains the best and reports
+            if candidates is None:  # a distributed worker: the chief retrains the best and reports
                 return 0
-        model, history, best_epoch = training.retrain(
-            hypermodel, points[0], splits, settings, run_dir / runs.RETRAIN_BACKUP / "best", run_dir / "tensorboard" / "final"
-        )  # fmt: skip
-        clock.lap("final_training")
-        members = training.retrain_runners_up(hypermodel, points[1:], splits, settings, run_dir / runs.RETRAIN_BACKUP)
-        if members:
-            clock.lap("ensemble_training")
-        metrics, predictions = evaluate(model, members, splits, settings)
-        write_report(run, splits, points, trials, (model, *members), history, best_epoch, metrics, predictions, clock)
+        final = train_and_evaluate(hypermodel, candidates, splits, settings, run_dir, clock)
+        write_report(run, splits, trials, final, clock)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -279,35 +272,31 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
     }
 
 
-def write_report(run: Run, splits, points, trials, models, history, best_epoch, metrics, predictions, clock) -> None:
-    """Write the run's files (the best model, then any other ensemble members) and its report, and refresh the
+def write_report(run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch) -> None:
+    """Write the run's files (the model, then any other ensemble members) and its report, and refresh the
     other kind's report to compare with this one."""
     import data
     import report
-    import tuning
-    from hypermodel import without_augmentation
 
-    if "ensemble" in metrics:
-        metrics["ensemble"]["points"] = [tuning.searched_values(hp) for hp in points]
-    metrics["run"] = run_record(run, best_epoch, clock)
+    final.metrics["run"] = run_record(run, final.best_epoch, clock)
     counterpart = runs.find_counterpart(run.settings, run.kind)
     result = runs.RunResult(
-        run.dir, run.settings, data.summary_table(splits), trials, tuning.searched_values(points[0]), history,
-        metrics, predictions, counterpart, skipped_images=data.skipped_table(splits),
+        run.dir, run.settings, data.summary_table(splits), trials, final.point, final.history, final.metrics,
+        final.predictions, counterpart, skipped_images=data.skipped_table(splits),
     )  # fmt: skip
     try:
-        runs.save_models(run.dir, without_augmentation(models[0]), [without_augmentation(m) for m in models[1:]])
+        runs.save_models(run.dir, final.model, final.members)
         result.save()
         report.render(run.dir, counterpart)
         if counterpart:
-            report.render(run.dir.parent / counterpart[0], (run.settings.run_name, metrics))
+            report.render(run.dir.parent / counterpart[0], (run.settings.run_name, final.metrics))
     except OSError as error:
         raise RunFilesError(
             f"cannot write the report in {run.dir} ({error.strerror or error}): free space or fix permissions there "
             "and run the same command again (finished trials are kept)"
         ) from None
     shutil.rmtree(run.dir / runs.RETRAIN_BACKUP, ignore_errors=True)  # the run is finished: nothing to resume
-    print_summary(run.dir, metrics["test"])
+    print_summary(run.dir, final.metrics["test"])
 
 
 def print_summary(run_dir: Path, test: dict[str, Any]) -> None:

@@ -83,5 +83,5 @@ def maximised(objective: str) -> bool:
 
 def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a trials table (not Keras Tuner's bookkeeping)."""
-    fixed = {"trial_id", "status", "objective", "epochs_run", "seconds", "error"}
+    fixed = {"trial_id", "status", "objective", "last_objective", "epochs_run", "seconds", "error"}
     return [name for name in trials.columns if name not in fixed and not name.startswith("tuner/")]

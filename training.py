@@ -8,10 +8,22 @@ Keras Tuner through tuning.py, data.py, distributed.py and resume.py; never the 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config import Settings
+from config import EXACT_OBJECTIVES, Settings
+
+
+@dataclass
+class Candidate:
+    """A point the search hands over for a full-length retrain, with what the search said of it."""
+
+    trial_id: str  # Keras Tuner's, or "baseline" for a --baseline run
+    point: Any  # keras_tuner.HyperParameters
+    search_score: float | None = None  # the objective at the trial's best epoch
+    search_last_score: float | None = None  # the objective at its last epoch
+    is_baseline: bool = False
 
 
 class CtrlC:
@@ -78,8 +90,8 @@ def fit_settings(splits, settings: Settings) -> dict[str, Any]:
 
 
 def search(hypermodel, splits, settings: Settings, run_dir: Path):
-    """Run (or resume) the search; the first trial is the baseline. Returns the best points (ensemble_size
-    of them, best first) and the trials.
+    """Run (or resume) the search; the first trial is the baseline. Returns the candidates for the final retrain
+    (the baseline's point and the `finalists` best others; or the ensemble_size best, best first) and the trials.
 
     Distributed, the chief serves the search and returns its result; a worker returns (None, None).
     """
@@ -99,7 +111,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
         distributed.serve_oracle(
             tuner, settings.distributed.oracle_address, settings.distributed.running_trial_timeout
         )
-        return _search_result(tuner, settings.ensemble_size)
+        return _search_result(tuner, settings)
     shared = fit_settings(splits, settings)
     mode = tuner.oracle.objective.direction
     callbacks = [
@@ -109,6 +121,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
         CTRL_C.callback(),
         *tensorboard_logging(settings.tensorboard, run_dir / "tensorboard"),  # Keras Tuner gives each trial a folder
     ]
+    # First, so that the exact scores are in the logs that EarlyStopping and Keras Tuner read.
+    callbacks[:0] = exact_validation_scores(splits, settings)
     with distributed.chief_connection(settings.distributed.oracle_address):
         tuning.run_search(
             tuner,
@@ -124,7 +138,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
             f"Worker {settings.distributed.worker_id} ran trials: {ran}. The chief retrains the best and reports."
         )
         return None, None
-    return _search_result(tuner, settings.ensemble_size)
+    return _search_result(tuner, settings)
 
 
 def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None):
@@ -147,9 +161,10 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
     )
 
 
-def _search_result(tuner, count: int):
-    """The best distinct points (up to ensemble_size) and the trials table, with a warning when trials failed."""
+def _search_result(tuner, settings: Settings) -> tuple[list[Candidate], Any]:
+    """The candidates for the final retrain and the trials table, with a warning when trials failed."""
     import tuning
+    from hypermodel import BASELINE
 
     trials = tuning.trials_table(tuner.oracle)
     failed = trials[trials["status"] != "COMPLETED"]
@@ -158,10 +173,65 @@ def _search_result(tuner, count: int):
             f"Warning: {len(failed)} of {len(trials)} trials failed; first error: {failed['error'].iloc[0]}",
             file=sys.stderr,
         )
-    points = tuning.best_points(tuner, count)
-    if len(points) < count:
-        print(f"Note: ensemble_size is {count}, but only {len(points)} distinct point(s) completed; using those.")
-    return points, trials
+    count = settings.ensemble_size
+    chosen = (
+        tuning.finalist_trials(tuner, settings.finalists, BASELINE)
+        if settings.finalists
+        else tuning.best_trials(tuner, count)
+    )
+    if not settings.finalists and len(chosen) < count:
+        print(f"Note: ensemble_size is {count}, but only {len(chosen)} distinct point(s) completed; using those.")
+    return [_candidate(trial, trials) for trial in chosen], trials
+
+
+def _candidate(trial: Any, trials: Any) -> Candidate:
+    import tuning
+    from hypermodel import BASELINE
+
+    row = trials[trials["trial_id"] == trial.trial_id].iloc[0]
+    last = row.get("last_objective")
+    return Candidate(
+        trial.trial_id,
+        trial.hyperparameters,
+        trial.score,
+        None if last is None or last != last else float(last),
+        tuning.is_baseline(trial.hyperparameters, BASELINE),
+    )
+
+
+def exact_validation_scores(splits: dict[str, Any], settings: Settings) -> list:
+    """A callback that adds the exact validation ROC AUC and log loss to each epoch's logs, where the objective
+    is one of them (config.EXACT_OBJECTIVES): from the validation predictions, unbinned, without label
+    smoothing or class weights. Nothing otherwise."""
+    if settings.objective not in EXACT_OBJECTIVES:
+        return []
+    import copy
+
+    import keras
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    import data
+    from evaluation import image_log_loss
+
+    images = data.to_dataset(splits["validation"], settings.batch_size)
+    labels = np.asarray(splits["validation"].labels)
+
+    class ExactValidationScores(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            # Scored on the weights validation saw: the averaged ones where the optimizer keeps them.
+            swap = [keras.callbacks.SwapEMAWeights()] if getattr(self.model.optimizer, "use_ema", False) else []
+            probabilities = self.model.predict(images, verbose=0, callbacks=swap)[:, 1].astype(np.float64)
+            if logs is not None and np.all(np.isfinite(probabilities)):
+                logs["val_roc_auc"] = float(roc_auc_score(labels, probabilities))
+                logs["val_log_loss"] = float(image_log_loss(labels, probabilities).mean())
+            elif logs is not None:
+                logs["val_roc_auc"] = logs["val_log_loss"] = float("nan")
+
+        def __deepcopy__(self, memo):  # Keras Tuner copies callbacks per trial; the images need no copy
+            return copy.copy(self)
+
+    return [ExactValidationScores()]
 
 
 def tensorboard_logging(enabled: bool, log_dir: Path) -> list:
@@ -194,13 +264,13 @@ def retrain(hypermodel, hp, splits, settings: Settings, backup_dir: Path, log_di
         from tensorboard.plugins.hparams import api as hparams_api
 
         # The retrain joins the trials in TensorBoard's HParams table under the name "final".
-        logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id="final"))
+        logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id=Path(log_dir).name))
     schedule = learning_rate_schedule(settings.final_schedule, hp.get("learning_rate"), settings.final_epochs)
     shared = fit_settings(splits, settings)
     # Validation (and so the kept epoch) sees the averaged weights when the optimizer keeps them.
     averaging = [keras.callbacks.SwapEMAWeights()] if settings.final_ema_momentum else []
-    # The backup comes last, so that its rows hold what the other callbacks logged (the learning rate).
-    callbacks = [*schedule, *averaging, CTRL_C.callback(), *logging, best]
+    # The exact scores come first and the backup last, so that its rows hold what the others logged.
+    callbacks = [*exact_validation_scores(splits, settings), *schedule, *averaging, CTRL_C.callback(), *logging, best]
     model.fit(epochs=settings.final_epochs, callbacks=callbacks, **shared)
     return model, pd.DataFrame(best.rows), best.best_epoch
 
@@ -218,6 +288,25 @@ def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list
             lambda epoch: learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         )
     ]
+
+
+def retrain_finalists(hypermodel, candidates: list[Candidate], splits, settings: Settings, backup_root: Path) -> list:
+    """Each finalist retrained for final_epochs under the protocol, keeping its own best epoch on validation; a
+    killed run resumes finalist by finalist (each backed up in its own folder). Returns (model, history, kept
+    epoch) per finalist, in the candidates' order."""
+    trained = []
+    for rank, candidate in enumerate(candidates, start=1):
+        what = "the baseline's point" if candidate.is_baseline else f"trial {candidate.trial_id}"
+        print(f"\nFinalist {rank} of {len(candidates)}: {what}, retrained for {settings.final_epochs} epochs")
+        backup = backup_root / f"finalist-{candidate.trial_id}"
+        trained.append(retrain(hypermodel, candidate.point, splits, settings, backup, _final_log_dir(backup, rank)))
+    return trained
+
+
+def _final_log_dir(backup: Path, rank: int) -> Path:
+    """TensorBoard's folder of a finalist: the first is "final", as for a single retrain."""
+    run_dir = backup.parents[1]
+    return run_dir / "tensorboard" / ("final" if rank == 1 else f"final-{backup.name}")
 
 
 def retrain_runners_up(hypermodel, points, splits, settings: Settings, backup_dir: Path) -> list:

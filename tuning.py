@@ -106,6 +106,9 @@ class TrialRecorder:
             raise kt.errors.FailedTrialError(f"{objective.name} was NaN in every epoch")
         best = int(np.nanargmax(scores) if objective.direction == "max" else np.nanargmin(scores))
         metrics = {name: float(values[best]) for name, values in history.history.items()}
+        # Keras Tuner scores a trial by its best epoch, a maximum that flatters; the last epoch's score is kept
+        # beside it, so a report can show how far the two lie apart.
+        metrics["last_objective"] = float(scores[-1])
         metrics["epochs_run"] = len(scores)
         metrics["trial_seconds"] = time.monotonic() - started
         return metrics
@@ -294,7 +297,7 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
     for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
         recorded = {
             name: trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
-            for name in ("epochs_run", "trial_seconds")
+            for name in ("last_objective", "epochs_run", "trial_seconds")
         }
         values = trial.hyperparameters.values
         rows.append(
@@ -302,6 +305,7 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
                 "trial_id": trial.trial_id,
                 "status": trial.status,
                 "objective": trial.score,
+                "last_objective": recorded["last_objective"],
                 "epochs_run": recorded["epochs_run"],
                 "seconds": recorded["trial_seconds"],
                 **{name: value for name, value in values.items() if not name.startswith(TUNER_PREFIX)},
@@ -312,22 +316,42 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def best_points(tuner: kt.Tuner, count: int = 1) -> list[kt.HyperParameters]:
-    """The best completed trials' points, best first, each point once (Hyperband scores a point at several
-    budgets); an error naming the cause when every trial failed."""
-    points, seen = [], []
+def best_trials(tuner: kt.Tuner, count: int = 1) -> list[kt.engine.trial.Trial]:
+    """The best completed trials, best first, each point once (Hyperband scores a point at several budgets); an
+    error naming the cause when every trial failed."""
+    trials, seen = [], []
     for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
         if trial.status != kt.engine.trial.TrialStatus.COMPLETED:  # Keras Tuner pads the list with these
             continue
         values = searched_values(trial.hyperparameters)
         if values not in seen:
             seen.append(values)
-            points.append(trial.hyperparameters)
-    if not points:
+            trials.append(trial)
+    if not trials:
         failed = [trial for trial in tuner.oracle.trials.values() if trial.message]
         cause = _last_line(failed[-1].message) if failed else "no trial completed"
         raise SearchError(f"every trial failed, so there is no best model; last error: {cause}")
-    return points[:count]
+    return trials[:count]
+
+
+def best_points(tuner: kt.Tuner, count: int = 1) -> list[kt.HyperParameters]:
+    """The points of `best_trials`."""
+    return [trial.hyperparameters for trial in best_trials(tuner, count)]
+
+
+def finalist_trials(tuner: kt.Tuner, count: int, baseline_values: dict[str, Any]) -> list[kt.engine.trial.Trial]:
+    """The baseline's trial first, then the `count` best completed trials at other points: what the finalist
+    protocol retrains for final_epochs each."""
+    ranked = best_trials(tuner, len(tuner.oracle.trials))
+    baseline = [trial for trial in tuner.oracle.trials.values() if is_baseline(trial.hyperparameters, baseline_values)]
+    others = [trial for trial in ranked if not is_baseline(trial.hyperparameters, baseline_values)]
+    return baseline[:1] + others[:count]
+
+
+def is_baseline(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> bool:
+    """Whether a point is the baseline's (its active values; inactive ones do not count)."""
+    values = searched_values(hp)
+    return all(values.get(name) == value for name, value in baseline_values.items() if name in values)
 
 
 def searched_values(hp: kt.HyperParameters) -> dict[str, Any]:

@@ -1,0 +1,136 @@
+"""The finalist protocol: exact validation scores per epoch, greedy ensemble selection against the incumbent,
+the plateau threshold, the chosen model as one Keras model, and a tiny search end to end (resumed finalist by
+finalist after an interruption)."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY
+from sklearn.metrics import roc_auc_score
+
+import final_model
+import predict
+import search
+from config import ConfigError, load_config
+from evaluation import choose_threshold, image_log_loss
+from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, weighted_ensemble, without_augmentation
+
+
+def test_greedy_selection_averages_models_whose_errors_differ_and_keeps_one_that_dominates():
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    # Each model is sure and wrong on a different image; their mean is right on every image.
+    first = np.array([0.05, 0.95, 0.95, 0.9, 0.1, 0.9])
+    second = np.array([0.05, 0.05, 0.05, 0.9, 0.1, 0.9])
+    counts = final_model.greedy_selection(labels, [first, second])
+    assert counts[0] > 0 and counts[1] > 0
+    perfect = np.where(labels == 1, 0.99, 0.01)
+    assert list(final_model.greedy_selection(labels, [first, perfect, second])) == [0, 1, 0]
+
+
+def test_the_incumbent_stays_unless_validation_shows_the_challenger_better():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    patients = [f"p{i}" for i in range(400)]
+    good = np.where(labels == 1, 0.8, 0.2)
+    slightly = np.clip(good + rng.normal(0, 0.01, 400), 0.01, 0.99)
+    assert final_model.choose(labels, [good, slightly], patients)["weights"] == [1.0, 0.0]
+    poor = np.where(labels == 1, 0.55, 0.45)
+    chosen = final_model.choose(labels, [poor, good], patients)
+    assert chosen["weights"] == [0.0, 1.0] and chosen["race"]["challenger_wins"]
+    assert chosen["race"]["ci95"][0] > 0
+
+
+def test_the_plateau_threshold_sits_in_the_middle_of_the_gap_in_logit_space():
+    # NORMAL images at 0.01 and 0.02, PNEUMONIA ones at 0.98 and 0.99: every threshold between separates them.
+    labels = np.array([0] * 50 + [1] * 50)
+    probabilities = np.array([0.01, 0.02] * 25 + [0.98, 0.99] * 25)
+    youden = choose_threshold(labels, probabilities, "youden")
+    plateau = choose_threshold(labels, probabilities, "plateau")
+    assert youden == pytest.approx(0.98)  # the near edge of the gap: one image away from a mistake
+    assert plateau == pytest.approx(0.5, abs=0.05)  # the middle of 0.02 .. 0.98 in logit space
+
+
+def test_the_weighted_ensemble_is_one_keras_model_that_predicts_the_weighted_mean(tmp_path):
+    defaults = load_config()
+    hypermodel = ChestXRayHyperModel(48, 1, defaults.search_space.as_dict(), defaults.augmentation.as_dict())
+    keras.utils.set_random_seed(1)
+    members = [without_augmentation(hypermodel.build(baseline_hyperparameters())) for _ in range(3)]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype("float32")
+    alone = [member.predict(images, verbose=0) for member in members]
+    chosen = weighted_ensemble(members, [0.3, 0.0, 0.7], ["00", "05", "09"])
+    chosen.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert loaded.predict(images, verbose=0) == pytest.approx(0.3 * alone[0] + 0.7 * alone[2], abs=1e-6)
+    assert weighted_ensemble(members, [0.0, 1.0, 0.0], ["00", "05", "09"]) is members[1]
+
+
+def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(synthetic_root):
+    import data
+    import training
+
+    settings = load_config(None, {"--image-size": ("image_size", 48)}).replace(objective="val_roc_auc")
+    splits = data.load_splits(synthetic_root, settings.validation_fraction, settings.seed)
+    data.decode_splits(splits, 48, settings.color_mode)
+    (callback,) = training.exact_validation_scores(splits, settings)
+    model = ChestXRayHyperModel(48, 3, settings.search_space.as_dict(), settings.augmentation.as_dict()).build(
+        baseline_hyperparameters()
+    )
+    history = model.fit(**training.fit_settings(splits, settings) | {"verbose": 0}, epochs=1, callbacks=[callback])
+    probabilities = model.predict(data.to_dataset(splits["validation"], 64), verbose=0)[:, 1].astype(np.float64)
+    labels = np.asarray(splits["validation"].labels)
+    assert history.history["val_roc_auc"][0] == pytest.approx(roc_auc_score(labels, probabilities))
+    assert history.history["val_log_loss"][0] == pytest.approx(image_log_loss(labels, probabilities).mean())
+    assert training.exact_validation_scores(splits, settings.replace(objective="val_auc")) == []
+
+
+def test_finalists_and_ensemble_size_together_are_refused(tmp_path):
+    path = tmp_path / "both.yaml"
+    path.write_text("finalists: 2\nensemble_size: 3\n")
+    with pytest.raises(ConfigError, match="finalists 2 and ensemble_size 3 are two ways to build an ensemble"):
+        load_config(path)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+FINALISTS = [*TINY, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--config", "finalists.yaml"]
+
+
+def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalist(workdir, monkeypatch, capsys):
+    (workdir / "finalists.yaml").write_text("finalists: 2\nobjective: val_log_loss\nthreshold: plateau\n")
+    evaluate = final_model.evaluate_finalists
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(final_model, "evaluate_finalists", interrupted)
+    assert search.main(FINALISTS) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(final_model, "evaluate_finalists", evaluate)
+    assert search.main(FINALISTS) == 0
+    out = capsys.readouterr().out
+    assert out.count("Resuming the retrain after epoch 2") == 3 and "Trial 1 of" not in out
+
+    run_dir = workdir / "reports" / "synthetic-search-random-48px-seed7"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    finalists = metrics["finalists"]
+    assert len(finalists) == 3 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)
+    assert all("log_loss" in f["validation"] and "search_last_score" in f for f in finalists)
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    columns = [f"p_finalist_{f['trial_id']}" for f in finalists]
+    mixed = sum(f["weight"] * predictions[column] for f, column in zip(finalists, columns))
+    assert predictions["p_pneumonia"].to_numpy() == pytest.approx(mixed.to_numpy(), abs=1e-6)
+    assert "last_objective" in pd.read_csv(run_dir / "trials.csv").columns
+
+    csv = workdir / "served.csv"
+    assert predict.main([str(workdir / "data" / "synthetic" / "test"), "--run", str(run_dir), "--csv", str(csv)]) == 0
+    served = pd.read_csv(csv).merge(predictions.query("split == 'test'"), on="file")
+    assert served["p_pneumonia_x"].to_numpy() == pytest.approx(served["p_pneumonia_y"].to_numpy(), abs=1e-5)
