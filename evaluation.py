@@ -132,7 +132,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, thresh
 # Intervals on the test figures: a bootstrap over patients, not images, because a patient's images
 # are not independent (427 patients hold the 624 test images). The threshold stays the one chosen on
 # validation; the intervals describe how the figures vary with the sample of test patients only.
-INTERVAL_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
+INTERVAL_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "log_loss")
 N_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # one seed for every run, so that two runs on the same test images share their draws
 
@@ -173,6 +173,7 @@ def resampled_metrics(
             "specificity": tn / (tn + fp),
             "precision": tp / (tp + fp),
             "f1": 2 * tp / (2 * tp + fp + fn),
+            "log_loss": weights @ image_log_loss(labels, probabilities) / weights.sum(axis=1),
         }
 
 

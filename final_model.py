@@ -27,8 +27,7 @@ import numpy as np
 
 from evaluation import (
     image_log_loss,
-    patient_resamples,
-    percentile_interval,
+    paired_difference,
     predict_split,
     predictions_table,
     scored,
@@ -124,11 +123,8 @@ def race_against_incumbent(
 ) -> dict[str, Any]:
     """The incumbent's validation log loss minus the challenger's, with a paired 95% interval over resampled
     validation patients; the challenger wins only where the interval lies above 0."""
-    difference = image_log_loss(labels, incumbent) - image_log_loss(labels, challenger)
-    weights = patient_resamples(patients)
-    resampled = weights @ difference / weights.sum(axis=1)
-    low, high = percentile_interval(resampled)
-    return {"difference": float(difference.mean()), "ci95": [low, high], "challenger_wins": bool(low > 0)}
+    paired = paired_difference(labels, [((incumbent, 0.5), (challenger, 0.5))], patients)["log_loss"]
+    return {**paired, "challenger_wins": bool(paired["ci95"][0] > 0)}
 
 
 def choose(labels: np.ndarray, probabilities: Sequence[np.ndarray], patients: Sequence[str]) -> dict[str, Any]:

@@ -85,3 +85,52 @@ def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a trials table (not Keras Tuner's bookkeeping)."""
     fixed = {"trial_id", "status", "objective", "last_objective", "epochs_run", "seconds", "error"}
     return [name for name in trials.columns if name not in fixed and not name.startswith("tuner/")]
+
+
+def finalists_table(metrics: dict[str, Any]) -> str:
+    """Each full-length finalist beside the chosen model: what the search said of it, its retrained validation
+    scores and weight, then its test figures at its own threshold (test was predicted once, after the choice)."""
+    header = [
+        "finalist", "search score (best epoch)", "search score (last epoch)", "kept epoch", "validation ROC AUC",
+        "validation log loss", "weight", "threshold", "test accuracy", "test ROC AUC", "test log loss",
+    ]  # fmt: skip
+    rows = [
+        [
+            "the baseline's point" if finalist["is_baseline"] else f"trial {finalist['trial_id']}",
+            finalist["search_score"], finalist["search_last_score"], finalist["kept_epoch"],
+            finalist["validation"]["roc_auc"], finalist["validation"]["log_loss"], finalist["weight"],
+            finalist["test"]["threshold"], with_interval(finalist["test"], "accuracy"),
+            with_interval(finalist["test"], "roc_auc"), finalist["test"]["log_loss"],
+        ]  # fmt: skip
+        for finalist in metrics["finalists"]
+    ]
+    validation, test = metrics["validation"], metrics["test"]
+    rows.append(
+        [
+            "**the chosen model**", None, None, None, validation["roc_auc"], validation["log_loss"], 1.0,
+            test["threshold"], with_interval(test, "accuracy"), with_interval(test, "roc_auc"), test["log_loss"],
+        ]  # fmt: skip
+    )
+    return markdown_table(header, rows)
+
+
+def selection_sentence(metrics: dict[str, Any]) -> str:
+    """How the final model was chosen, and whether validation replaced the baseline's point, in words."""
+    selection, finalists = metrics["selection"], metrics["finalists"]
+    race, greedy = selection["race"], selection["greedy_weights"]
+    names = ["the baseline's point" if f["is_baseline"] else f"trial {f['trial_id']}" for f in finalists]
+    bag = ", ".join(f"{name} {weight:.1f}" for name, weight in zip(names, greedy) if weight > 0)
+    low, high = race["ci95"]
+    if sum(weight > 0 for weight in greedy) == 1 and greedy[0] > 0:
+        verdict = "it kept the baseline's point alone, so there was nothing to race"
+    else:
+        outcome = (
+            "above 0, so it replaced the baseline's point"
+            if race["challenger_wins"]
+            else "an interval that reaches 0 or lies below it, so the baseline's point stayed"
+        )
+        verdict = (
+            f"the baseline's point's validation log loss minus its own is {race['difference']:+.4f} "
+            f"[{low:+.4f}, {high:+.4f}] (paired 95% interval over validation patients): {outcome}"
+        )
+    return f"Greedy ensemble selection on validation log loss chose {bag}; {verdict}."

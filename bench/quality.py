@@ -8,6 +8,9 @@
 For each seed it runs, one after the other, through search.py as a user would:
   baseline  python search.py --baseline --seed S          (config.yaml: the exact baseline, 80 x 80 RGB)
   tuned     python search.py --config CONFIG --seed S      (the search, its 45-epoch retrain)
+A tuned run with finalists (configs/finalists.yaml) is judged by the model it delivers, and the baseline's point
+retrained under the same protocol (its finalist) gets a row of its own: tuned minus that row is what the search
+itself adds; tuned minus the notebook baseline is what the whole protocol adds.
 On a 2-core CPU in mixed bfloat16 a seed took 0.91 to 0.96 hours with configs/tuned.yaml (seeds 45 to 47: baseline
 7 to 12 minutes, tuned 46 to 48). `--config configs/cpu.yaml --seeds 42 43 44` gives the previous protocol's table.
 Run it from the repository root. Every run writes its usual report in REPORTS_DIR. A finished run (its report.md exists) is
@@ -43,6 +46,8 @@ from runs import is_finished  # noqa: E402
 from tables import markdown_table  # noqa: E402
 
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
+PAIRED_METRICS = (*METRICS, "log_loss")  # log loss: lower is better, so a negative difference favours tuned
+SAME_PROTOCOL = "baseline point, tuned protocol"  # the finalist of the baseline's point, in a finalist run
 TARGETS = {"accuracy": 0.93, "roc_auc": 0.985, "sensitivity": 0.95}  # issue 15, on the tuned mean
 STRETCH = {"accuracy": 0.946, "roc_auc": 0.991}  # Google AutoML Vision on PneumoniaMNIST (MedMNIST v2)
 # What --keep copies: the figures, the predictions the paired differences need, what was run, and the rest of
@@ -96,18 +101,27 @@ def main() -> int:
     for table in (with_intervals(results), summary_table(results)):
         print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
     paired = paired_differences(runs, Path(args.reports_dir))
-    if paired:
-        print(
-            f"Tuned minus baseline on the {paired['n_images']} test images ({paired['n_patients']} patients) every "
-            "run predicted, each model at its own threshold; paired 95% intervals over resampled test patients, "
-            "the same patients for every seed:\n"
-        )
-        table = paired_table(paired)
-        print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
+    print_paired(paired, "Tuned minus the notebook baseline")
+    print_paired(
+        paired_differences(runs, Path(args.reports_dir), against=SAME_PROTOCOL),
+        "Tuned minus the baseline's point under the same protocol (what the search itself adds)",
+    )
     print()
     for line in target_lines(results, paired):
         print(line)
     return 0
+
+
+def print_paired(paired: dict | None, title: str) -> None:
+    if not paired:
+        return
+    print(
+        f"{title}, on the {paired['n_images']} test images ({paired['n_patients']} patients) every run predicted, "
+        "each model at its own threshold; paired 95% intervals over resampled test patients, the same patients for "
+        "every seed:\n"
+    )
+    table = paired_table(paired)
+    print(markdown_table(list(table.columns), table.values.tolist()) + "\n")
 
 
 def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
@@ -160,7 +174,7 @@ def keep_runs(runs: list[dict], reports_dir: Path, keep_dir: Path) -> None:
 
 
 def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
-    """One row per finished run: its test metrics and wall time."""
+    """One row per model judged in each finished run: its test metrics and wall time."""
     rows = []
     for run in runs:
         run_dir = reports_dir / run["name"]
@@ -168,19 +182,20 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text())
         hours = metrics["run"]["wall_seconds"]["total"] / 3600
-        judged, _ = judged_model(run, metrics)
-        rows.append(_row(run, run["kind"], judged["test"], hours))
-        if judged is not metrics:  # an ensemble: its best point beside it, never instead of it
-            rows.append(_row(run, "tuned, best point alone", metrics["test"], hours))
+        rows += [_row(run, kind, judged["test"], hours) for kind, judged, _ in judged_models(run, metrics)]
     return pd.DataFrame(rows)
 
 
-def judged_model(run: dict, metrics: dict) -> tuple[dict, str]:
-    """The metrics and predictions.csv column of the model a run is judged by: a tuned run with an ensemble is
-    judged by the ensemble (what its preset delivers, and predict.py --ensemble); any other run by its model."""
+def judged_models(run: dict, metrics: dict) -> list[tuple[str, dict, str]]:
+    """(kind, metrics, predictions.csv column) of each model a run is judged by, the delivered one first: a tuned
+    run with finalists delivers its chosen model, its baseline's finalist beside it; a tuned run with an ensemble
+    is judged by the ensemble (what predict.py --ensemble serves), its best point alone beside it."""
+    if run["kind"] == "tuned" and "finalists" in metrics:
+        baseline = next(finalist for finalist in metrics["finalists"] if finalist["is_baseline"])
+        return [("tuned", metrics, "p_pneumonia"), (SAME_PROTOCOL, baseline, f"p_finalist_{baseline['trial_id']}")]
     if run["kind"] == "tuned" and "ensemble" in metrics:
-        return metrics["ensemble"], "p_pneumonia_ensemble"
-    return metrics, "p_pneumonia"
+        return [("tuned", metrics["ensemble"], "p_pneumonia_ensemble"), ("tuned, best point alone", metrics, "p_pneumonia")]
+    return [(run["kind"], metrics, "p_pneumonia")]
 
 
 def _row(run: dict, kind: str, test: dict, hours: float) -> dict:
@@ -192,6 +207,7 @@ def _row(run: dict, kind: str, test: dict, hours: float) -> dict:
         **{name: test[name] for name in METRICS},
         "threshold": test["threshold"],
         "hours": hours,
+        "log_loss": test.get("log_loss"),  # runs recorded before log loss have none
         **{f"{name} ci95": intervals.get(name) for name in METRICS},
     }
 
@@ -272,25 +288,20 @@ def verdict(paired: dict | None, name: str) -> str:
     return f"does not beat the baseline: no difference shown at this test size ({figures})"
 
 
-def paired_differences(runs: list[dict], reports_dir: Path) -> dict | None:
-    """Tuned minus baseline per seed and their mean over seeds, on the test images every run predicted."""
+def paired_differences(runs: list[dict], reports_dir: Path, against: str = "baseline") -> dict | None:
+    """Tuned minus `against` per seed and their mean over seeds, on the test images every run predicted."""
     tests = {}
     for run in runs:
         run_dir = reports_dir / run["name"]
         if is_finished(run_dir) and (run_dir / "predictions.csv").exists():
-            judged, column = judged_model(run, json.loads((run_dir / "metrics.json").read_text()))
-            tests[run["kind"], run["seed"]] = (
-                _test_rows(run_dir / "predictions.csv"),
-                judged["test"]["threshold"],
-                column,
-            )
-    seeds = sorted(
-        {seed for kind, seed in tests if kind == "tuned"} & {seed for kind, seed in tests if kind == "baseline"}
-    )
+            rows = _test_rows(run_dir / "predictions.csv")
+            for kind, judged, column in judged_models(run, json.loads((run_dir / "metrics.json").read_text())):
+                tests[kind, run["seed"]] = (rows, judged["test"]["threshold"], column)
+    seeds = sorted({seed for kind, seed in tests if kind == "tuned"} & {seed for kind, seed in tests if kind == against})
     if not seeds:
         return None
     shared = sorted(
-        set.intersection(*(set(tests[kind, seed][0].index) for kind in ("tuned", "baseline") for seed in seeds))
+        set.intersection(*(set(tests[kind, seed][0].index) for kind in ("tuned", against) for seed in seeds))
     )
     labels = tests["tuned", seeds[0]][0].loc[shared, "label"].to_numpy()
     patients = [data.patient_id(Path(name)) for name in shared]
@@ -298,7 +309,7 @@ def paired_differences(runs: list[dict], reports_dir: Path) -> dict | None:
     def pair(seed: int) -> tuple:
         return tuple(
             (tests[kind, seed][0].loc[shared, tests[kind, seed][2]].to_numpy(), tests[kind, seed][1])
-            for kind in ("tuned", "baseline")
+            for kind in ("tuned", against)
         )
 
     return {
@@ -324,7 +335,7 @@ def paired_table(paired: dict | None) -> pd.DataFrame:
     rows = []
     for seed, differences in [*paired["seeds"].items(), ("mean", paired["mean"])]:
         row = {"tuned minus baseline": "mean over seeds" if seed == "mean" else f"seed {seed}"}
-        for name in METRICS:
+        for name in PAIRED_METRICS:
             low, high = differences[name]["ci95"]
             row[name] = f"{differences[name]['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
         rows.append(row)

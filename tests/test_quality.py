@@ -155,3 +155,29 @@ def test_a_tuned_ensemble_is_what_is_judged_with_its_best_point_beside_it(tmp_pa
     seed = next(line for line in result.stdout.splitlines() if line.startswith("| seed 1 |"))
     assert seed.split(" | ")[1].startswith("+0.150")  # the ensemble's accuracy minus the baseline's: 30% of NORMAL
     assert "tuned mean accuracy 0.9500 vs target 0.93: met" in result.stdout
+
+
+def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the_search_adds(tmp_path):
+    reports = tmp_path / "reports"
+    fake_run(reports, "baseline-80px-seed1", 0.85, 0.97, normal_miss=0.3)
+    fake_run(reports, "finalists-search-seed1", 0.93, 0.99, normal_miss=0.0)
+    run_dir = reports / "finalists-search-seed1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    baseline_point = {**metrics["test"], "accuracy": 0.9, "roc_auc": 0.98}
+    metrics["finalists"] = [
+        {"trial_id": "00", "is_baseline": True, "weight": 0.4, "test": baseline_point},
+        {"trial_id": "07", "is_baseline": False, "weight": 0.6, "test": metrics["test"]},
+    ]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    predictions = fake_predictions(0.0)
+    predictions["p_finalist_00"] = fake_predictions(0.1)["p_pneumonia"]  # the baseline's point misses 10% of NORMAL
+    predictions.to_csv(run_dir / "predictions.csv", index=False)
+
+    result = quality(tmp_path, "--table-only", "--seeds", "1", "--config", "configs/finalists.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "| tuned | 1 | finalists-search-seed1 | 0.930 | 0.990 |" in result.stdout
+    assert "| baseline point, tuned protocol | 1 | finalists-search-seed1 | 0.900 | 0.980 |" in result.stdout
+    first, second = result.stdout.split("Tuned minus the notebook baseline")[1].split("what the search itself adds")
+    assert next(line for line in first.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.150")
+    assert next(line for line in second.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.050")
+    assert "log_loss" in second.splitlines()[2]  # the header of the paired table
