@@ -1,13 +1,12 @@
 """The figures of a run's report, each drawn from its RunResult onto a matplotlib Figure (no pyplot state)
 and saved whole beside report.md.
 
-One concern: plots. It imports runs.py (the result and whole-file saves), tables.py, evaluation.py (Brier
-scores) and, for Grad-CAM only, Keras, data.py and explain.py.
+One concern: plots. It imports runs.py (the result and whole-file saves), evaluation.py (Brier scores),
+search_plots.py (a search's figures) and, for Grad-CAM only, Keras, data.py and explain.py.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,20 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
+import search_plots
 from data import CLASS_NAMES
 from evaluation import brier_scores
 from runs import RunResult, save_figure
-from tables import hyperparameter_columns, maximised
 
 EXAMPLES_PER_OUTCOME = 3
+# A search's figures, in the order report.md shows them: file name, alt text. search_progress.png and
+# search_hyperparameters.png keep the names of the figures they replaced (objective per trial and per
+# hyperparameter): the same questions, now against search time and with the baseline's values marked.
+SEARCH_FIGURES = (
+    ("search_hyperparameters.png", "validation objective against each hyperparameter"),
+    ("search_parallel_coordinates.png", "the best trials in parallel coordinates"),
+    ("search_progress.png", "best objective so far against search time"),
+)
 
 
 OUTCOMES = (  # (name, true label, predicted label)
@@ -37,8 +44,8 @@ def draw(result: RunResult) -> None:
     """(Re)draw every figure of a run from its files; Grad-CAM only once, and only where the model was kept."""
     run_dir, objective = result.run_dir, result.config.objective
     if result.trials is not None:
-        save_figure(run_dir / "search_progress.png", search_progress_figure(result.trials, objective))
-        save_figure(run_dir / "search_hyperparameters.png", hyperparameter_figure(result.trials))
+        for name, _ in SEARCH_FIGURES:
+            save_figure(run_dir / name, search_figure(result, name))
     save_figure(
         run_dir / "learning_curves.png",
         learning_curves_figure(result.history, objective, result.metrics["run"]["best_epoch"]),
@@ -46,8 +53,27 @@ def draw(result: RunResult) -> None:
     save_figure(run_dir / "confusion_matrix.png", confusion_figure(result.metrics))
     save_figure(run_dir / "roc_curve.png", roc_figure(result.predictions, result.metrics))
     save_figure(run_dir / "calibration.png", calibration_figure(result.predictions))
+    if "finalists" in result.metrics:
+        save_figure(run_dir / "finalists.png", finalists_figure(result.metrics, objective))
     if (run_dir / "model.keras").exists() and not (run_dir / "gradcam.png").exists():
         save_figure(run_dir / "gradcam.png", gradcam_figure(result))
+
+
+# The retrained validation figure that answers each search objective (val_loss is smoothed and weighted in the
+# search; the retrained log loss is not, so that pair compares only roughly).
+RETRAINED_SCORE = {"val_log_loss": "log_loss", "val_loss": "log_loss", "val_roc_auc": "roc_auc", "val_auc": "roc_auc"}
+
+
+def finalists_figure(metrics: dict[str, Any], objective: str) -> Figure:
+    """Each finalist's search score against its validation score after the full retrain."""
+    finalists = metrics["finalists"]
+    retrained = RETRAINED_SCORE.get(objective, "accuracy")
+    return search_plots.finalists_figure(
+        [finalist["search_score"] for finalist in finalists],
+        [finalist["validation"][retrained] for finalist in finalists],
+        ["baseline" if finalist["is_baseline"] else f"trial {finalist['trial_id']}" for finalist in finalists],
+        objective,
+    )
 
 
 def learning_curves_figure(history: pd.DataFrame, objective: str, best_epoch: int) -> Figure:
@@ -142,40 +168,12 @@ def gradcam_figure(result: RunResult) -> Figure:
     return figure
 
 
-def search_progress_figure(trials: pd.DataFrame, objective: str) -> Figure:
-    figure = Figure(figsize=(7, 3.8), layout="constrained")
-    ax = figure.subplots()
-    done = trials[trials["status"] == "COMPLETED"]
-    order = np.arange(len(trials))[trials["status"].to_numpy() == "COMPLETED"]
-    ax.plot(order, done["objective"], "o", label="trial")
-    ax.step(
-        order,
-        done["objective"].cummax() if maximised(objective) else done["objective"].cummin(),
-        where="post",
-        label="best so far",
-    )
-    if len(done) and done.index[0] == 0:
-        ax.plot(order[0], done["objective"].iloc[0], "s", color="red", markersize=9, label="baseline (trial 0)")
-    ax.set(xlabel="trial", ylabel=objective, title="Search progress")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return figure
-
-
-def hyperparameter_figure(trials: pd.DataFrame) -> Figure:
-    done = trials[trials["status"] == "COMPLETED"]
-    names = [name for name in hyperparameter_columns(trials) if done[name].notna().any()]
-    columns = 3
-    rows = max(1, math.ceil(len(names) / columns))
-    figure = Figure(figsize=(4.2 * columns, 3.0 * rows), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
-    for ax, name in zip(axes, names):
-        ax.plot(done[name], done["objective"], "o", alpha=0.7)
-        if name == "learning_rate":
-            ax.set_xscale("log")
-        ax.set(xlabel=name, ylabel="objective")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    figure.suptitle("Validation objective against each hyperparameter")
-    return figure
+def search_figure(result: RunResult, name: str) -> Figure:
+    """One of SEARCH_FIGURES, drawn from the run's trials, its search space and the baseline's hyperparameters."""
+    trials, objective = result.trials, result.config.objective
+    space, baseline = result.config.search_space.as_dict(), result.metrics["run"]["baseline_hyperparameters"]
+    if name == "search_hyperparameters.png":
+        return search_plots.objective_by_hyperparameter_figure(trials, objective, space, baseline)
+    if name == "search_parallel_coordinates.png":
+        return search_plots.parallel_coordinates_figure(trials, objective, space, baseline)
+    return search_plots.best_so_far_figure(trials, objective)

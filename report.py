@@ -2,7 +2,8 @@
 the runs index, so that one call (`render`) redraws everything a person reads.
 
 One concern: rendering. It imports runs.py (the result and whole-file writes), tables.py, figures.py,
-model_card.py and evaluation.py (paired differences); nothing here knows how the run was tuned.
+model_card.py, evaluation.py (paired differences) and study.py (a search's trials as an Optuna study,
+study.db, and the importances it reports; Optuna loads only then); nothing here knows how the run was tuned.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from typing import Any
 import pandas as pd
 
 import figures
+import study
 from evaluation import brier_scores, paired_difference
 from model_card import render_model_card
-from runs import REPORT_FILE, RunResult, write_index, write_text
+from runs import REPORT_FILE, RunResult, disk_usage, write_index, write_text
 from tables import (
     METRIC_ROWS,
     cell,
     duration,
+    finalists_table,
     hyperparameter_columns,
     interval_sentence,
     markdown_table,
     maximised,
+    selection_sentence,
     threshold_rule,
     type_sensitivity,
     with_interval,
@@ -39,14 +43,30 @@ PUBLISHED = {
     ),
 }
 
+STUDY_FILE = "study.db"  # the search as an Optuna study: optuna-dashboard sqlite:///study.db
+RESAMPLES = 20  # bootstrap resamples of the trials behind fANOVA's range (seeded: a re-render gives the same figures)
+
 
 def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> None:
-    """(Re)draw a run's plots, model card and report.md from its files; report.md comes last."""
+    """(Re)draw a run's plots, study.db (a search's), model card and report.md from its files; report.md comes last."""
     result = RunResult.load(run_dir, counterpart)
     figures.draw(result)
+    if result.trials is not None:
+        _write_study(result)
     write_text(run_dir / "model_card.md", render_model_card(result))
     write_text(run_dir / REPORT_FILE, render_markdown(result))
     write_index(run_dir.parent)
+
+
+def console_summary(run_dir: Path, test: dict[str, Any]) -> str:
+    """What a finished run prints last: where its report is, its size on disk, and the held-out figures."""
+    model_mb = (run_dir / "model.keras").stat().st_size / 1e6
+    return (
+        f"\nReport: {run_dir / REPORT_FILE}\n"
+        f"Disk: {disk_usage(run_dir) / 1e6:.1f} MB in {run_dir}, of which model.keras {model_mb:.1f} MB\n"
+        f"Test (held out): accuracy {test['accuracy']:.3f}, ROC AUC {test['roc_auc']:.3f}, "
+        f"sensitivity {test['sensitivity']:.3f}, specificity {test['specificity']:.3f} at threshold {test['threshold']:.3f}"
+    )
 
 
 def render_markdown(result: RunResult) -> str:
@@ -61,8 +81,10 @@ def render_markdown(result: RunResult) -> str:
         _validation_section,
         _types_section,
         _ensemble_section,
+        _finalists_section,
         _hyperparameters_section,
         _search_section,
+        _learned_section,
         _calibration_section,
         _gradcam_section,
         _plots_section,
@@ -288,6 +310,30 @@ def _ensemble_section(result: RunResult) -> list[str]:
     ]
 
 
+def _finalists_section(result: RunResult) -> list[str]:
+    """The full-length finalists beside the chosen model, and how it was chosen (a finalist run only)."""
+    if "finalists" not in result.metrics:
+        return []
+    return [
+        "## Finalists and the chosen model",
+        "",
+        f"The baseline's point and the {len(result.metrics['finalists']) - 1} best other points of the search, each "
+        f"retrained for {result.config.final_epochs} epochs and kept at its own best epoch on validation; the "
+        f"search scores are {result.config.objective} (Keras Tuner keeps a trial's best epoch; its last is beside "
+        "it). Test figures are each model's at its own validation-chosen threshold, predicted once, after the choice.",
+        "",
+        finalists_table(result.metrics),
+        "",
+        selection_sentence(result.metrics),
+        "",
+        "Why the search's best trial and the retrained model differ: a finalist below the diagonal scored lower after "
+        "the full retrain than in the search (for a loss, better), one above it higher.",
+        "",
+        "![search score against retrained validation score](finalists.png)",
+        "",
+    ]
+
+
 def _precision(result: RunResult) -> str:
     """The dtype policy a run trained in and why (runs from before the setting trained in float32)."""
     reason = result.metrics["run"].get("precision", {}).get("reason", "recorded before the precision setting")
@@ -344,13 +390,6 @@ def _plots_section(result: RunResult) -> list[str]:
         "![confusion matrices](confusion_matrix.png) ![ROC curves](roc_curve.png)",
         "",
     ]
-    if result.trials is not None:
-        lines += [
-            "![search progress](search_progress.png)",
-            "",
-            "![objective against hyperparameters](search_hyperparameters.png)",
-            "",
-        ]
     return lines
 
 
@@ -362,6 +401,7 @@ def _files_section(result: RunResult) -> list[str]:
         "types) · `model_card.md` the model card · `history.csv` final training per epoch · "
         "`predictions.csv` every validation and test probability · `best_hyperparameters.yaml` · "
         + ("`trials.csv` one row per trial · " if result.trials is not None else "")
+        + ("`study.db` the search as an Optuna study · " if (result.run_dir / STUDY_FILE).exists() else "")
         + "`model.keras` the kept model (takes raw 0-255 pixels; `python predict.py --run` uses it) · "
         "`tensorboard/` logs for `tensorboard --logdir` (when on).",
         "",
@@ -429,3 +469,76 @@ def _search_section(result: RunResult) -> list[str]:
     shown = ["trial_id", "objective", "epochs_run", "seconds", *hyperparameter_columns(trials)]
     lines += ["", "Top trials:", "", markdown_table(shown, top[shown].to_numpy().tolist()), ""]
     return lines
+
+
+def _write_study(result: RunResult) -> None:
+    """study.db beside the report, from trials.csv and config.yaml, written whole. Trials that do not fit the
+    recorded search space leave none (the section says why), never a stale one."""
+    try:
+        config = result.config
+        study.write_study(
+            result.run_dir, result.trials, config.search_space.as_dict(), config.objective, config.run_name
+        )
+    except ValueError:
+        (result.run_dir / STUDY_FILE).unlink(missing_ok=True)
+
+
+def _learned_section(result: RunResult) -> list[str]:
+    """Which hyperparameters moved the objective (study.importances), in words and figures, then the search's plots."""
+    if result.trials is None:
+        return []
+    config = result.config
+    table = study.importances(result.trials, config.search_space.as_dict(), config.objective, resamples=RESAMPLES)
+    lines = ["## What the search learned", "", study.importance_sentence(table), ""]
+    if not table.empty:
+        lines += _importance_lines(table, config.objective, len(result.trials))
+    if (result.run_dir / STUDY_FILE).exists():
+        lines += [
+            f"Every trial is also in `{STUDY_FILE}`, an Optuna study: from this folder, "
+            f"`optuna-dashboard sqlite:///{STUDY_FILE}` opens it in a browser, with its own importance, slice, "
+            "contour and history plots.",
+            "",
+        ]
+    lines.append(
+        "The validation objective against each hyperparameter (learning rate on a log axis; the baseline's value "
+        "dotted red, its trial a red square), the best trials in parallel coordinates (the baseline dashed red), "
+        "and the best objective so far against the trials' summed time:"
+    )
+    lines.append("")
+    for name, alt in figures.SEARCH_FIGURES:
+        lines += [f"![{alt}]({name})", ""]
+    return lines
+
+
+def _importance_lines(table: pd.DataFrame, objective: str, n_trials: int) -> list[str]:
+    """The importance table, what it rests on and what it left out."""
+    attrs = table.attrs
+    rows = [
+        [row.rank, row.parameter, f"{row.fanova:.2f}", _range(row.fanova_low, row.fanova_high), _share(row.ped_anova)]
+        for row in table.itertuples()
+    ]
+    lines = [
+        f"Importance to the validation {objective}, over the {attrs['n_trials']} completed of {n_trials} trials: "
+        "fANOVA's share of the objective's variance each hyperparameter explains (the shares sum to 1), with its "
+        f"5–95% range over {attrs['resamples']} resamples of the trials, and PED-ANOVA's, which asks what sets the "
+        "best trials apart from the rest. Importance says a hyperparameter moved the objective, not which value is "
+        "best; the plots below show that.",
+        "",
+        markdown_table(["rank", "hyperparameter", "fANOVA", "fANOVA 5–95% (resampled)", "PED-ANOVA"], rows),
+        "",
+    ]
+    reasons: dict[str, list[str]] = {}
+    for name, why in (attrs.get("left_out") or {}).items():
+        reasons.setdefault(why, []).append(name)
+    if reasons:
+        lines += ["Left out: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items()) + ".", ""]
+    lines += [f"Note: {note.rstrip('.')}." for note in attrs.get("notes") or []]
+    return lines + ([""] if attrs.get("notes") else [])
+
+
+def _range(low: float, high: float) -> str:
+    return "–" if pd.isna(low) or pd.isna(high) else f"{low:.2f}-{high:.2f}"
+
+
+def _share(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.2f}"

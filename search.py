@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         hypermodel = make_hypermodel(settings)
         splits = load_data(settings)
         run_dir = runs.prepare_run_dir(settings, args.overwrite)
+        print_estimates(run, run_dir)
         clock.lap("data")
         if run.kind == "baseline":
-            candidates, trials = [training.Candidate("baseline", baseline_point(), is_baseline=True)], None
+            from hypermodel import baseline_hyperparameters
+
+            candidates, trials = [training.Candidate("baseline", baseline_hyperparameters(), is_baseline=True)], None
         else:
             candidates, trials = training.search(hypermodel, splits, settings, run_dir)
             clock.lap("search")
@@ -230,6 +233,17 @@ def load_data(settings: Settings) -> dict[str, Any]:
     return splits
 
 
+def print_estimates(run: Run, run_dir: Path) -> None:
+    """Before trial 1 (a worker leaves it to the chief): a faster preset on a CPU, and the expected wall time."""
+    import backends
+    import eta
+
+    if run.settings.distributed.role == "worker":
+        return
+    for line in eta.start_lines(run_dir, run.settings.as_dict(), len(backends.gpus()), run.kind == "search"):
+        print(line)
+
+
 def make_hypermodel(settings: Settings):
     """The search space around the baseline CNN, for this run's input."""
     from data import channel_count
@@ -245,12 +259,6 @@ def make_hypermodel(settings: Settings):
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
-
-
-def baseline_point():
-    from hypermodel import baseline_hyperparameters
-
-    return baseline_hyperparameters()
 
 
 def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, Any]:
@@ -296,18 +304,7 @@ def write_report(run: Run, splits: dict[str, Any], trials: Any, final: Any, cloc
             "and run the same command again (finished trials are kept)"
         ) from None
     shutil.rmtree(run.dir / runs.RETRAIN_BACKUP, ignore_errors=True)  # the run is finished: nothing to resume
-    print_summary(run.dir, final.metrics["test"])
-
-
-def print_summary(run_dir: Path, test: dict[str, Any]) -> None:
-    """Where the report is, what the run takes on disk, and the held-out figures."""
-    print(f"\nReport: {run_dir / runs.REPORT_FILE}")
-    model_mb = (run_dir / "model.keras").stat().st_size / 1e6
-    print(f"Disk: {runs.disk_usage(run_dir) / 1e6:.1f} MB in {run_dir}, of which model.keras {model_mb:.1f} MB")
-    print(
-        f"Test (held out): accuracy {test['accuracy']:.3f}, ROC AUC {test['roc_auc']:.3f}, "
-        f"sensitivity {test['sensitivity']:.3f}, specificity {test['specificity']:.3f} at threshold {test['threshold']:.3f}"
-    )
+    print(report.console_summary(run.dir, final.metrics["test"]))
 
 
 if __name__ == "__main__":

@@ -91,9 +91,20 @@ class TrialRecorder:
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
         best = [trial for trial in self.oracle.get_best_trials(1) if trial.score is not None]
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
+        from eta import eta_text  # pure arithmetic, no Keras
+
+        # The ended trials' recorded cost, as trials_table reads it; a worker's oracle client holds no trials.
+        ended = [t for t in getattr(self.oracle, "trials", {}).values() if t.status not in ("RUNNING", "IDLE")]
+        done = [t for t in ended if t.status == "COMPLETED"]
+        seconds, epochs = (
+            [t.metrics.get_last_value(name) if t.metrics.exists(name) else None for t in done]
+            for name in ("trial_seconds", "epochs_run")
+        )
+        max_epochs = getattr(_unwrapped(self.oracle), "max_epochs", None)  # Hyperband's; None for the others
         print(
             f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed} | "
-            f"best {self.oracle.objective.name} so far: {best_text}",
+            f"best {self.oracle.objective.name} so far: {best_text} | "
+            f"{eta_text(seconds, epochs, planned, max_epochs, trials_ended=len(ended))}",
             flush=True,
         )
 

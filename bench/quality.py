@@ -63,6 +63,7 @@ KEPT_FILES = (
     "skipped_images.csv",
     "model_card.md",
     "report.md",
+    "study.db",
 )
 SEED_HOURS = 2.5  # issue 15: baseline and tuned run of one seed together, on a 2-core CPU
 

@@ -1,0 +1,268 @@
+"""How long the rest of a search will take, from the trials it has finished so far.
+
+The estimate is deliberately simple, and the header says what it rests on ("from 3 trials"):
+
+    remaining trials x expected epochs per trial x seconds per epoch
+
+- seconds per epoch: the finished trials' seconds over their epochs, so a long trial weighs more;
+- expected epochs per trial: the mean epochs the finished trials ran (early stopping ends some
+  early), at most the per-trial maximum;
+- remaining trials: the planned trials less those already ended (failed ones included: they used
+  up a place in max_trials), so the trial about to start counts as remaining.
+
+What it does not know: Hyperband's later rounds train longer than its first ones, so early in a
+Hyperband search the estimate is low; trials that run side by side on several workers finish
+sooner than this serial sum; and a trial's cost depends on its point (more filters, more time),
+which only averages out over several trials.
+
+Before trial 1, `start_estimate` gives the whole run's expected wall time from what runs already
+recorded (the run being resumed, or a finished run beside it with the same cost-setting keys), and
+`cpu_preset_hint` points a CPU user at the preset measured to finish in under an hour.
+
+One concern: how long a run will take. It imports PyYAML and the standard library only (no Keras, no
+pandas, no clock), so the trial header (tuning.py) and search.py's start can call it at no cost.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _pairs(seconds: Sequence[float | None], epochs: Sequence[float | None]) -> list[tuple[float, float]]:
+    """The (seconds, epochs) of trials that recorded both; a trial without them says nothing of the rate."""
+    known = [(s, e) for s, e in zip(seconds, epochs) if s is not None and e is not None]
+    return [(float(s), float(e)) for s, e in known if math.isfinite(s) and math.isfinite(e) and e > 0]
+
+
+def remaining_seconds(
+    finished_seconds: Sequence[float | None],
+    finished_epochs: Sequence[float | None],
+    planned_trials: int | None,
+    max_epochs: int | None = None,
+    trials_ended: int | None = None,
+) -> float | None:
+    """Expected seconds until the search ends; None while no trial has finished or the plan is unknown.
+
+    `finished_seconds` and `finished_epochs` are the completed trials' wall seconds and epochs run
+    (pairs with a missing value are skipped); `trials_ended` counts every trial that ended, failed
+    ones too (default: the completed ones); `max_epochs` caps the expected epochs per trial.
+    """
+    pairs = _pairs(finished_seconds, finished_epochs)
+    if not pairs or planned_trials is None:
+        return None
+    ended = len(pairs) if trials_ended is None else trials_ended
+    remaining_trials = max(planned_trials - ended, 0)
+    seconds_per_epoch = sum(s for s, _ in pairs) / sum(e for _, e in pairs)
+    epochs_per_trial = sum(e for _, e in pairs) / len(pairs)
+    if max_epochs:
+        epochs_per_trial = min(epochs_per_trial, max_epochs)
+    return remaining_trials * epochs_per_trial * seconds_per_epoch
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration as a person reads it: "45s", "12m 30s", "1h 05m" (an estimate has no use for seconds past an hour)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "unknown"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        minutes, seconds = divmod(seconds, 60)
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def eta_text(
+    finished_seconds: Sequence[float | None],
+    finished_epochs: Sequence[float | None],
+    planned_trials: int | None,
+    max_epochs: int | None = None,
+    trials_ended: int | None = None,
+) -> str:
+    """One line for a trial header: "ETA search 1h 05m (from 2 trials)", or why there is none yet."""
+    seconds = remaining_seconds(finished_seconds, finished_epochs, planned_trials, max_epochs, trials_ended)
+    if seconds is None:
+        cause = "number of trials unknown" if planned_trials is None else "no finished trial to go by"
+        return f"ETA search unknown ({cause})"
+    basis = len(_pairs(finished_seconds, finished_epochs))
+    return f"ETA search {format_duration(seconds)} (from {basis} trial{'s' if basis != 1 else ''})"
+
+
+# A finished run beside this one says what a trial and an epoch cost when these keys of its config.yaml match.
+SEARCH_KEYS = ("tuner", "epochs", "image_size", "color_mode", "precision")
+RETRAIN_KEYS = ("image_size", "color_mode", "precision")
+ENDED = ("COMPLETED", "FAILED", "INVALID", "STOPPED")  # Keras Tuner's statuses of a trial that will not run again
+
+
+def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool = True) -> str | None:
+    """The whole run's expected wall time as one line, before trial 1; None when nothing recorded allows it.
+
+    `config` holds the run's settings as config.yaml writes them (`Settings.as_dict()`, precision settled).
+    The search: planned trials (max_trials, else as many as the recorded run ran) x seconds per trial, from
+    the run's own finished trials in tuner/ when it is resumed, else from the newest finished run beside it
+    (same reports folder) whose config.yaml has the same SEARCH_KEYS. The retrain: final_epochs x the mean
+    epoch seconds of such a run's history.csv (RETRAIN_KEYS alike), once per point retrained.
+    """
+    run_dir = Path(run_dir)
+    others = _comparable_runs(run_dir, config, SEARCH_KEYS if search else RETRAIN_KEYS)
+    parts, total, resumed = [], 0.0, False
+    if search:
+        found = _search_part(run_dir, config, others)
+        if found is None:
+            return None
+        seconds, text, resumed = found
+        parts.append(text)
+        total += seconds
+    retrain = next(((other, rate) for other in others if (rate := _epoch_seconds(other)) is not None), None)
+    if retrain is None and not search:
+        return None
+    if retrain is None:
+        parts.append(
+            f"the retrain is not included: no finished run at {config['image_size']} px {config['color_mode']} "
+            f"in {config['precision']} beside this one to go by"
+        )
+    else:
+        retrains = max(int(config.get("ensemble_size") or 1), int(config.get("finalists") or 0) + 1)
+        total += retrains * config["final_epochs"] * retrain[1]
+        times = f"{retrains} retrains x " if retrains > 1 else ""
+        parts.append(
+            f"{'then ' if search else ''}{times}{config['final_epochs']} retrain epochs x "
+            f"{format_duration(retrain[1])} from {retrain[0].name}'s history.csv"
+        )
+    return f"Expected {'time left' if resumed else 'wall time'}: about {format_duration(total)} ({'; '.join(parts)})"
+
+
+def _search_part(run_dir: Path, config: Mapping[str, Any], others: list[Path]) -> tuple[float, str, bool] | None:
+    """The search's expected seconds, how they were reckoned, and whether they rest on the run being resumed."""
+    seconds, epochs, ended = _tuner_trials(run_dir / "tuner")
+    source, resumed = "this run's finished trials", bool(_pairs(seconds, epochs))
+    recorded = [(other, found) for other in others if _pairs(*(found := _recorded_trials(other))[:2])]
+    if not resumed:
+        if not recorded:
+            return None
+        (other, (seconds, epochs, _)), ended = recorded[0], 0
+        source = f"{other.name}'s trials.csv"
+    planned = config.get("max_trials") or (recorded[0][1][2] if recorded else None)
+    remaining = remaining_seconds(seconds, epochs, planned, config.get("epochs"), trials_ended=ended)
+    if remaining is None:
+        return None
+    left = max(planned - ended, 0)
+    per_trial = remaining / left if left else 0.0
+    trials = f"{left} of {planned} trials left" if resumed else f"{planned} trials"
+    return remaining, f"{trials} x {format_duration(per_trial)} from {source}", resumed
+
+
+def _comparable_runs(run_dir: Path, config: Mapping[str, Any], keys: Sequence[str]) -> list[Path]:
+    """Finished runs beside `run_dir` (report.md written) whose config.yaml matches `config` on `keys`, newest first."""
+    found = []
+    for config_file in run_dir.parent.glob("*/config.yaml"):
+        folder = config_file.parent
+        if folder.resolve() == run_dir.resolve() or not (folder / "report.md").is_file():
+            continue
+        try:
+            recorded = yaml.safe_load(config_file.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(recorded, dict) and all(recorded.get(key) == config.get(key) for key in keys):
+            found.append(folder)
+    return sorted(found, key=lambda folder: (folder / "report.md").stat().st_mtime, reverse=True)
+
+
+def _number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _recorded_trials(run_dir: Path) -> tuple[list[float | None], list[float | None], int]:
+    """A finished search's completed trials (seconds, epochs run) from trials.csv, and how many trials it ran."""
+    try:
+        with open(run_dir / "trials.csv", newline="") as file:
+            rows = list(csv.DictReader(file))
+    except OSError:
+        return [], [], 0
+    done = [row for row in rows if row.get("status") == "COMPLETED"]
+    return [_number(row.get("seconds")) for row in done], [_number(row.get("epochs_run")) for row in done], len(rows)
+
+
+def _tuner_trials(tuner_dir: Path) -> tuple[list[float | None], list[float | None], int]:
+    """The run being resumed: its completed trials' (seconds, epochs run) from Keras Tuner's trial.json files, and
+    how many trials ended (failed ones too)."""
+    seconds, epochs, ended = [], [], 0
+    for path in sorted(tuner_dir.glob("*/trial_*/trial.json")):
+        try:
+            trial = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if trial.get("status") not in ENDED:
+            continue
+        ended += 1
+        if trial["status"] == "COMPLETED":
+            metrics = (trial.get("metrics") or {}).get("metrics") or {}
+            seconds.append(_last_value(metrics, "trial_seconds"))
+            epochs.append(_last_value(metrics, "epochs_run"))
+    return seconds, epochs, ended
+
+
+def _last_value(metrics: Mapping[str, Any], name: str) -> float | None:
+    """A Keras Tuner metric's last recorded value in trial.json, or None."""
+    try:
+        return _number(metrics[name]["observations"][-1]["value"][-1])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _epoch_seconds(run_dir: Path) -> float | None:
+    """The mean wall seconds of a finished run's retrain epochs (history.csv's `seconds`), or None."""
+    try:
+        with open(run_dir / "history.csv", newline="") as file:
+            values = [_number(row.get("seconds")) for row in csv.DictReader(file)]
+    except OSError:
+        return None
+    known = [value for value in values if value is not None]
+    return sum(known) / len(known) if known else None
+
+
+# The preset measured to finish in under an hour on a CPU (README Results: 46 to 48 minutes a run on 2 cores in
+# mixed bfloat16, seeds 45-47), its max_trials and epochs (tests/test_eta.py checks them against the file), and
+# how many times its trial epochs a config must ask for before the hint is worth a line.
+CPU_PRESET = "configs/tuned.yaml"
+CPU_PRESET_TRIALS, CPU_PRESET_EPOCHS = 25, 8
+CPU_PRESET_MINUTES = "46 to 48 minutes"
+FAR_LARGER = 2.0
+
+
+def cpu_preset_hint(gpus: int, max_trials: int | None, epochs: int, search: bool = True) -> str | None:
+    """On a machine without a GPU, one line naming the preset that runs in under an hour, when the chosen search's
+    max_trials x epochs is at least FAR_LARGER times the preset's (config.yaml's 100 x 12 is 6 times); else None.
+    A Hyperband search without max_trials runs its own schedule and gets no hint."""
+    if gpus or not search or not max_trials:
+        return None
+    ratio = max_trials * epochs / (CPU_PRESET_TRIALS * CPU_PRESET_EPOCHS)
+    if ratio < FAR_LARGER:
+        return None
+    return (
+        f"Note: no GPU, and {max_trials} trials x {epochs} epochs is {ratio:.0f} times the trial epochs of "
+        f"{CPU_PRESET} ({CPU_PRESET_TRIALS} x {CPU_PRESET_EPOCHS}), which took {CPU_PRESET_MINUTES} a whole run on "
+        f"2 CPU cores in mixed bfloat16 (README Results): `python search.py --config {CPU_PRESET}` for a run of under "
+        "an hour."
+    )
+
+
+def start_lines(run_dir: Path, settings: dict[str, Any], gpus: int, search: bool) -> list[str]:
+    """What a run prints before trial 1: a faster preset where it runs on a CPU, and its expected wall time."""
+    lines = (
+        cpu_preset_hint(gpus, settings["max_trials"], settings["epochs"], search=search),
+        start_estimate(run_dir, settings, search=search),
+    )
+    return [line for line in lines if line]

@@ -1,0 +1,239 @@
+"""The search's time estimate (eta.py) and the trial header that carries it (tuning.TrialRecorder)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import eta
+from eta import cpu_preset_hint, eta_text, format_duration, remaining_seconds, start_estimate
+
+
+def test_remaining_seconds_is_rate_times_epochs_times_trials() -> None:
+    # 180 s over 12 epochs is 15 s an epoch; 6 epochs a trial; 10 planned, 2 ended: 8 x 6 x 15.
+    assert remaining_seconds([60, 120], [4, 8], planned_trials=10, max_epochs=8) == pytest.approx(720)
+    # Failed trials use up places in max_trials: 4 ended leaves 6.
+    assert remaining_seconds([60, 120], [4, 8], 10, 8, trials_ended=4) == pytest.approx(540)
+    # Mean epochs above the per-trial maximum are capped (a budget lowered on resume).
+    assert remaining_seconds([100], [10], planned_trials=3, max_epochs=5) == pytest.approx(2 * 5 * 10)
+
+
+def test_remaining_seconds_when_little_is_known() -> None:
+    assert remaining_seconds([], [], planned_trials=10, max_epochs=8) is None
+    assert remaining_seconds([60], [4], planned_trials=None, max_epochs=8) is None
+    # A trial without recorded seconds or epochs says nothing of the rate and is skipped.
+    assert remaining_seconds([None, math.nan, 40], [4, 4, 2], planned_trials=4, max_epochs=None) == pytest.approx(120)
+    assert remaining_seconds([60], [0], planned_trials=4) is None
+    assert remaining_seconds([60, 60], [4, 4], planned_trials=2) == 0  # all done
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (45.4, "45s"),
+        (59.6, "1m 00s"),
+        (750, "12m 30s"),
+        (3600, "1h 00m"),
+        (3929, "1h 05m"),
+        (97200, "27h 00m"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_format_duration_of_nothing() -> None:
+    assert format_duration(None) == format_duration(math.nan) == format_duration(-1) == "unknown"
+
+
+def test_eta_text() -> None:
+    assert eta_text([1800, 2100], [8, 8], planned_trials=4) == "ETA search 1h 05m (from 2 trials)"
+    assert eta_text([60], [4], planned_trials=3) == "ETA search 2m 00s (from 1 trial)"
+    assert eta_text([], [], planned_trials=3) == "ETA search unknown (no finished trial to go by)"
+    assert eta_text([60], [4], planned_trials=None) == "ETA search unknown (number of trials unknown)"
+
+
+def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    """TrialRecorder's header on a real Keras Tuner oracle: 2 completed trials, 1 failed, the 4th starting."""
+    kt = pytest.importorskip("keras_tuner")
+    import tuning
+
+    class Base:
+        def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+            pass
+
+    class Recorder(tuning.TrialRecorder, Base):
+        pass
+
+    oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_auc", "max"), max_trials=5)
+    status = kt.engine.trial.TrialStatus
+    for trial_id, state, seconds, epochs in [
+        ("00", status.COMPLETED, 60, 4),
+        ("01", status.COMPLETED, 120, 8),
+        ("02", status.FAILED, None, None),
+        ("03", status.RUNNING, None, None),
+    ]:
+        trial = kt.engine.trial.Trial(kt.HyperParameters(), trial_id=trial_id, status=state)
+        if seconds is not None:
+            trial.metrics.update("trial_seconds", seconds)
+            trial.metrics.update("epochs_run", epochs)
+            trial.score = 0.9
+        oracle.trials[trial_id] = trial
+    recorder = Recorder()
+    recorder.oracle, recorder.trials_run, recorder.search_started = oracle, [], 0.0
+    recorder.on_trial_begin(oracle.trials["03"])
+    header = capsys.readouterr().out.strip()
+    # 15 s an epoch, 6 epochs a trial, 5 planned less 3 ended: 2 x 6 x 15 = 180 s.
+    assert header.startswith("== Trial 4 of 5 | elapsed")
+    assert header.endswith("best val_auc so far: 0.9000 (trial 00) | ETA search 3m 00s (from 2 trials)")
+
+
+# start_estimate and cpu_preset_hint: the whole run's expected time before trial 1, and the CPU preset hint.
+
+KEPT = Path(__file__).resolve().parents[1] / "bench" / "results" / "quality" / "tuned-search-seed45"
+
+
+def kept_beside(reports: Path, name: str = KEPT.name, **changes: object) -> dict:
+    """A finished run's files that start_estimate reads, copied into `reports`; its config (with `changes`)."""
+    folder = reports / name
+    folder.mkdir(parents=True)
+    for file in ("trials.csv", "history.csv", "report.md"):
+        shutil.copy(KEPT / file, folder / file)
+    config = {**yaml.safe_load((KEPT / "config.yaml").read_text()), **changes}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def kept_seconds() -> tuple[float, float]:
+    """The kept run's summed trial seconds and mean retrain epoch seconds."""
+    with open(KEPT / "trials.csv", newline="") as file:
+        search = sum(float(row["seconds"]) for row in csv.DictReader(file) if row["status"] == "COMPLETED")
+    with open(KEPT / "history.csv", newline="") as file:
+        epochs = [float(row["seconds"]) for row in csv.DictReader(file)]
+    return search, sum(epochs) / len(epochs)
+
+
+def test_start_estimate_from_a_finished_run_beside(tmp_path: Path) -> None:
+    config = kept_beside(tmp_path)
+    search, epoch = kept_seconds()
+    line = start_estimate(tmp_path / "new-run", config)
+    # 25 planned trials at the kept run's mean cost is its summed trial time; then 45 retrain epochs.
+    assert line == (
+        f"Expected wall time: about {format_duration(search + 45 * epoch)} (25 trials x {format_duration(search / 25)} "
+        f"from tuned-search-seed45's trials.csv; then 45 retrain epochs x {format_duration(epoch)} "
+        "from tuned-search-seed45's history.csv)"
+    )
+    assert line.startswith("Expected wall time: about 45m")  # the kept run took 45m 31s in all
+    # A baseline run: the retrain alone. Four retrained finalists (3 and the baseline's): four retrains.
+    assert start_estimate(tmp_path / "new-run", config, search=False).startswith(
+        f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs"
+    )
+    assert f"about {format_duration(search + 4 * 45 * epoch)} " in start_estimate(
+        tmp_path / "new", {**config, "finalists": 3}
+    )
+
+
+def test_start_estimate_needs_a_run_that_costs_the_same(tmp_path: Path) -> None:
+    config = kept_beside(tmp_path)
+    for key, value in [
+        ("precision", "float32"),
+        ("epochs", 12),
+        ("tuner", "hyperband"),
+        ("image_size", 128),
+        ("color_mode", "rgb"),
+    ]:
+        assert start_estimate(tmp_path / "new-run", {**config, key: value}) is None, key
+    assert start_estimate(tmp_path / "missing" / "new-run", config) is None
+    # The run itself is not its own yardstick, nor is an unfinished run (no report.md).
+    assert start_estimate(tmp_path / KEPT.name, config) is None
+    (tmp_path / KEPT.name / "report.md").unlink()
+    assert start_estimate(tmp_path / "new-run", config) is None
+
+
+def test_start_estimate_takes_the_newest_matching_run_and_its_trial_count(tmp_path: Path) -> None:
+    config = kept_beside(tmp_path, "older")
+    kept_beside(tmp_path, "newer")
+    os.utime(tmp_path / "older" / "report.md", (1, 1))
+    assert "from newer's trials.csv" in start_estimate(tmp_path / "new-run", config)
+    # Hyperband without max_trials runs its own schedule: as many trials as the recorded run ran.
+    hyperband = {**config, "max_trials": None}
+    assert "(25 trials x" in start_estimate(tmp_path / "new-run", hyperband)
+
+
+def write_trial(
+    tuner: Path, trial_id: str, status: str, seconds: float | None = None, epochs: float | None = None
+) -> None:
+    """A trial.json as Keras Tuner writes it, with the run's own metrics."""
+    metrics = {}
+    if seconds is not None:
+        for name, value in (("trial_seconds", seconds), ("epochs_run", epochs)):
+            metrics[name] = {"direction": "min", "observations": [{"value": [value], "step": 0}]}
+    folder = tuner / "search" / f"trial_{trial_id}"
+    folder.mkdir(parents=True)
+    (folder / "trial.json").write_text(
+        json.dumps({"trial_id": trial_id, "status": status, "metrics": {"metrics": metrics}})
+    )
+
+
+def test_start_estimate_of_a_resumed_run_uses_its_own_trials(tmp_path: Path) -> None:
+    config = kept_beside(tmp_path)
+    _, epoch = kept_seconds()
+    run_dir = tmp_path / "resumed"
+    write_trial(run_dir / "tuner", "00", "COMPLETED", 120.0, 8)
+    write_trial(run_dir / "tuner", "01", "COMPLETED", 60.0, 4)
+    write_trial(run_dir / "tuner", "02", "FAILED")
+    write_trial(run_dir / "tuner", "03", "RUNNING")
+    # 180 s over 12 epochs, 6 epochs a trial: 90 s a trial; 25 planned less 3 ended.
+    line = start_estimate(run_dir, config)
+    assert line == (
+        f"Expected time left: about {format_duration(22 * 90 + 45 * epoch)} (22 of 25 trials left x 1m 30s from "
+        f"this run's finished trials; then 45 retrain epochs x {format_duration(epoch)} from tuned-search-seed45's "
+        "history.csv)"
+    )
+    # With no finished run beside it, the search part alone, and the line says the retrain is missing.
+    shutil.rmtree(tmp_path / KEPT.name)
+    assert start_estimate(run_dir, config) == (
+        "Expected time left: about 33m 00s (22 of 25 trials left x 1m 30s from this run's finished trials; "
+        "the retrain is not included: no finished run at 80 px grayscale in mixed_bfloat16 beside this one to go by)"
+    )
+
+
+def test_cpu_preset_hint() -> None:
+    hint = cpu_preset_hint(gpus=0, max_trials=100, epochs=12)
+    assert hint.startswith("Note: no GPU, and 100 trials x 12 epochs is 6 times the trial epochs of configs/tuned.yaml")
+    assert "46 to 48 minutes" in hint and "`python search.py --config configs/tuned.yaml`" in hint
+    assert cpu_preset_hint(gpus=1, max_trials=100, epochs=12) is None
+    assert cpu_preset_hint(gpus=0, max_trials=25, epochs=8) is None  # the preset itself
+    assert cpu_preset_hint(gpus=0, max_trials=3, epochs=1) is None
+    assert cpu_preset_hint(gpus=0, max_trials=None, epochs=12) is None  # Hyperband's own schedule
+    assert cpu_preset_hint(gpus=0, max_trials=100, epochs=12, search=False) is None
+
+
+def test_cpu_preset_hint_matches_the_preset_and_config_yaml() -> None:
+    root = Path(__file__).resolve().parents[1]
+    preset = yaml.safe_load((root / eta.CPU_PRESET).read_text())
+    assert (preset["max_trials"], preset["epochs"]) == (eta.CPU_PRESET_TRIALS, eta.CPU_PRESET_EPOCHS)
+    default = yaml.safe_load((root / "config.yaml").read_text())
+    assert cpu_preset_hint(gpus=0, max_trials=default["max_trials"], epochs=default["epochs"]) is not None
+
+
+def test_eta_imports_neither_keras_nor_pandas() -> None:
+    code = "import sys, eta; print(sorted({'keras', 'pandas', 'tensorflow'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"

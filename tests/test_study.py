@@ -1,0 +1,261 @@
+"""The search as an Optuna study (study.py) and its figures (search_plots.py), on committed and made-up trials."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+import search_plots
+import study
+from hypermodel import BASELINE
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCH = ROOT / "bench" / "results" / "quality" / "tuned-search-seed45"  # a committed 25-trial random search
+
+
+@pytest.fixture(scope="module")
+def committed() -> tuple[pd.DataFrame, dict, str]:
+    return study.read_run(SEARCH)
+
+
+@pytest.fixture
+def written(tmp_path: Path, committed: tuple[pd.DataFrame, dict, str]) -> Path:
+    run_dir = tmp_path / SEARCH.name
+    run_dir.mkdir()
+    return study.write_study(run_dir, *committed)
+
+
+def made_up_trials(count: int, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """`count` trials of a small space whose objective is driven by the learning rate alone, plus noise."""
+    rng = np.random.default_rng(seed)
+    space = {
+        "conv_blocks": {"min": 2, "max": 3},
+        "filters": [16, 32],
+        "dropout": {"min": 0.0, "max": 0.5, "step": 0.1},
+        "learning_rate": {"min": 1e-4, "max": 1e-2},
+        "pooling": ["flatten", "average"],
+    }
+    blocks = rng.integers(2, 4, count)
+    learning_rate = 10 ** rng.uniform(-4, -2, count)
+    trials = pd.DataFrame(
+        {
+            "trial_id": [f"{i:02d}" for i in range(count)],
+            "status": "COMPLETED",
+            "objective": 0.95 - 0.2 * (np.log10(learning_rate) + 3) ** 2 + rng.normal(0, 0.002, count),
+            "epochs_run": 4.0,
+            "seconds": rng.uniform(30, 90, count),
+            "conv_blocks": blocks,
+            "filters_0": rng.choice([16, 32], count),
+            "filters_1": rng.choice([16, 32], count),
+            "filters_2": np.where(blocks > 2, rng.choice([16, 32], count), np.nan),
+            "dropout": rng.integers(0, 6, count) / 10,
+            "learning_rate": learning_rate,
+            "pooling": rng.choice(["flatten", "average"], count),
+            "error": "",
+        }
+    )
+    return trials, space
+
+
+def test_distributions_follow_the_search_space(committed: tuple[pd.DataFrame, dict, str]) -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = study.distributions(committed[1])
+    assert space["learning_rate"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["dropout"] == FloatDistribution(0.0, 0.5, step=0.1)
+    assert space["conv_blocks"] == IntDistribution(2, 4)
+    assert space["batch_norm"] == CategoricalDistribution([False, True])
+    assert space["filters_3"] == CategoricalDistribution([16, 32, 64, 128])
+    assert space["units_2"] == CategoricalDistribution([64, 128, 264, 512])
+    assert "filters" not in space and "dense_units" not in space
+    # Every hyperparameter column of trials.csv has its distribution.
+    assert set(study.hyperparameter_columns(committed[0])) <= set(space)
+
+
+def test_study_file_reads_back_as_trials_csv(written: Path, committed: tuple[pd.DataFrame, dict, str]) -> None:
+    import optuna
+
+    trials, search_space, objective = committed
+    loaded = optuna.load_study(study_name=None, storage=f"sqlite:///{written}")
+    assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE and loaded.metric_names == [objective]
+    assert loaded.user_attrs["search_space"] == search_space
+    frozen = loaded.get_trials()
+    assert len(frozen) == len(trials) == 25
+    for (_, row), trial in zip(trials.iterrows(), frozen):
+        assert trial.state == (
+            optuna.trial.TrialState.COMPLETE if row["status"] == "COMPLETED" else optuna.trial.TrialState.FAIL
+        )
+        assert trial.value == pytest.approx(row["objective"])
+        used = {name: row[name] for name in study.hyperparameter_columns(trials) if pd.notna(row[name])}
+        assert set(trial.params) == set(used)
+        for name, value in used.items():
+            expected = value if isinstance(value, str) else pytest.approx(float(value))
+            assert trial.params[name] == expected, (row["trial_id"], name)
+        assert type(trial.params["conv_blocks"]) is int and type(trial.params["batch_norm"]) is bool
+        assert trial.user_attrs["trial_id"] == row["trial_id"]
+        assert trial.user_attrs["seconds"] == pytest.approx(row["seconds"])
+        assert trial.user_attrs["epochs_run"] == int(row["epochs_run"])
+        assert trial.user_attrs["baseline"] == (row["trial_id"] == "00")
+    assert frozen[0].params == {name: value for name, value in BASELINE.items()}
+    assert [path.name for path in written.parent.iterdir()] == ["study.db"]  # no temporary left beside it
+
+
+def test_failed_trials_and_a_loss_objective() -> None:
+    import optuna
+
+    trials, space = made_up_trials(4)
+    trials.loc[2, ["status", "objective", "seconds", "error"]] = ["FAILED", np.nan, np.nan, "ResourceExhaustedError"]
+    made = study.to_study(trials, space, "val_loss")
+    assert made.direction == optuna.study.StudyDirection.MINIMIZE
+    failed = made.trials[2]
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.value is None
+    assert failed.user_attrs["seconds"] is None and failed.user_attrs["error"] == "ResourceExhaustedError"
+    for trial, blocks in zip(made.trials, trials["conv_blocks"]):
+        assert ("filters_2" in trial.params) == (blocks > 2)  # a conditional hyperparameter only where used
+
+
+def test_a_failed_write_keeps_the_old_study(tmp_path: Path) -> None:
+    trials, space = made_up_trials(4)
+    path = study.write_study(tmp_path, trials, space, "val_auc")
+    before = path.read_bytes()
+    outside = trials.assign(pooling="max")  # not one of the space's choices
+    with pytest.raises(ValueError, match="pooling"):
+        study.write_study(tmp_path, outside, space, "val_auc")
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["study.db"]
+
+
+def test_importances_rank_the_driving_hyperparameter_first() -> None:
+    trials, space = made_up_trials(40)
+    table = study.importances(trials, space, "val_auc", resamples=5)
+    assert table["parameter"].iloc[0] == "learning_rate" and table["rank"].iloc[0] == 1
+    assert table["fanova"].iloc[0] > 0.5 and table.sort_values("ped_anova")["parameter"].iloc[-1] == "learning_rate"
+    assert (table["fanova_low"] <= table["fanova_high"]).all()
+    assert table.attrs["n_trials"] == 40 and "filters_2" in table.attrs["left_out"]
+    assert "filters_2" not in set(table["parameter"])
+    sentence = study.importance_sentence(table)
+    assert sentence.startswith("Over 40 completed trials, fANOVA finds learning_rate")
+
+
+def test_importances_cope_with_a_tiny_search() -> None:
+    trials, space = made_up_trials(3)
+    table = study.importances(trials, space, "val_auc")
+    assert table.empty and list(table.columns) == study.IMPORTANCE_COLUMNS
+    assert table.attrs["n_trials"] == 3 and "3 completed" in table.attrs["reason"]
+    assert study.importance_sentence(table).startswith("Which hyperparameters mattered cannot be said yet")
+    failed = trials.assign(status="FAILED")
+    assert study.importances(failed, space, "val_auc").attrs["n_trials"] == 0
+
+
+def test_importances_on_a_committed_search(committed: tuple[pd.DataFrame, dict, str]) -> None:
+    table = study.importances(*committed, resamples=3)
+    assert len(table) == 12 and table.attrs["n_trials"] == 25
+    assert table["fanova"].sum() == pytest.approx(1) and table["ped_anova"].sum() == pytest.approx(1)
+    assert set(table.attrs["left_out"]) == {"filters_2", "filters_3", "units_1", "units_2"}
+    assert "even share (1/12 = 0.08)" in study.importance_sentence(table)
+
+
+def test_importing_the_modules_does_not_import_optuna() -> None:
+    code = "import sys, study, eta, search_plots; print('optuna' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def _degenerate(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {
+        "all": trials,
+        "none": trials.head(0),
+        "one": trials.head(1),
+        "all failed": trials.assign(status="FAILED", objective=np.nan),
+    }
+
+
+@pytest.mark.parametrize("case", ["all", "none", "one", "all failed"])
+def test_each_figure_draws_real_and_degenerate_searches(case: str, committed: tuple[pd.DataFrame, dict, str]) -> None:
+    trials, space, objective = committed
+    table = _degenerate(trials)[case]
+    figures = [
+        search_plots.objective_by_hyperparameter_figure(table, objective, space),
+        search_plots.objective_by_hyperparameter_figure(table, objective),
+        search_plots.parallel_coordinates_figure(table, objective, space, BASELINE),
+        search_plots.parallel_coordinates_figure(table, objective),
+        search_plots.best_so_far_figure(table, objective),
+    ]
+    for figure in figures:
+        assert isinstance(figure, Figure)
+        figure.canvas.draw()  # lays it out for real: errors in drawing show here
+
+
+def test_best_so_far_follows_the_cumulative_time(committed: tuple[pd.DataFrame, dict, str]) -> None:
+    trials, _, objective = committed
+    ax = search_plots.best_so_far_figure(trials, objective).axes[0]
+    steps = ax.get_lines()[0]
+    assert steps.get_xdata()[-1] == pytest.approx(trials["seconds"].sum() / 60)
+    assert steps.get_ydata()[-1] == pytest.approx(trials["objective"].max())
+
+
+def test_finalists_figure() -> None:
+    figure = search_plots.finalists_figure([0.98, 0.97, 0.975], [0.96, 0.972, 0.95], ["07", "12", "03"], "val_auc")
+    assert isinstance(figure, Figure) and len(figure.axes[0].texts) == 3
+    assert isinstance(search_plots.finalists_figure([], [], []), Figure)
+    assert isinstance(search_plots.finalists_figure([0.9], [0.9], ["00"]), Figure)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_optuna_dashboard_opens_the_study_file(written: Path, committed: tuple[pd.DataFrame, dict, str]) -> None:
+    pytest.importorskip("optuna_dashboard")
+    executable = Path(sys.executable).with_name("optuna-dashboard")
+    command = str(executable) if executable.exists() else shutil.which("optuna-dashboard")
+    assert command, "optuna-dashboard is installed but its command is not on the PATH"
+    port = _free_port()
+    server = subprocess.Popen(
+        [command, f"sqlite:///{written}", "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base, deadline, studies = f"http://127.0.0.1:{port}", time.monotonic() + 60, None
+        while studies is None:
+            try:
+                studies = _get_json(f"{base}/api/studies")["study_summaries"]
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, f"optuna-dashboard exited: {server.stderr.read().decode()[-2000:]}"
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer within 60 s"
+                time.sleep(0.5)
+        assert [(s["study_name"], s["directions"]) for s in studies] == [(SEARCH.name, ["maximize"])]
+        detail = _get_json(f"{base}/api/studies/{studies[0]['study_id']}")
+        trials = committed[0]
+        assert len(detail["trials"]) == len(trials)
+        values = [trial["values"][0] if "values" in trial else math.nan for trial in detail["trials"]]
+        assert values == pytest.approx(list(trials["objective"]), nan_ok=True)
+        assert detail["best_trials"][0]["number"] == int(trials["objective"].idxmax())
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stderr.close()
