@@ -172,6 +172,7 @@ SCHEMA: dict[str, Any] = {
     "final_ema_momentum": _optional(_number(0, 1, include_low=False, include_high=False)),
     "ensemble_size": _integer(1, 10),
     "finalists": _integer(0, 10),
+    "incumbent_rule": _choice("race", "lower"),
     "threshold": _threshold,
     "reports_dir": _text(),
     "tensorboard": _boolean,
@@ -327,6 +328,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "final_ema_momentum": None,
     "ensemble_size": 1,
     "finalists": 0,  # before finalists, the best point alone was retrained
+    "incumbent_rule": "race",
     "skip_bad_images": False,
 }
 
@@ -437,6 +439,7 @@ class Settings:
     final_ema_momentum: float | None
     ensemble_size: int
     finalists: int
+    incumbent_rule: str
     threshold: str | float
     reports_dir: str
     tensorboard: bool

@@ -127,8 +127,13 @@ def race_against_incumbent(
     return {**paired, "challenger_wins": bool(paired["ci95"][0] > 0)}
 
 
-def choose(labels: np.ndarray, probabilities: Sequence[np.ndarray], patients: Sequence[str]) -> dict[str, Any]:
-    """The weights of the finalists (the incumbent, the baseline's point, first) in the final model."""
+def choose(
+    labels: np.ndarray, probabilities: Sequence[np.ndarray], patients: Sequence[str], rule: str = "race"
+) -> dict[str, Any]:
+    """The weights of the finalists (the incumbent, the baseline's point, first) in the final model. The greedy
+    ensemble's validation log loss is never above the incumbent's (its first pick is the best single model);
+    `race` replaces the incumbent only where the paired interval of the difference lies above 0, `lower` wherever
+    the greedy ensemble differs from the incumbent alone. The race's interval is recorded under either rule."""
     counts = greedy_selection(labels, probabilities)
     challenger = np.average(probabilities, axis=0, weights=counts)
     incumbent_alone = np.eye(len(probabilities), dtype=int)[0]
@@ -136,10 +141,17 @@ def choose(labels: np.ndarray, probabilities: Sequence[np.ndarray], patients: Se
         race = {"difference": 0.0, "ci95": [0.0, 0.0], "challenger_wins": False}
     else:
         race = race_against_incumbent(labels, probabilities[0], challenger, patients)
-    weights = counts / counts.sum() if race["challenger_wins"] else incumbent_alone.astype(float)
+    replaced = race["challenger_wins"] if rule == "race" else not np.array_equal(counts > 0, incumbent_alone > 0)
+    weights = counts / counts.sum() if replaced else incumbent_alone.astype(float)
     return {
         "rule": f"greedy selection with replacement on validation log loss ({SELECTION_ROUNDS} rounds), "
-        "replacing the baseline's point only where a paired patient bootstrap shows a lower log loss",
+        + (
+            "replacing the baseline's point only where a paired patient bootstrap shows a lower log loss"
+            if rule == "race"
+            else "replacing the baseline's point wherever the ensemble's validation log loss is lower"
+        ),
+        "incumbent_rule": rule,
+        "replaced": bool(replaced),
         "greedy_weights": (counts / counts.sum()).tolist(),
         "race": race,
         "weights": weights.tolist(),
@@ -157,7 +169,7 @@ def evaluate_finalists(
     labels = np.asarray(splits["validation"].labels)
     validation = predict_split(models, splits["validation"], settings.batch_size)
     patients = [data.patient_id(path) for path in splits["validation"].files]
-    selection = choose(labels, validation, patients)
+    selection = choose(labels, validation, patients, settings.incumbent_rule)
     weights = np.asarray(selection["weights"])
     chosen_validation = np.average(validation, axis=0, weights=weights)
     test = predict_split(models, splits["test"], settings.batch_size)  # once, after every choice

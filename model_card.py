@@ -13,7 +13,16 @@ import yaml
 
 from evaluation import brier_scores
 from runs import RunResult
-from tables import METRIC_ROWS, interval_sentence, markdown_table, threshold_rule, type_sensitivity, with_interval
+from tables import (
+    METRIC_ROWS,
+    finalists_table,
+    interval_sentence,
+    markdown_table,
+    selection_sentence,
+    threshold_rule,
+    type_sensitivity,
+    with_interval,
+)
 
 # No license has been chosen for this project's code or weights; Hugging Face's "other" says so
 # instead of claiming one. The training data's own license (CC BY 4.0) is named in the card.
@@ -93,10 +102,19 @@ def _details_section(result: RunResult) -> list[str]:
         "- **Training**: RMSprop, class-weighted cross-entropy"
         + ("" if config.class_weights else " (class weights off)")
         + f", {config.final_epochs} epochs with a {config.final_schedule} learning rate; "
-        f"the weights of epoch {run['best_epoch']} (best {config.objective}) were kept.",
+        f"the weights of epoch {run['best_epoch']} (best {config.objective}) were kept"
+        + (" (for an ensemble, by its heaviest member; each member kept its own)." if "finalists" in result.metrics else "."),
+        *_chosen_lines(result),
         "",
         *_architecture_lines(result),
     ]
+
+
+def _chosen_lines(result: RunResult) -> list[str]:
+    """For a finalist run: which of the full-length finalists the model is, and why."""
+    if "finalists" not in result.metrics:
+        return []
+    return [f"- **Chosen among finalists** (see Evaluation): {selection_sentence(result.metrics)}"]
 
 
 def _architecture_lines(result: RunResult) -> list[str]:
@@ -181,6 +199,15 @@ def _evaluation_section(result: RunResult) -> list[str]:
         "0.25 a constant 0.5).",
         "",
     ]
+    if "finalists" in result.metrics:
+        lines += [
+            "Each finalist retrained for the full schedule, beside the chosen model (search scores are "
+            f"{config.objective}; test figures at each model's own validation-chosen threshold, scored once, after "
+            "the choice):",
+            "",
+            finalists_table(result.metrics),
+            "",
+        ]
     by_type = test.get("by_type", {})
     if by_type:
         type_rows = [

@@ -120,17 +120,16 @@ def selection_sentence(metrics: dict[str, Any]) -> str:
     race, greedy = selection["race"], selection["greedy_weights"]
     names = ["the baseline's point" if f["is_baseline"] else f"trial {f['trial_id']}" for f in finalists]
     bag = ", ".join(f"{name} {weight:.1f}" for name, weight in zip(names, greedy) if weight > 0)
-    low, high = race["ci95"]
     if sum(weight > 0 for weight in greedy) == 1 and greedy[0] > 0:
-        verdict = "it kept the baseline's point alone, so there was nothing to race"
+        return f"Greedy ensemble selection on validation log loss chose {bag}: it kept the baseline's point alone."
+    low, high = race["ci95"]
+    replaced = selection.get("replaced", race["challenger_wins"])  # runs recorded before incumbent_rule raced
+    if selection.get("incumbent_rule", "race") == "race":
+        outcome = "above 0, so it replaced" if replaced else "an interval that reaches 0 or lies below it, so it kept"
     else:
-        outcome = (
-            "above 0, so it replaced the baseline's point"
-            if race["challenger_wins"]
-            else "an interval that reaches 0 or lies below it, so the baseline's point stayed"
-        )
-        verdict = (
-            f"the baseline's point's validation log loss minus its own is {race['difference']:+.4f} "
-            f"[{low:+.4f}, {high:+.4f}] (paired 95% interval over validation patients): {outcome}"
-        )
-    return f"Greedy ensemble selection on validation log loss chose {bag}; {verdict}."
+        outcome = "incumbent_rule lower, so it replaced"
+    return (
+        f"Greedy ensemble selection on validation log loss chose {bag}; the baseline's point's validation log loss "
+        f"minus the ensemble's is {race['difference']:+.4f} [{low:+.4f}, {high:+.4f}] (paired 95% interval over "
+        f"validation patients): {outcome} the baseline's point."
+    )

@@ -41,7 +41,7 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
         ("search_space: {learning_rate: {min: 0.1, max: 0.001}}\n", "search_space.learning_rate is upside down"),
         ("search_space: {filters: []}\n", "search_space.filters must be a non-empty list"),
         ("tuner: grid\n", "tuner must be one of hyperband, random, bayesian"),
-        ("threshold: 2\n", "threshold must be youden, youden_or_half or a probability"),
+        ("threshold: 2\n", "threshold must be youden, youden_or_half, plateau or a probability"),
         ("run_name: ../escape\n", "run_name must be text matching"),
         ("- a list\n", "must hold a mapping"),
         ("epochs: 1.5\n", "epochs must be an integer"),

@@ -129,8 +129,26 @@ def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalis
     mixed = sum(f["weight"] * predictions[column] for f, column in zip(finalists, columns))
     assert predictions["p_pneumonia"].to_numpy() == pytest.approx(mixed.to_numpy(), abs=1e-6)
     assert "last_objective" in pd.read_csv(run_dir / "trials.csv").columns
+    text = (run_dir / "report.md").read_text()
+    assert "## Finalists and the chosen model" in text and "| **the chosen model** |" in text
+    assert text.count("| the baseline's point |") == 1 and "Greedy ensemble selection on validation log loss" in text
+    assert (run_dir / "finalists.png").exists()
+    assert "**Chosen among finalists**" in (run_dir / "model_card.md").read_text()
 
     csv = workdir / "served.csv"
     assert predict.main([str(workdir / "data" / "synthetic" / "test"), "--run", str(run_dir), "--csv", str(csv)]) == 0
     served = pd.read_csv(csv).merge(predictions.query("split == 'test'"), on="file")
     assert served["p_pneumonia_x"].to_numpy() == pytest.approx(served["p_pneumonia_y"].to_numpy(), abs=1e-5)
+
+
+def test_incumbent_rule_lower_takes_the_greedy_ensemble_that_the_race_would_not():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 400)
+    patients = [f"p{i}" for i in range(400)]
+    good = np.where(labels == 1, 0.8, 0.2)
+    # A little better on average, noisy image by image: averaging helps, but not surely enough for the race.
+    noisy = np.clip(good + np.where(labels == 1, 0.01, -0.01) + rng.normal(0, 0.1, 400), 0.01, 0.99)
+    raced = final_model.choose(labels, [good, noisy], patients, "race")
+    lower = final_model.choose(labels, [good, noisy], patients, "lower")
+    assert raced["weights"] == [1.0, 0.0] and not raced["replaced"] and raced["race"]["ci95"][0] < 0
+    assert lower["weights"] == [0.5, 0.5] and lower["replaced"] and lower["race"] == raced["race"]
