@@ -7,8 +7,9 @@ validation objective, with a bootstrap of fANOVA to show how much that answer mo
 
     optuna-dashboard sqlite:///reports/<run>/study.db
 
-One concern: the search read back as an Optuna study. It imports numpy, pandas, PyYAML and, inside
-its functions only, Optuna, so importing it (and search.py) stays instant; nothing of this project.
+One concern: the search read back as an Optuna study. It imports numpy, pandas, PyYAML, runs.py (reading
+trials.csv) and tables.py (which columns are hyperparameters) and, inside its functions only, Optuna, so
+importing it (and search.py) stays instant.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+import runs
+from tables import hyperparameter_columns, maximised
+
 if TYPE_CHECKING:
     import optuna
 
-# trials.csv columns that are not hyperparameters (tuner/... columns are Hyperband's bookkeeping).
-RECORD_COLUMNS = ("trial_id", "status", "objective", "last_objective", "epochs_run", "seconds", "error")
-TUNER_PREFIX = "tuner/"
+TUNER_PREFIX = "tuner/"  # Hyperband's bookkeeping columns in trials.csv
 # Fewer completed trials than these and an importance says nothing (PED-ANOVA compares the best
 # five trials with the rest, so it needs twice as many).
 MIN_TRIALS = 8
@@ -42,14 +44,8 @@ IMPORTANCE_COLUMNS = ["parameter", "fanova", "fanova_low", "fanova_high", "ped_a
 
 def read_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any], str]:
     """A finished run's trials.csv (trial ids kept as written), its search space and its objective."""
-    trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str}, keep_default_na=False, na_values=[""])
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return trials, config["search_space"], config["objective"]
-
-
-def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
-    """The trials table's hyperparameter columns, in table order."""
-    return [name for name in trials.columns if name not in RECORD_COLUMNS and not name.startswith(TUNER_PREFIX)]
+    return runs.read_trials(run_dir / "trials.csv"), config["search_space"], config["objective"]
 
 
 def space_key(parameter: str) -> str:
@@ -59,11 +55,6 @@ def space_key(parameter: str) -> str:
     if re.fullmatch(r"units_\d+", parameter):
         return "dense_units"
     return parameter
-
-
-def maximised(objective: str) -> bool:
-    """Keras Tuner's rule: an objective is minimised when its name ends in 'loss'."""
-    return not objective.endswith("loss")
 
 
 def is_baseline(trial_id: Any) -> bool:

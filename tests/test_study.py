@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 import search_plots
 import study
+import tables
 from hypermodel import BASELINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_distributions_follow_the_search_space(committed: tuple[pd.DataFrame, di
     assert space["units_2"] == CategoricalDistribution([64, 128, 264, 512])
     assert "filters" not in space and "dense_units" not in space
     # Every hyperparameter column of trials.csv has its distribution.
-    assert set(study.hyperparameter_columns(committed[0])) <= set(space)
+    assert set(tables.hyperparameter_columns(committed[0])) <= set(space)
 
 
 def test_study_file_reads_back_as_trials_csv(written: Path, committed: tuple[pd.DataFrame, dict, str]) -> None:
@@ -99,7 +100,7 @@ def test_study_file_reads_back_as_trials_csv(written: Path, committed: tuple[pd.
             optuna.trial.TrialState.COMPLETE if row["status"] == "COMPLETED" else optuna.trial.TrialState.FAIL
         )
         assert trial.value == pytest.approx(row["objective"])
-        used = {name: row[name] for name in study.hyperparameter_columns(trials) if pd.notna(row[name])}
+        used = {name: row[name] for name in tables.hyperparameter_columns(trials) if pd.notna(row[name])}
         assert set(trial.params) == set(used)
         for name, value in used.items():
             expected = value if isinstance(value, str) else pytest.approx(float(value))
