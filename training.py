@@ -104,6 +104,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
     role = settings.distributed.role
     distributed.configure(settings.distributed)  # Keras Tuner reads it when the tuner is built
     tuner = make_tuner(hypermodel, settings, run_dir, distributed.choose_strategy(settings.distribution))
+    # The trial headers' ETA counts the final retrains too: the finalists, or the best point and its runners-up.
+    tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1 if settings.finalists else settings.ensemble_size)
     note = tuning.schedule_note(tuner.oracle, settings.epochs, settings.hyperband_factor)
     if note and role != "worker":
         print(note)

@@ -104,7 +104,7 @@ class TrialRecorder:
         print(
             f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed} | "
             f"best {self.oracle.objective.name} so far: {best_text} | "
-            f"{eta_text(seconds, epochs, planned, max_epochs, trials_ended=len(ended))}",
+            f"{eta_text(seconds, epochs, planned, max_epochs, len(ended), getattr(self, 'retrain_epochs', None))}",
             flush=True,
         )
 

@@ -237,3 +237,9 @@ def test_eta_imports_neither_keras_nor_pandas() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_header_adds_the_final_retrains_at_the_trials_seconds_per_epoch():
+    # Two trials of 4 epochs in 60 s each: 15 s an epoch; 3 trials left, 90 retrain epochs.
+    text = eta.eta_text([60.0, 60.0], [4, 4], planned_trials=5, retrain_epochs=90)
+    assert text == "ETA search 3m 00s, run 25m 30s (from 2 trials)"
