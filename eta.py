@@ -41,6 +41,11 @@ def _pairs(seconds: Sequence[float | None], epochs: Sequence[float | None]) -> l
     return [(float(s), float(e)) for s, e in known if math.isfinite(s) and math.isfinite(e) and e > 0]
 
 
+def _seconds_per_epoch(pairs: list[tuple[float, float]]) -> float:
+    """The finished trials' seconds per epoch, their total seconds over their total epochs."""
+    return sum(s for s, _ in pairs) / sum(e for _, e in pairs)
+
+
 def remaining_seconds(
     finished_seconds: Sequence[float | None],
     finished_epochs: Sequence[float | None],
@@ -59,7 +64,7 @@ def remaining_seconds(
         return None
     ended = len(pairs) if trials_ended is None else trials_ended
     remaining_trials = max(planned_trials - ended, 0)
-    seconds_per_epoch = sum(s for s, _ in pairs) / sum(e for _, e in pairs)
+    seconds_per_epoch = _seconds_per_epoch(pairs)
     epochs_per_trial = sum(e for _, e in pairs) / len(pairs)
     if max_epochs:
         epochs_per_trial = min(epochs_per_trial, max_epochs)
@@ -98,7 +103,7 @@ def eta_text(
     pairs = _pairs(finished_seconds, finished_epochs)
     run = ""
     if retrain_epochs:
-        retrain = retrain_epochs * sum(s for s, _ in pairs) / sum(e for _, e in pairs)
+        retrain = retrain_epochs * _seconds_per_epoch(pairs)
         run = f", run {format_duration(seconds + retrain)}"
     return f"ETA search {format_duration(seconds)}{run} (from {len(pairs)} trial{'s' if len(pairs) != 1 else ''})"
 

@@ -345,11 +345,6 @@ def best_trials(tuner: kt.Tuner, count: int = 1) -> list[kt.engine.trial.Trial]:
     return trials[:count]
 
 
-def best_points(tuner: kt.Tuner, count: int = 1) -> list[kt.HyperParameters]:
-    """The points of `best_trials`."""
-    return [trial.hyperparameters for trial in best_trials(tuner, count)]
-
-
 def finalist_trials(tuner: kt.Tuner, count: int, baseline_values: dict[str, Any]) -> list[kt.engine.trial.Trial]:
     """The baseline's trial first, then the `count` best completed trials at other points: what the finalist
     protocol retrains for final_epochs each."""
