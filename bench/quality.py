@@ -22,6 +22,8 @@ validation-chosen threshold) on the same test images: per seed, and their mean o
 patient-level bootstrap that draws the same test patients for every seed's pair in each resample
 (the test images are the same in every run), so the interval of the mean reflects test sampling
 and the seeds' differences together. "beats the baseline" only where that interval lies above 0.
+Each model's threshold regret (accuracy at the best threshold on test minus accuracy at its validation-chosen
+one) says how well the threshold transferred; it is read after the run and chooses nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +69,7 @@ KEPT_FILES = (
     "study.db",
 )
 SEED_HOURS = 2.5  # issue 15: baseline and tuned run of one seed together, on a 2-core CPU
+REGRET_TARGET = 0.015  # issue 22: tuned mean threshold regret on test
 
 
 def main() -> int:
@@ -183,8 +187,23 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text())
         hours = metrics["run"]["wall_seconds"]["total"] / 3600
-        rows += [_row(run, kind, judged["test"], hours) for kind, judged, _ in judged_models(run, metrics)]
+        test = _test_rows(run_dir / "predictions.csv") if (run_dir / "predictions.csv").exists() else None
+        for kind, judged, column in judged_models(run, metrics):
+            threshold = judged["test"]["threshold"]
+            regret = None if test is None else threshold_regret(test["label"], test[column], threshold)
+            rows.append(_row(run, kind, judged["test"], hours) | {"threshold regret": regret})
     return pd.DataFrame(rows)
+
+
+def threshold_regret(labels: pd.Series, probabilities: pd.Series, threshold: float) -> float:
+    """Accuracy at the best threshold on test minus accuracy at the validation-chosen one: how well the threshold
+    transferred. A diagnostic read after the run; it chooses nothing."""
+    labels, probabilities = labels.to_numpy(), probabilities.to_numpy()
+    chosen = float(np.mean((probabilities >= threshold) == labels))
+    # Every distinct cut: predicting pneumonia from each observed probability up, or for no image at all.
+    cuts = np.append(np.unique(probabilities), np.inf)
+    best = max(float(np.mean((probabilities >= cut) == labels)) for cut in cuts)
+    return best - chosen
 
 
 def judged_models(run: dict, metrics: dict) -> list[tuple[str, dict, str]]:
@@ -216,6 +235,7 @@ def _row(run: dict, kind: str, test: dict, hours: float) -> dict:
 def with_intervals(results: pd.DataFrame) -> pd.DataFrame:
     """The per-run table as printed: each metric beside its 95% interval over resampled test patients."""
     table = results.drop(columns=[f"{name} ci95" for name in METRICS])
+    table["threshold regret"] = [f"{value:.3f}" if pd.notna(value) else "–" for value in results["threshold regret"]]
     for name in METRICS:
         table[name] = [
             f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f}"
@@ -232,6 +252,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
         for name in METRICS:
             spread = f" ± {group[name].std():.3f}" if len(group) > 1 else ""
             row[f"test {name}"] = f"{group[name].mean():.3f}{spread}"
+        regret = group["threshold regret"]
+        row["threshold regret"] = f"{regret.mean():.3f}" if regret.notna().all() else "–"  # older runs: no predictions
         row["wall time per run"] = f"{group['hours'].mean():.2f} h"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -257,6 +279,12 @@ def target_lines(results: pd.DataFrame, paired: dict | None = None) -> list[str]
             lines.append(
                 f"tuned mean {name} {mine:.4f} vs baseline {theirs:.4f} on seeds {seeds}: {verdict(paired, name)}"
             )
+    regret = tuned["threshold regret"].mean()
+    if not np.isnan(regret):
+        lines.append(
+            f"tuned mean threshold regret on test {regret:.4f} vs target {REGRET_TARGET}: "
+            f"{'met' if regret <= REGRET_TARGET else 'not met'}"
+        )
     lines += seed_cost_lines(results)
     if len(tuned) < 3 or len(baseline) < 3:
         lines.append(f"Only {len(baseline)} baseline and {len(tuned)} tuned seed(s) finished; the targets ask for 3.")
