@@ -343,13 +343,28 @@ def skipped_table(splits: dict[str, Split]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "file", "class"])
 
 
-def to_dataset(split: Split, batch_size: int, *, shuffle: bool = False, seed: int | None = None):
-    """Batches of (uint8 images, one-hot float32 labels) that Keras' fit, evaluate and predict take on any backend.
+def to_dataset(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+    class_weights: dict[int, float] | None = None,
+    pad: bool = True,
+):
+    """Batches of (uint8 images, one-hot float32 labels, float32 sample weights) that Keras' fit, evaluate and
+    predict take on any backend. Each image's weight is its class weight (1 without class weights).
 
-    Unshuffled, the batches follow the split's file order; shuffled, each epoch has a new order drawn
-    from a generator seeded with `seed`, so a run repeats for a seed.
+    Padded (the default), every batch has `batch_size` rows: the last one is filled up with repeats of its own
+    images at weight 0, so that XLA compiles each step function for one shape only. Its zero-weight rows count in
+    no loss or metric of a model built by hypermodel.py; predictions for them come after the split's own rows,
+    so `predict(...)[:len(split)]` is the split's. Unshuffled, the batches follow the split's file order;
+    shuffled, each epoch has a new order drawn from a generator seeded with `seed`, so a run repeats for a seed.
     """
-    return _image_batches_class()(split.images, split.labels, batch_size, shuffle=shuffle, seed=seed)
+    weights = np.ones(len(split), dtype=np.float32)
+    if class_weights:
+        weights = np.asarray([class_weights[label] for label in range(len(CLASS_NAMES))], np.float32)[split.labels]
+    return _image_batches_class()(split.images, split.labels, weights, batch_size, shuffle=shuffle, seed=seed, pad=pad)
 
 
 @functools.cache
@@ -358,25 +373,44 @@ def _image_batches_class() -> type:
     import keras
 
     class ImageBatches(keras.utils.PyDataset):
-        """In-memory images and labels in batches; slicing memory is cheap, so no workers."""
+        """In-memory images, labels and weights in batches; slicing memory is cheap, so no workers."""
 
-        def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int | None):
+        def __init__(
+            self,
+            images: np.ndarray,
+            labels: np.ndarray,
+            weights: np.ndarray,
+            batch_size: int,
+            *,
+            shuffle: bool,
+            seed: int | None,
+            pad: bool,
+        ):
             super().__init__()
             self.images = images
             self.one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)[labels]
+            self.weights = weights
             self.batch_size = batch_size
             self.shuffle = shuffle
+            self.pad = pad
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(len(images)) if shuffle else None
 
         def __len__(self) -> int:
             return -(-len(self.images) // self.batch_size)
 
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-            rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            start = index * self.batch_size
+            rows: slice | np.ndarray = slice(start, start + self.batch_size)
             if self.order is not None:
                 rows = self.order[rows]
-            return self.images[rows], self.one_hot[rows]
+            real = len(range(len(self.images))[start : start + self.batch_size])
+            if not self.pad or real == self.batch_size:
+                return self.images[rows], self.one_hot[rows], self.weights[rows]
+            rows = np.resize(np.arange(len(self.images))[rows], self.batch_size)  # this batch's images, repeated
+            weights = self.weights[rows]
+            weights[real:] = 0
+            return self.images[rows], self.one_hot[rows], weights
 
         def on_epoch_end(self) -> None:
             if self.shuffle:

@@ -315,7 +315,8 @@ def predict_split(models: Sequence[Any], split: Any, batch_size: int) -> list[np
     import data
 
     images = data.to_dataset(split, batch_size)
-    return [model.predict(images, verbose=0)[:, 1].astype(np.float64) for model in models]
+    # The last batch's padding rows come after the split's own.
+    return [model.predict(images, verbose=0)[: len(split), 1].astype(np.float64) for model in models]
 
 
 def validation_threshold(splits: dict[str, Any], probabilities: np.ndarray, settings: Settings) -> float:

@@ -141,9 +141,10 @@ class ChestXRayHyperModel(kt.HyperModel):
             if point["label_smoothing"]
             else "categorical_crossentropy",
             # Per-label AUC averaged over two complementary softmax columns is the ROC AUC of PNEUMONIA.
-            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
+            # Weighted, so that count_weighted_rows_only can leave out padding rows; it weighs real rows alike.
+            weighted_metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
         )
-        return model
+        return count_weighted_rows_only(model)
 
     def _scalar_hyperparameters(self, hp: kt.HyperParameters) -> dict[str, Any]:
         """Every hyperparameter but the per-layer ones, declared in the order Keras Tuner has always drawn them
@@ -246,6 +247,42 @@ def without_augmentation(model: keras.Model) -> keras.Model:
         if layer.name != "augmentation":
             x = layer(x)
     return keras.Model(inputs, x, name=model.name)
+
+
+def count_weighted_rows_only(model: keras.Model) -> keras.Model:
+    """The compiled `model`, its loss, epoch loss and metrics counting only the rows of nonzero sample weight.
+
+    data.to_dataset pads each split's last batch to full size with zero-weight rows, so that XLA compiles every
+    step function for one batch shape. Keras divides a batch's weighted loss by all its rows and averages batch
+    losses over an epoch by rows too: both would count the padding (and shrink the last batch's gradient).
+    The metrics (compiled as weighted ones) see a weight of 1 per real row and 0 per padding row, so that they
+    stay unweighted by class, as Keras' `metrics` are. So a padded batch trains and scores exactly as its real
+    rows alone would. The methods are replaced on the instance, not in a subclass, so that the saved model
+    stays a plain keras.Model that loads anywhere.
+    """
+    keras_loss, keras_metrics = model.compute_loss, model.compute_metrics
+    ops = keras.ops
+
+    def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if sample_weight is not None:
+            rows = ops.cast(ops.shape(sample_weight)[0], sample_weight.dtype)
+            real = ops.cast(ops.count_nonzero(sample_weight), sample_weight.dtype)
+            sample_weight = sample_weight * (rows / ops.maximum(real, 1))
+        return keras_loss(x, y, y_pred, sample_weight, training=training)
+
+    def compute_metrics(x, y, y_pred, sample_weight=None):
+        if sample_weight is None:
+            return keras_metrics(x, y, y_pred, None)
+        padding = ops.shape(sample_weight)[0] - ops.count_nonzero(sample_weight)
+        # Every trainer has just added this batch's loss to the epoch's mean with the batch's row count as its
+        # weight; the padding rows' share comes back out (Keras offers no public hook for that weight).
+        loss = compute_loss(x, y, y_pred, sample_weight, training=False)
+        model._loss_tracker.update_state(loss, sample_weight=-ops.cast(padding, loss.dtype))
+        return keras_metrics(x, y, y_pred, ops.cast(ops.not_equal(sample_weight, 0), "float32"))
+
+    model.compute_loss = compute_loss
+    model.compute_metrics = compute_metrics
+    return model
 
 
 def weighted_ensemble(models: list[keras.Model], weights: list[float], names: list[str]) -> keras.Model:

@@ -77,13 +77,14 @@ CTRL_C = CtrlC()
 
 
 def fit_settings(splits, settings: Settings) -> dict[str, Any]:
-    """What every fit shares: the data, class weights and a log line per epoch when not on a terminal."""
+    """What every fit shares: the data (the training images weighted by class when `class_weights` is on) and a
+    log line per epoch when not on a terminal."""
     import data
 
+    weights = data.class_weights(splits["train"].labels) if settings.class_weights else None
     return {
-        "x": data.to_dataset(splits["train"], settings.batch_size, shuffle=True, seed=settings.seed),
+        "x": data.to_dataset(splits["train"], settings.batch_size, shuffle=True, seed=settings.seed, class_weights=weights),
         "validation_data": data.to_dataset(splits["validation"], settings.batch_size),
-        "class_weight": data.class_weights(splits["train"].labels) if settings.class_weights else None,
         "verbose": 1 if sys.stdout.isatty() else 2,
         "shuffle": False,  # the training dataset reshuffles itself every epoch
     }
@@ -223,7 +224,8 @@ def exact_validation_scores(splits: dict[str, Any], settings: Settings) -> list:
         def on_epoch_end(self, epoch, logs=None):
             # Scored on the weights validation saw: the averaged ones where the optimizer keeps them.
             swap = [keras.callbacks.SwapEMAWeights()] if getattr(self.model.optimizer, "use_ema", False) else []
-            probabilities = self.model.predict(images, verbose=0, callbacks=swap)[:, 1].astype(np.float64)
+            predicted = self.model.predict(images, verbose=0, callbacks=swap)[: len(labels)]  # padding rows last
+            probabilities = predicted[:, 1].astype(np.float64)
             if logs is not None and np.all(np.isfinite(probabilities)):
                 logs["val_roc_auc"] = float(roc_auc_score(labels, probabilities))
                 logs["val_log_loss"] = float(image_log_loss(labels, probabilities).mean())

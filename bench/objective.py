@@ -93,7 +93,7 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
         "val_accuracy": row["val_accuracy"],
     }
     images = data.to_dataset(splits["validation"], config.batch_size)
-    return scores, model.predict(images, verbose=0)[:, 1].astype(np.float64)
+    return scores, model.predict(images, verbose=0)[: len(splits["validation"]), 1].astype(np.float64)
 
 
 def _validation_frame(config: Settings) -> pd.DataFrame:

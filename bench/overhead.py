@@ -66,9 +66,9 @@ def trial_overhead(args: argparse.Namespace) -> None:
     config = load_config(overrides={"--image-size": ("image_size", args.image_size)})
     splits = data.load_splits(args.data_dir, config.validation_fraction, config.seed)
     data.decode_splits(splits, config.image_size, config.color_mode)
-    train = data.to_dataset(splits["train"], config.batch_size, shuffle=True, seed=config.seed)
-    validation = data.to_dataset(splits["validation"], config.batch_size)
     weights = data.class_weights(splits["train"].labels)
+    train = data.to_dataset(splits["train"], config.batch_size, shuffle=True, seed=config.seed, class_weights=weights)
+    validation = data.to_dataset(splits["validation"], config.batch_size)
     hypermodel = ChestXRayHyperModel(config.image_size, 3, config.search_space.as_dict(), config.augmentation.as_dict())
     threads = (
         tf.config.threading.get_inter_op_parallelism_threads(),
@@ -86,7 +86,7 @@ def trial_overhead(args: argparse.Namespace) -> None:
         built = time.perf_counter()
         clock = StepClock()
         model.fit(
-            train, validation_data=validation, epochs=args.epochs, class_weight=weights, callbacks=[clock], verbose=0
+            train, validation_data=validation, epochs=args.epochs, callbacks=[clock], verbose=0
         )
         ended = time.perf_counter()
         steps = clock.step_seconds

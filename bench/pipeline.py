@@ -131,30 +131,40 @@ def measure(variant: str, root: Path, epochs: int) -> dict:
         data.decode_images(splits["train"].files[:BATCH_SIZE], IMAGE_SIZE, 3)  # warm-up of the decoder
         warm = data.Split("warm", splits["train"].files[:BATCH_SIZE], splits["train"].labels[:BATCH_SIZE])
         warm.images = data.decode_images(warm.files, IMAGE_SIZE, 3)
-        warm_batches = tf_data_batches(warm, shuffle=False) if variant == "t" else data.to_dataset(warm, BATCH_SIZE)
-        model.fit(warm_batches, epochs=1, class_weight=weights, shuffle=False, verbose=0)  # warm-up
+        warm_batches = (
+            tf_data_batches(warm, shuffle=False) if variant == "t" else data.to_dataset(warm, BATCH_SIZE, class_weights=weights)
+        )
+        model.fit(warm_batches, epochs=1, class_weight=keras_class_weight(warm_batches, weights), shuffle=False, verbose=0)
         started = time.perf_counter()
         data.decode_splits(pool, IMAGE_SIZE, "rgb")
         decode_seconds = time.perf_counter() - started
-        train, images = in_memory_batches(variant, splits["train"]), len(splits["train"])
+        train, images = in_memory_batches(variant, splits["train"], weights), len(splits["train"])
     timer = EpochTimer()
     # shuffle=False as search.fit_settings passes: (b) and (t) shuffle themselves every epoch.
-    model.fit(train, epochs=epochs, class_weight=weights, callbacks=[timer], shuffle=False, verbose=0)
+    weighting = keras_class_weight(train, weights)
+    model.fit(train, epochs=epochs, class_weight=weighting, callbacks=[timer], shuffle=False, verbose=0)
     return {"images": images, "decode_seconds": decode_seconds, "epoch_seconds": timer.seconds}
 
 
-def in_memory_batches(variant: str, split):
+def keras_class_weight(batches, weights: dict[int, float]) -> dict[int, float] | None:
+    """Keras' class_weight for batches of (images, labels); None for data.to_dataset's, which carry the weights."""
+    import keras
+
+    return None if isinstance(batches, keras.utils.PyDataset) else weights
+
+
+def in_memory_batches(variant: str, split, weights: dict[int, float]):
     """The training batches of variant b, c or t over a decoded split."""
     import keras
 
     import data
 
     if variant == "b":
-        return data.to_dataset(split, BATCH_SIZE, shuffle=True, seed=SEED)
+        return data.to_dataset(split, BATCH_SIZE, shuffle=True, seed=SEED, class_weights=weights)
     if variant == "t":
         return tf_data_batches(split, shuffle=True)
     if keras.backend.backend() != "tensorflow":
-        return data.to_dataset(split, BATCH_SIZE)  # unshuffled: slices of memory, the least work per batch
+        return data.to_dataset(split, BATCH_SIZE, class_weights=weights)  # unshuffled: the least work per batch
     import tensorflow as tf
 
     labels = keras.utils.to_categorical(split.labels, 2)

@@ -61,8 +61,8 @@ def throughput(data_dir: Path, epochs: int) -> None:
     splits = data.load_splits(data_dir, 0.1, SEED)
     train = {"train": splits["train"]}
     data.decode_splits(train, IMAGE_SIZE, "rgb")
-    dataset = data.to_dataset(splits["train"], BATCH_SIZE, shuffle=True, seed=SEED)
     weights = data.class_weights(splits["train"].labels)
+    dataset = data.to_dataset(splits["train"], BATCH_SIZE, shuffle=True, seed=SEED, class_weights=weights)
     keras.utils.set_random_seed(SEED)
     models = {
         "today (float32, three layers)": three_layer_model(build("float32")),
@@ -78,7 +78,7 @@ def throughput(data_dir: Path, epochs: int) -> None:
         for name in names[epoch % len(names) :] + names[: epoch % len(names)]:
             # Timed from the epoch's first batch to its last, without fit()'s own start and end.
             timer = EpochTimer()
-            models[name].fit(dataset, epochs=1, class_weight=weights, callbacks=[timer], verbose=0)
+            models[name].fit(dataset, epochs=1, callbacks=[timer], verbose=0)
             if epoch:  # the first epoch traces the model
                 seconds[name] += timer.seconds
     images = len(splits["train"])

@@ -346,10 +346,11 @@ def test_dataset_yields_uint8_images_and_one_hot_labels(synthetic_root):
     splits = data.load_splits(synthetic_root, 0.25, seed=0)
     data.decode_splits(splits, 32, "grayscale")
     batches = data.to_dataset(splits["test"], 8)
-    images, labels = batches[0]
+    images, labels, weights = batches[0]
     assert images.dtype == np.uint8 and images.shape == (8, 32, 32, 1)
     assert labels.dtype == np.float32 and np.all(labels.sum(axis=1) == 1)
     assert np.array_equal(labels.argmax(axis=1), splits["test"].labels[:8])
+    assert weights.dtype == np.float32 and np.all(weights == 1)
 
 
 def in_memory_split(count: int) -> data.Split:
@@ -360,7 +361,12 @@ def in_memory_split(count: int) -> data.Split:
 
 
 def epoch_order(batches) -> list[int]:
-    return [int(value) for index in range(len(batches)) for value in batches[index][0][:, 0, 0, 0]]
+    """The images of an epoch in order, each weighted row once (a padded batch's zero-weight rows left out)."""
+    order = []
+    for index in range(len(batches)):
+        images, _, weights = batches[index]
+        order += [int(value) for value in images[weights > 0, 0, 0, 0]]
+    return order
 
 
 def test_unshuffled_batches_keep_the_file_order():
@@ -369,6 +375,26 @@ def test_unshuffled_batches_keep_the_file_order():
     assert epoch_order(batches) == list(range(10))
     batches.on_epoch_end()
     assert epoch_order(batches) == list(range(10))
+
+
+def test_the_last_batch_is_padded_with_its_own_images_at_weight_0():
+    images, labels, weights = data.to_dataset(in_memory_split(10), 4)[2]
+    assert images.shape == (4, 4, 4, 1)  # one shape for every batch: XLA compiles each step once
+    assert list(images[:, 0, 0, 0]) == [8, 9, 8, 9] and list(weights) == [1, 1, 0, 0]
+    assert list(labels.argmax(axis=1)) == [0, 1, 0, 1]
+    shuffled = data.to_dataset(in_memory_split(10), 4, shuffle=True, seed=3)
+    images, _, weights = shuffled[2]
+    assert list(weights) == [1, 1, 0, 0] and list(images[2:, 0, 0, 0]) == list(images[:2, 0, 0, 0])
+    short = data.to_dataset(in_memory_split(10), 4, pad=False)[2]
+    assert [len(part) for part in short] == [2, 2, 2]
+
+
+def test_class_weights_weigh_each_image_by_its_class():
+    split = in_memory_split(10)  # labels alternate 0, 1
+    _, labels, weights = data.to_dataset(split, 4, class_weights={0: 2.0, 1: 0.5})[2]
+    assert list(weights) == [2.0, 0.5, 0, 0]
+    _, labels, weights = data.to_dataset(split, 4, class_weights={0: 2.0, 1: 0.5})[0]
+    assert list(weights) == [2.0 if label == 0 else 0.5 for label in labels.argmax(axis=1)]
 
 
 def test_shuffled_batches_change_every_epoch_and_repeat_for_a_seed():
@@ -391,7 +417,7 @@ def test_shuffled_labels_follow_their_images():
     split = in_memory_split(20)
     batches = data.to_dataset(split, 6, shuffle=True, seed=0)
     for index in range(len(batches)):
-        images, labels = batches[index]
+        images, labels, _ = batches[index]
         assert np.array_equal(labels.argmax(axis=1), split.labels[images[:, 0, 0, 0]])
 
 
@@ -401,10 +427,12 @@ def test_keras_trains_and_predicts_in_file_order_with_class_weights():
     split = in_memory_split(10)
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
     model.compile("sgd", "categorical_crossentropy")
-    model.fit(data.to_dataset(split, 4, shuffle=True, seed=0), epochs=2, class_weight={0: 2.0, 1: 0.5}, verbose=0)
+    batches = data.to_dataset(split, 4, shuffle=True, seed=0, class_weights={0: 2.0, 1: 0.5})
+    model.fit(batches, epochs=2, verbose=0)
     predicted = model.predict(data.to_dataset(split, 4), verbose=0)
+    assert len(predicted) == 12  # the padding rows come last
     expected = keras.ops.convert_to_numpy(model(split.images.astype("float32")))
-    assert np.allclose(predicted, expected, atol=1e-6)  # row i is file i
+    assert np.allclose(predicted[:10], expected, atol=1e-6)  # row i is file i
 
 
 def test_synthetic_classes_differ_in_a_learnable_way(synthetic_root):

@@ -173,3 +173,41 @@ def test_single_point_ranges_are_fixed_and_must_hold_the_baseline():
         hypermodel(contrast={"min": 0.1, "max": 0.3, "step": 0.1})
     with pytest.raises(ValueError, match="search_space.pooling must include the baseline's flatten"):
         hypermodel(pooling=["average"])
+
+
+def test_padded_batches_train_and_score_as_their_real_rows_alone(synthetic_root):
+    """data.to_dataset pads last batches with zero-weight rows: one epoch on them gives the same logs and weights,
+    to float noise, as on short last batches (dropout and augmentation off, so nothing is drawn at random)."""
+    import data
+
+    splits = data.load_splits(synthetic_root, 0.2, seed=3)
+    data.decode_splits(splits, 48, "grayscale")
+    space = config.load_config().search_space.as_dict()
+    hypermodel = ChestXRayHyperModel(48, 1, space, {key: 0.0 for key in config.load_config().augmentation.as_dict()})
+    hp = baseline_hyperparameters()
+    hp.values.update(dropout=0.0, batch_norm=False)
+    weights = {0: 1.5, 1: 0.75}
+    results = []
+    for pad in (False, True):
+        keras.utils.set_random_seed(1)
+        model = hypermodel.build(hp)
+        train = data.to_dataset(splits["train"], 12, shuffle=True, seed=5, class_weights=weights, pad=pad)
+        validation = data.to_dataset(splits["validation"], 12, pad=pad)
+        assert len(train[len(train) - 1][0]) == (12 if pad else len(splits["train"]) % 12)
+        history = model.fit(train, validation_data=validation, epochs=1, verbose=0, shuffle=False).history
+        results.append((history, model.get_weights()))
+    (short, short_weights), (padded, padded_weights) = results
+    assert short.keys() == padded.keys() >= {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
+    for key in short:
+        assert padded[key] == pytest.approx(short[key], abs=1e-6), key
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(short_weights, padded_weights))
+
+
+def test_the_saved_model_is_a_plain_keras_model(tmp_path):
+    model = ChestXRayHyperModel(48, 1, config.load_config().search_space.as_dict(), {}).build(
+        baseline_hyperparameters()
+    )
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert type(loaded) is type(keras.Model(model.inputs, model.outputs))
+    assert "compute_loss" not in vars(loaded)  # the padding-aware loss is the trained instance's alone
