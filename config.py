@@ -131,6 +131,12 @@ def _threshold(value: Any, key: str) -> str | float:
     raise ConfigError(f"{key} must be {', '.join(THRESHOLD_RULES)} or a probability between 0 and 1, not {value!r}")
 
 
+def _cache_setting(value: Any, key: str) -> bool | str:
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+        return value
+    raise ConfigError(f"{key} must be true (a folder beside the runs), false (no cache) or a folder, not {value!r}")
+
+
 SCHEMA: dict[str, Any] = {
     "data_dir": _optional(_text()),
     "image_size": _integer(8, 1024),
@@ -176,6 +182,7 @@ SCHEMA: dict[str, Any] = {
     "threshold": _threshold,
     "reports_dir": _text(),
     "tensorboard": _boolean,
+    "compilation_cache": _cache_setting,
     "run_name": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
     "distribution": _choice("none", "mirrored"),
     "distributed": {
@@ -443,6 +450,7 @@ class Settings:
     threshold: str | float
     reports_dir: str
     tensorboard: bool
+    compilation_cache: bool | str
     run_name: str | None
     distribution: str
     distributed: Distributed

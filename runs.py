@@ -36,7 +36,7 @@ PROTOCOL_KEYS = (
     "augmentation", "objective", "final_epochs", "final_schedule", "final_ema_momentum", "threshold", "seed",
 )  # fmt: skip
 # How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
-RUNTIME_KEYS = ("distribution", "distributed", "tensorboard")
+RUNTIME_KEYS = ("distribution", "distributed", "tensorboard", "compilation_cache")
 
 
 class Stopwatch:

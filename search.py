@@ -147,7 +147,13 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
     name = settings.run_name or default_run_name(settings, kind, args.synthetic)
     settings = settings.replace(run_name=name, **choose_backend(settings, args.backend))
     import backends  # Keras now loads the chosen backend
+    import compilation
 
+    cache_line = compilation.start(
+        settings.backend, compilation.cache_folder(settings.compilation_cache, settings.reports_dir)
+    )
+    if cache_line:
+        print(cache_line)
     print(backends.devices_line())
     policy, reason = choose_precision(settings, args.overwrite)
     data_dir = find_data(settings, args.synthetic)
@@ -264,8 +270,11 @@ def make_hypermodel(settings: Settings):
 def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, Any]:
     """metrics.json's "run": what ran, where, how long, and the command that reproduces it."""
     import backends
+    import compilation
     from hypermodel import BASELINE
 
+    # What XLA built in this process (a resumed run counts only its own part), on JAX.
+    compiled = {"compilation": compilation.COUNTS.as_dict()} if run.settings.backend == "jax" else {}
     return {
         "kind": run.kind,
         "run_name": run.settings.run_name,
@@ -276,6 +285,7 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
         "wall_seconds": clock.total(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": run.command,
+        **compiled,
         **backends.environment(),
     }
 
@@ -305,6 +315,10 @@ def write_report(run: Run, splits: dict[str, Any], trials: Any, final: Any, cloc
         ) from None
     shutil.rmtree(run.dir / runs.RETRAIN_BACKUP, ignore_errors=True)  # the run is finished: nothing to resume
     print(report.console_summary(run.dir, final.metrics["test"]))
+    if run.settings.backend == "jax":
+        import compilation
+
+        print(compilation.summary_line())
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""How much of a JAX search is compilation? Counts XLA compilations and their seconds, fit by fit.
+"""How much of a JAX search is compilation? Counts XLA compilations and their seconds, model by model.
 
     python bench/compile.py                          # a tiny synthetic search on JAX, here (CPU or GPU)
     python bench/compile.py -- --config configs/cpu.yaml --data-dir data/chest_xray   # any search.py flags
+    python bench/compile.py --reports-dir /tmp/warm  # twice: the second run finds a warm compilation cache
 
 It runs search.py in this process on the JAX backend (by default a 3-trial, 2-epoch random configs/cpu.yaml search on
 the synthetic data at 48 px, with a 2-epoch retrain, in a fresh temporary reports folder) and listens to JAX's
-monitoring events: each backend compilation (with the name of the function compiled and its seconds) and each
-persistent-cache hit and miss. Every model.fit call (a trial, a retrain) is one row: its wall seconds, how many
-programs XLA compiled in it and how long that took, the cache's hits and misses, and the functions compiled.
-A last row counts what compiled outside any fit (evaluation, prediction, the report).
+monitoring events: each program XLA builds (compiled, or loaded from the persistent cache; with the name of the
+function and its seconds) and each cache hit and miss. Each model (a trial's, the retrain's) is a row, from its
+build to the next model's: its wall seconds, the programs built and their seconds, the cache's hits and misses,
+and the functions that took 0.5 s or more. The first row is what came before the first model.
 """
 
 from __future__ import annotations
@@ -33,73 +34,80 @@ CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_c
 
 
 class CompileLog:
-    """Compilations and cache events, attributed to the model.fit call running when they happened."""
+    """Compilations and cache events, attributed to the model being built or trained when they happened: a row
+    per model (a trial's, a retrain's) from its build to the next model's, evaluation and prediction included."""
 
     def __init__(self) -> None:
-        self.fits: list[dict] = []
-        self.outside = self._row("outside fit")
-        self.current = self.outside
+        self.rows = [self._row("before the first model")]
+        self.started = time.perf_counter()
 
     @staticmethod
     def _row(label: str) -> dict:
-        return {"fit": label, "seconds": 0.0, "compiles": 0, "compile s": 0.0, "hits": 0, "misses": 0,
+        return {"model": label, "seconds": 0.0, "compiles": 0, "compile s": 0.0, "hits": 0, "misses": 0,
                 "functions": Counter(), "function s": Counter()}  # fmt: skip
 
     def on_duration(self, event: str, seconds: float, **details: object) -> None:
         if event == COMPILE_EVENT:
-            self.current["compiles"] += 1
-            self.current["compile s"] += seconds
-            name = str(details.get("fun_name", "?"))
-            self.current["functions"][name] += 1
-            self.current["function s"][name] += seconds
+            row, name = self.rows[-1], str(details.get("fun_name", "?"))
+            row["compiles"] += 1
+            row["compile s"] += seconds
+            row["functions"][name] += 1
+            row["function s"][name] += seconds
 
     def on_event(self, event: str, **details: object) -> None:
         if event in CACHE_EVENTS:
-            self.current[CACHE_EVENTS[event]] += 1
+            self.rows[-1][CACHE_EVENTS[event]] += 1
 
-    def wrap_fit(self, fit):
-        """keras.Model.fit, timed, with what compiles inside it counted on a row of its own."""
+    def next_row(self) -> None:
+        now = time.perf_counter()
+        self.rows[-1]["seconds"] = now - self.started
+        self.started = now
+        self.rows.append(self._row(f"model {len(self.rows)}"))
+
+    def wrap_build(self, build):
+        """ChestXRayHyperModel.build, starting a new row."""
         log = self
 
-        def counted_fit(model, *args, **kwargs):
-            log.current = log._row(f"fit {len(log.fits) + 1}")
-            log.fits.append(log.current)
-            started = time.perf_counter()
-            try:
-                return fit(model, *args, **kwargs)
-            finally:
-                log.current["seconds"] = time.perf_counter() - started
-                log.current = log.outside
+        def counted_build(hypermodel, *args, **kwargs):
+            log.next_row()
+            return build(hypermodel, *args, **kwargs)
 
-        return counted_fit
+        return counted_build
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--reports-dir",
+        help="where the run (and the compilation cache beside it) goes; give the same folder twice to see a warm "
+        "cache (default: a fresh temporary folder, so a cold cache)",
+    )
     parser.add_argument("search_flags", nargs="*", help="after --: search.py flags instead of the tiny search's")
     args = parser.parse_args()
 
     import jax.monitoring
-    import keras
 
+    import hypermodel
     import search
 
     log = CompileLog()
     jax.monitoring.register_event_duration_secs_listener(log.on_duration)
     jax.monitoring.register_event_listener(log.on_event)
-    keras.Model.fit = log.wrap_fit(keras.Model.fit)
-    with tempfile.TemporaryDirectory() as reports:
-        flags = args.search_flags or TINY
-        os.chdir(ROOT)
-        code = search.main([*flags, "--backend", "jax", "--reports-dir", reports, "--run-name", "compile-bench"])
-    print_table([*log.fits, log.outside])
+    hypermodel.ChestXRayHyperModel.build = log.wrap_build(hypermodel.ChestXRayHyperModel.build)
+    os.chdir(ROOT)
+    with tempfile.TemporaryDirectory() as temporary:
+        reports = args.reports_dir or temporary
+        flags = [*(args.search_flags or TINY), "--backend", "jax", "--reports-dir", reports]
+        code = search.main([*flags, "--run-name", "compile-bench", "--overwrite"])
+    log.next_row()
+    print_table(log.rows[:-1])
     return code
 
 
 def print_table(rows: list[dict]) -> None:
     from tables import markdown_table
 
-    header = ["fit", "wall s", "compilations", "compile s", "compile share", "cache hits", "cache misses", f"compiled, {MENTIONED_SECONDS} s or more"]
+    header = ["model", "wall s", "compilations", "compile s", "compile share", "cache hits", "cache misses", f"compiled, {MENTIONED_SECONDS} s or more"]
     lines = []
     for row in rows:
         share = f"{row['compile s'] / row['seconds']:.0%}" if row["seconds"] else "–"
@@ -108,15 +116,16 @@ def print_table(rows: list[dict]) -> None:
             for name, count in sorted(row["functions"].items())
             if row["function s"][name] >= MENTIONED_SECONDS
         )
-        lines.append([row["fit"], f"{row['seconds']:.1f}", row["compiles"], f"{row['compile s']:.1f}", share,
+        lines.append([row["model"], f"{row['seconds']:.1f}", row["compiles"], f"{row['compile s']:.1f}", share,
                       row["hits"], row["misses"], compiled])  # fmt: skip
     print("\n" + markdown_table(header, lines))
-    fits = [row for row in rows if row["fit"] != "outside fit"]
-    if fits:
+    models = rows[1:]
+    if models:
         print(
-            f"\nPer fit: {sum(r['compiles'] for r in fits) / len(fits):.1f} compilations, "
-            f"{sum(r['compile s'] for r in fits) / len(fits):.1f} s compiling of "
-            f"{sum(r['seconds'] for r in fits) / len(fits):.1f} s"
+            f"\nPer model: {sum(r['compiles'] for r in models) / len(models):.1f} programs, "
+            f"{sum(r['compile s'] for r in models) / len(models):.1f} s compiling (or loading) of "
+            f"{sum(r['seconds'] for r in models) / len(models):.1f} s; in all {sum(r['compiles'] for r in rows)} "
+            f"programs, {sum(r['hits'] for r in rows)} from the cache, {sum(r['compile s'] for r in rows):.1f} s"
         )
 
 

@@ -48,6 +48,7 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
         ("max_trials: 0\n", "max_trials must be at least 1"),
         ("image_size: 4\n", "image_size must be between 8 and 1024"),
         ("skip_bad_images: sometimes\n", "skip_bad_images must be true or false"),
+        ("compilation_cache: 3\n", "compilation_cache must be true (a folder beside the runs), false (no cache) or a folder"),
         ("search_space: {dropout: {min: 0.0, max: 0.5, step: 0}}\n", "search_space.dropout.step must be above 0"),
         ("search_space: {learning_rate: {min: 0, max: 0.01}}\n", "search_space.learning_rate.min must lie in (0"),
         ("search_space: {conv_blocks: {min: 2}}\n", "search_space.conv_blocks must be a mapping with keys min, max"),
@@ -140,3 +141,12 @@ def test_a_run_recorded_before_newer_keys_loads_with_their_legacy_values(tmp_pat
     assert (recorded.precision, recorded.backend, recorded.final_schedule) == ("float32", "tensorflow", "constant")
     assert recorded.final_ema_momentum is None and recorded.ensemble_size == 1
     assert recorded.image_size == 80  # what the run did record is kept
+
+
+def test_the_compilation_cache_sits_beside_the_runs_unless_moved_or_off():
+    import compilation
+
+    assert compilation.cache_folder(True, "reports") == Path("reports") / ".compilation-cache"
+    assert compilation.cache_folder(False, "reports") is None
+    assert compilation.cache_folder("/scratch/xla", "reports") == Path("/scratch/xla")
+    assert compilation.start("tensorflow", Path("anywhere")) is None  # nothing compiles ahead of time there
