@@ -34,15 +34,29 @@ def summary_row(run_dir: Path) -> list[str]:
         f"{wall['final_training']:.0f}",
         f"{seconds[0]:.1f}",
         f"{statistics.median(seconds[1:] or seconds):.2f}",
+        compile_share(run),
         f"{test['accuracy']:.3f}",
         f"{test['roc_auc']:.4f}",
     ]
 
 
+def compile_share(run: dict) -> str:
+    """XLA's programs and seconds (compiled or loaded from the cache) against the run's wall time, where the run
+    recorded them (JAX runs since the compilation count)."""
+    compiled = run.get("compilation")
+    if not compiled:
+        return "–"
+    share = compiled["seconds"] / run["wall_seconds"]["total"]
+    return (
+        f"{compiled['seconds']:.0f} s, {share:.0%} ({compiled['programs']} programs, "
+        f"{compiled['cache_hits']} from the cache)"
+    )
+
+
 def main(reports: Path, log: Path) -> None:
     header = [
         "run", "GPUs", "backend", "precision", "total s", "search s", "retrain s",
-        "first epoch s", "median later epoch s", "test accuracy", "test AUC",
+        "first epoch s", "median later epoch s", "XLA compile share", "test accuracy", "test AUC",
     ]  # fmt: skip
     rows = []
     for run_dir in sorted(path.parent for path in reports.glob("*/report.md")):
