@@ -160,10 +160,13 @@ def predict(run: dict[str, Any], images, files: list[Path]):
     import numpy as np
     import pandas as pd
 
-    from data import CLASS_NAMES
+    from data import CLASS_NAMES, Split, to_dataset
 
     models = [run["model"], *run["members"]]  # the ensemble's probability is the mean of its members'
-    probabilities = np.mean([model.predict(images, verbose=0)[:, 1] for model in models], axis=0) if len(images) else []
+    # Batches of one shape (the last padded, its padding rows predicted last), so JAX compiles predict once.
+    batches = to_dataset(Split("predict", files, np.zeros(len(images), int), images), run["config"].batch_size)
+    predicted = [model.predict(batches, verbose=0)[: len(images), 1] for model in models] if len(images) else []
+    probabilities = np.mean(predicted, axis=0) if len(images) else []
     return pd.DataFrame(
         {
             "file": list(map(str, files)),
