@@ -404,7 +404,7 @@ def _image_batches_class() -> type:
             rows: slice | np.ndarray = slice(start, start + self.batch_size)
             if self.order is not None:
                 rows = self.order[rows]
-            real = len(range(len(self.images))[start : start + self.batch_size])
+            real = min(self.batch_size, len(self.images) - start)
             if not self.pad or real == self.batch_size:
                 return self.images[rows], self.one_hot[rows], self.weights[rows]
             rows = np.resize(np.arange(len(self.images))[rows], self.batch_size)  # this batch's images, repeated
