@@ -29,20 +29,26 @@ class Compilations:
     seconds: float = 0.0  # compiling, and loading from the cache
     cache_hits: int = 0
     cache_misses: int = 0
-    steps: Counter = field(default_factory=Counter)  # programs of Keras' step functions, by name
+    functions: Counter = field(default_factory=Counter)  # programs by the name of the function compiled
+    function_seconds: Counter = field(default_factory=Counter)
 
     def on_duration(self, event: str, seconds: float, **details: Any) -> None:
         if event == _COMPILE_EVENT:
+            name = str(details.get("fun_name", ""))
             self.programs += 1
             self.seconds += seconds
-            name = str(details.get("fun_name", ""))
-            for step in STEP_FUNCTIONS:
-                if name == f"jit({step})" or name == step:
-                    self.steps[step] += 1
+            self.functions[name] += 1
+            self.function_seconds[name] += seconds
 
     def on_event(self, event: str, **details: Any) -> None:
         if event in _CACHE_EVENTS:
             setattr(self, _CACHE_EVENTS[event], getattr(self, _CACHE_EVENTS[event]) + 1)
+
+    @property
+    def steps(self) -> dict[str, int]:
+        """Programs of Keras' step functions, by name, those built at least once."""
+        built = {step: self.functions[f"jit({step})"] + self.functions[step] for step in STEP_FUNCTIONS}
+        return {step: count for step, count in built.items() if count}
 
     def as_dict(self) -> dict[str, Any]:
         """What metrics.json records under run.compilation."""
@@ -51,7 +57,7 @@ class Compilations:
             "seconds": round(self.seconds, 2),
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
-            "step_functions": dict(self.steps),
+            "step_functions": self.steps,
         }
 
 
@@ -89,7 +95,7 @@ def start(backend: str, folder: Path | None) -> str | None:
 def summary_line(counts: Compilations = COUNTS) -> str:
     """One line on the programs XLA built: how many it compiled, how many the cache gave, the seconds spent and
     the step functions among them."""
-    steps = ", ".join(f"{name} {counts.steps[name]}" for name in STEP_FUNCTIONS if counts.steps[name])
+    steps = ", ".join(f"{name} {count}" for name, count in counts.steps.items())
     compiled = counts.programs - counts.cache_hits
     return (
         f"XLA: {counts.programs} programs, {compiled} compiled and {counts.cache_hits} loaded from the cache, "

@@ -163,10 +163,11 @@ def predict(run: dict[str, Any], images, files: list[Path]):
     from data import CLASS_NAMES, Split, to_dataset
 
     models = [run["model"], *run["members"]]  # the ensemble's probability is the mean of its members'
-    # Batches of one shape (the last padded, its padding rows predicted last), so JAX compiles predict once.
-    batches = to_dataset(Split("predict", files, np.zeros(len(images), int), images), run["config"].batch_size)
-    predicted = [model.predict(batches, verbose=0)[: len(images), 1] for model in models] if len(images) else []
-    probabilities = np.mean(predicted, axis=0) if len(images) else []
+    probabilities = []
+    if len(images):
+        # Batches of one shape (the last padded, its padding rows predicted last), so JAX compiles predict once.
+        batches = to_dataset(Split("predict", files, np.zeros(len(images), int), images), run["config"].batch_size)
+        probabilities = np.mean([model.predict(batches, verbose=0)[: len(images), 1] for model in models], axis=0)
     return pd.DataFrame(
         {
             "file": list(map(str, files)),

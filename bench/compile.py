@@ -19,50 +19,41 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere
 
+from compilation import Compilations  # noqa: E402  (imports no Keras and no JAX)
+
 TINY = ["--synthetic", "--config", "configs/cpu.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "2",
         "--image-size", "48", "--final-epochs", "2"]  # fmt: skip
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 MENTIONED_SECONDS = 0.5  # the many sub-second jits of single operations are counted, not named
-CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
 
 
 class CompileLog:
     """Compilations and cache events, attributed to the model being built or trained when they happened: a row
-    per model (a trial's, a retrain's) from its build to the next model's, evaluation and prediction included."""
+    per model (a trial's, a retrain's) from its build to the next model's, evaluation and prediction included.
+    Each row counts as compilation.Compilations counts a whole run."""
 
     def __init__(self) -> None:
-        self.rows = [self._row("before the first model")]
+        self.labels, self.counts, self.seconds = ["before the first model"], [Compilations()], [0.0]
         self.started = time.perf_counter()
 
-    @staticmethod
-    def _row(label: str) -> dict:
-        return {"model": label, "seconds": 0.0, "compiles": 0, "compile s": 0.0, "hits": 0, "misses": 0,
-                "functions": Counter(), "function s": Counter()}  # fmt: skip
-
     def on_duration(self, event: str, seconds: float, **details: object) -> None:
-        if event == COMPILE_EVENT:
-            row, name = self.rows[-1], str(details.get("fun_name", "?"))
-            row["compiles"] += 1
-            row["compile s"] += seconds
-            row["functions"][name] += 1
-            row["function s"][name] += seconds
+        self.counts[-1].on_duration(event, seconds, **details)
 
     def on_event(self, event: str, **details: object) -> None:
-        if event in CACHE_EVENTS:
-            self.rows[-1][CACHE_EVENTS[event]] += 1
+        self.counts[-1].on_event(event, **details)
 
     def next_row(self) -> None:
         now = time.perf_counter()
-        self.rows[-1]["seconds"] = now - self.started
+        self.seconds[-1] = now - self.started
         self.started = now
-        self.rows.append(self._row(f"model {len(self.rows)}"))
+        self.labels.append(f"model {len(self.labels)}")
+        self.counts.append(Compilations())
+        self.seconds.append(0.0)
 
     def wrap_build(self, build):
         """ChestXRayHyperModel.build, starting a new row."""
@@ -100,32 +91,33 @@ def main() -> int:
         flags = [*(args.search_flags or TINY), "--backend", "jax", "--reports-dir", reports]
         code = search.main([*flags, "--run-name", "compile-bench", "--overwrite"])
     log.next_row()
-    print_table(log.rows[:-1])
+    print_table(log.labels[:-1], log.counts[:-1], log.seconds[:-1])
     return code
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(labels: list[str], counts: list[Compilations], seconds: list[float]) -> None:
     from tables import markdown_table
 
-    header = ["model", "wall s", "compilations", "compile s", "compile share", "cache hits", "cache misses", f"compiled, {MENTIONED_SECONDS} s or more"]
+    header = ["model", "wall s", "compilations", "compile s", "compile share", "cache hits", "cache misses",
+              f"compiled, {MENTIONED_SECONDS} s or more"]  # fmt: skip
     lines = []
-    for row in rows:
-        share = f"{row['compile s'] / row['seconds']:.0%}" if row["seconds"] else "–"
+    for label, count, wall in zip(labels, counts, seconds):
+        share = f"{count.seconds / wall:.0%}" if wall else "–"
         compiled = ", ".join(
-            f"{name} x{count} {row['function s'][name]:.1f} s"
-            for name, count in sorted(row["functions"].items())
-            if row["function s"][name] >= MENTIONED_SECONDS
+            f"{name} x{built} {count.function_seconds[name]:.1f} s"
+            for name, built in sorted(count.functions.items())
+            if count.function_seconds[name] >= MENTIONED_SECONDS
         )
-        lines.append([row["model"], f"{row['seconds']:.1f}", row["compiles"], f"{row['compile s']:.1f}", share,
-                      row["hits"], row["misses"], compiled])  # fmt: skip
+        lines.append([label, f"{wall:.1f}", count.programs, f"{count.seconds:.1f}", share, count.cache_hits,
+                      count.cache_misses, compiled])  # fmt: skip
     print("\n" + markdown_table(header, lines))
-    models = rows[1:]
+    models, walls = counts[1:], seconds[1:]
     if models:
         print(
-            f"\nPer model: {sum(r['compiles'] for r in models) / len(models):.1f} programs, "
-            f"{sum(r['compile s'] for r in models) / len(models):.1f} s compiling (or loading) of "
-            f"{sum(r['seconds'] for r in models) / len(models):.1f} s; in all {sum(r['compiles'] for r in rows)} "
-            f"programs, {sum(r['hits'] for r in rows)} from the cache, {sum(r['compile s'] for r in rows):.1f} s"
+            f"\nPer model: {sum(c.programs for c in models) / len(models):.1f} programs, "
+            f"{sum(c.seconds for c in models) / len(models):.1f} s compiling (or loading) of "
+            f"{sum(walls) / len(models):.1f} s; in all {sum(c.programs for c in counts)} "
+            f"programs, {sum(c.cache_hits for c in counts)} from the cache, {sum(c.seconds for c in counts):.1f} s"
         )
 
 
