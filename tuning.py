@@ -164,7 +164,7 @@ class MemoryRelease:
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # one full collection below, once the gradients are gone
         forget_custom_gradients(getattr(self, "_gradients_before", set()))
         gc.collect()
         _release_freed_memory()
