@@ -186,13 +186,22 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
         if not is_finished(run_dir):
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        hours = metrics["run"]["wall_seconds"]["total"] / 3600
+        hours = run_hours(run_dir, metrics["run"]["wall_seconds"])
         test = _test_rows(run_dir / "predictions.csv") if (run_dir / "predictions.csv").exists() else None
         for kind, judged, column in judged_models(run, metrics):
             threshold = judged["test"]["threshold"]
             regret = None if test is None else threshold_regret(test["label"], test[column], threshold)
             rows.append(_row(run, kind, judged["test"], hours) | {"threshold regret": regret})
     return pd.DataFrame(rows)
+
+
+def run_hours(run_dir: Path, wall_seconds: dict[str, float]) -> float:
+    """A run's hours: the wall time its last process recorded, plus the finished trials (trials.csv) that an
+    earlier process ran before the run was resumed. Work lost to an interruption is not counted, nor retrain
+    epochs finished before a resume."""
+    trials = run_dir / "trials.csv"
+    searched = pd.read_csv(trials)["seconds"].sum() if trials.exists() else 0.0
+    return (wall_seconds["total"] + max(0.0, searched - wall_seconds.get("search", 0.0))) / 3600
 
 
 def threshold_regret(labels: pd.Series, probabilities: pd.Series, threshold: float) -> float:

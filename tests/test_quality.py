@@ -173,7 +173,10 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
         {"trial_id": "00", "is_baseline": True, "weight": 0.4, "test": baseline_point},
         {"trial_id": "07", "is_baseline": False, "weight": 0.6, "test": metrics["test"]},
     ]
+    # Resumed after its search: the last process timed 0.1 h of search, its trials took 0.5 h in all.
+    metrics["run"]["wall_seconds"] = {"search": 360.0, "final_training": 3240.0, "total": 3600.0}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame({"trial_id": ["00", "07"], "seconds": [1000.0, 800.0]}).to_csv(run_dir / "trials.csv", index=False)
     predictions = fake_predictions(0.0)
     predictions["p_finalist_00"] = fake_predictions(0.1)["p_pneumonia"]  # the baseline's point misses 10% of NORMAL
     predictions.to_csv(run_dir / "predictions.csv", index=False)
@@ -186,3 +189,4 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
     assert next(line for line in first.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.150")
     assert next(line for line in second.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.050")
     assert "log_loss" in second.splitlines()[2]  # the header of the paired table
+    assert "seed 1: baseline and tuned 2.40 h vs target 2.5 h: met" in result.stdout  # 1 + 1 + the 0.4 h before
