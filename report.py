@@ -225,12 +225,7 @@ def _what_ran_section(result: RunResult) -> list[str]:
         ["threshold", f"{test['threshold']:.3f}, {threshold_rule(config.threshold)}"],
         ["precision", _precision(result)],
         ["backend", f"Keras on {config.backend}"],
-        [
-            "wall time",
-            ", ".join(
-                f"{phase.replace('_', ' ')} {duration(seconds)}" for phase, seconds in run["wall_seconds"].items()
-            ),
-        ],
+        ["wall time", _wall_time(run)],
         ["versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())],
         ["machine", run["machine"]],
         ["command", f"`{run['command']}`"],
@@ -332,6 +327,15 @@ def _finalists_section(result: RunResult) -> list[str]:
         "![search score against retrained validation score](finalists.png)",
         "",
     ]
+
+
+def _wall_time(run: dict[str, Any]) -> str:
+    """Each phase's time and the total; a resumed run's add up every process that ran it."""
+    phases = ", ".join(
+        f"{phase.replace('_', ' ')} {duration(seconds)}" for phase, seconds in run["wall_seconds"].items()
+    )
+    processes = run.get("processes", 1)
+    return f"{phases} (over {processes} processes: the run was resumed)" if processes > 1 else phases
 
 
 def _precision(result: RunResult) -> str:

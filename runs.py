@@ -1,6 +1,6 @@
-"""A run folder, reports/<run>/: its layout and file names, whole-file writes, the results it holds
-(`RunResult`, read and written in one place, older runs included), whether it is finished, the runs
-index, the resume policy and the lookup of the other kind's run to compare with.
+"""A run folder, reports/<run>/: its layout and file names, whole-file writes, the run's clock (kept there
+across resumes), the results it holds (`RunResult`, read and written in one place, older runs included),
+whether it is finished, the runs index, the resume policy and the lookup of the other kind's run to compare with.
 
 One concern: the files of runs. It imports config.py and tables.py (for the index), never Keras.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ CONFIG_FILE = "config.yaml"  # the settings the run was started with; written fi
 REPORT_FILE = "report.md"  # written last: its presence means the run finished
 ENSEMBLE_DIR = "ensemble"  # member2.keras, ... beside model.keras (the best point, member 1)
 RETRAIN_BACKUP = "retrain"  # what an interrupted retrain resumes from; removed once reported
+CLOCK_FILE = "wall_seconds.json"  # the run's time so far, over every process that ran it (`Stopwatch`)
 # Settings that must match for a search and a baseline run to be compared on test.
 PROTOCOL_KEYS = (
     "data_dir", "image_size", "color_mode", "validation_fraction", "class_weights", "batch_size",
@@ -40,19 +42,71 @@ RUNTIME_KEYS = ("distribution", "distributed", "tensorboard", "compilation_cache
 
 
 class Stopwatch:
-    """Seconds spent in each named phase of a run."""
+    """Seconds spent in each named phase of a run, added up over every process that ran it.
 
-    def __init__(self) -> None:
-        self.started = self.last = time.monotonic()
+    `lap(phase)` ends a phase. Once kept in a run folder (`keep_in`), a resumed run's clock carries on from the
+    time earlier processes recorded there: a phase they finished adds up, and the time of the phase a process
+    was stopped in goes to the first phase the next one finishes that it had not."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
+        self.started = self.last = now()
         self.seconds: dict[str, float] = {}
+        self.earlier_total = 0.0
+        self.carried = 0.0  # an earlier process's time in the phase it was stopped in, not yet given to one
+        self.processes = 1
+        self.path: Path | None = None
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def keep_in(self, run_dir: Path, every: float | None = 60.0) -> None:
+        """Before the first lap: carry on from the time recorded in run_dir and record this process's there at each lap and every
+        `every` seconds, so a process that is killed loses at most that much of the run's time."""
+        self.path = run_dir / CLOCK_FILE
+        if self.path.exists():
+            earlier = json.loads(self.path.read_text())
+            self.seconds = dict(earlier["phases"])
+            self.earlier_total, self.processes = earlier["total"], earlier["processes"] + 1
+            self.carried = earlier["total"] - sum(earlier["phases"].values())
+        self.save()
+        if every:
+            threading.Thread(target=self._save_every, args=(every,), daemon=True).start()
 
     def lap(self, phase: str) -> None:
-        now = time.monotonic()
-        self.seconds[phase] = now - self.last
-        self.last = now
+        with self.lock:
+            now = self.now()
+            spent = now - self.last
+            if phase not in self.seconds:
+                spent, self.carried = spent + self.carried, 0.0
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + spent
+            self.last = now
+        self.save()
 
     def total(self) -> dict[str, float]:
-        return {**self.seconds, "total": time.monotonic() - self.started}
+        with self.lock:
+            return {**self.seconds, "total": self.earlier_total + self.now() - self.started}
+
+    def save(self) -> None:
+        """Record the time so far in the run folder (a whole-file write; the periodic saver shares the lock)."""
+        if self.path is None:
+            return
+        with self.lock:
+            total = self.earlier_total + self.now() - self.started
+            record = {"phases": dict(self.seconds), "total": total, "processes": self.processes}
+            write_text(self.path, json.dumps(record, indent=2) + "\n")
+
+    def close(self) -> None:
+        """Stop the periodic saver and record the time so far: a run stopped by Ctrl-C or an error keeps it."""
+        self.stopped.set()
+        with suppress(OSError):  # a run folder removed meanwhile has nothing left to time
+            self.save()
+
+    def _save_every(self, seconds: float) -> None:
+        while not self.stopped.wait(seconds):
+            try:
+                self.save()
+            except OSError:
+                return
 
 
 @dataclass

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         hypermodel = make_hypermodel(settings)
         splits = load_data(settings)
         run_dir = runs.prepare_run_dir(settings, args.overwrite)
+        if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
+            clock.keep_in(run_dir)
         print_estimates(run, run_dir)
         clock.lap("data")
         if run.kind == "baseline":
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     finally:
+        clock.close()
         signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = sys.__unraisablehook__
         CTRL_C.reset()
@@ -283,6 +286,7 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
         "backend": run.settings.backend,
         "baseline_hyperparameters": BASELINE,
         "wall_seconds": clock.total(),
+        "processes": clock.processes,  # above 1 for a resumed run; wall_seconds adds up all of them
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": run.command,
         **compiled,

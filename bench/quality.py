@@ -196,9 +196,10 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
 
 
 def run_hours(run_dir: Path, wall_seconds: dict[str, float]) -> float:
-    """A run's hours: the wall time its last process recorded, plus the finished trials (trials.csv) that an
-    earlier process ran before the run was resumed. Work lost to an interruption is not counted, nor retrain
-    epochs finished before a resume."""
+    """A run's hours: its recorded wall time, plus the finished trials (trials.csv) an earlier process ran that
+    it does not count. Since wall_seconds.json a run's clock adds up every process, so for such runs this adds
+    at most the trials a killed process finished in the minute before its kill; older runs recorded only their
+    last process, and for them retrain epochs finished before a resume and lost work stay uncounted."""
     trials = run_dir / "trials.csv"
     searched = pd.read_csv(trials)["seconds"].sum() if trials.exists() else 0.0
     return (wall_seconds["total"] + max(0.0, searched - wall_seconds.get("search", 0.0))) / 3600

@@ -103,6 +103,8 @@ def test_killed_then_interrupted_search_resumes_to_its_full_count(tmp_path):
     assert (run_dir / "report.md").exists()
     trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
     assert list(trials["trial_id"]) == ["0", "1", "2", "3"] and (trials["status"] == "COMPLETED").all()
+    run = json.loads((run_dir / "metrics.json").read_text())["run"]
+    assert run["processes"] == 3  # its clock went on over the kill and the Ctrl-C
     # Every trial recorded before a stop keeps its id and point (a cut-off one is run again at the same
     # point), and every finished one its score.
     rows = trials.set_index("trial_id")
@@ -131,6 +133,7 @@ def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path
     assert killed.wait() == -signal.SIGKILL, (tmp_path / "killed.out").read_text()
     before = json.loads(state_file.read_text())
     assert 3 <= before["epoch"] < epochs
+    killed_clock = json.loads((run_dir / runs.CLOCK_FILE).read_text())
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -143,6 +146,11 @@ def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path
     kept = json.loads((run_dir / "metrics.json").read_text())["run"]["best_epoch"]
     assert history["val_auc"].iloc[kept - 1] == history["val_auc"].max()
     assert not (run_dir / runs.RETRAIN_BACKUP).exists()  # reported: nothing left to resume
+    # The run's time adds up both processes, and its report says so.
+    run = json.loads((run_dir / "metrics.json").read_text())["run"]
+    assert run["processes"] == 2 and run["wall_seconds"]["data"] > killed_clock["phases"]["data"]
+    assert run["wall_seconds"]["total"] > killed_clock["total"]
+    assert "(over 2 processes: the run was resumed)" in (run_dir / "report.md").read_text()
 
 
 def test_tuner_state_is_replaced_whole_so_a_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):

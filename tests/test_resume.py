@@ -1,8 +1,10 @@
-"""RetrainBackup: a retrain cut off after an epoch goes on from it, keeps the best epoch, and never resumes another point."""
+"""Resuming: RetrainBackup (a retrain cut off after an epoch goes on from it, keeps the best epoch, and never
+resumes another point), and the run clock that adds up the time of every process that ran a run."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import keras
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from keras import layers
 
 from resume import RetrainBackup
+from runs import CLOCK_FILE, Stopwatch
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 6)).astype("float32")
@@ -94,3 +97,51 @@ def test_with_weight_averaging_the_kept_model_is_the_average_validation_scored(t
     raw = np.concatenate([w.ravel() for w in model.get_weights()])
     model.load_weights(tmp_path / backup.state["best"])
     assert not np.allclose(raw, np.concatenate([w.ravel() for w in model.get_weights()]))  # not the raw weights
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_resumed_runs_clock_adds_up_every_process_and_gives_the_stopped_phase_its_time(tmp_path):
+    now = FakeTime()
+    killed = Stopwatch(now)
+    killed.keep_in(tmp_path, every=None)
+    for now.now, phase in ((10.0, "data"), (110.0, "search")):
+        killed.lap(phase)
+    now.now = 150.0  # killed 40 s into its final training, after the saver's last record
+    killed.save()
+
+    now.now = 1000.0
+    resumed = Stopwatch(now)
+    resumed.keep_in(tmp_path, every=None)
+    for now.now, phase in ((1005.0, "data"), (1006.0, "search"), (1100.0, "final_training")):
+        resumed.lap(phase)
+    now.now = 1101.0
+    assert resumed.total() == {"data": 15.0, "search": 101.0, "final_training": 134.0, "total": 251.0}
+    assert resumed.processes == 2
+    resumed.close()
+    recorded = json.loads((tmp_path / CLOCK_FILE).read_text())
+    assert recorded == {
+        "phases": {"data": 15.0, "search": 101.0, "final_training": 134.0},
+        "total": 251.0,
+        "processes": 2,
+    }
+
+
+def test_the_clock_records_itself_while_a_phase_runs_and_stops_when_closed(tmp_path):
+    clock = Stopwatch()
+    clock.keep_in(tmp_path, every=0.02)
+    first = json.loads((tmp_path / CLOCK_FILE).read_text())["total"]
+    deadline = time.monotonic() + 10
+    while json.loads((tmp_path / CLOCK_FILE).read_text())["total"] == first and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert json.loads((tmp_path / CLOCK_FILE).read_text())["total"] > first  # no lap: the saver wrote it
+    clock.close()
+    closed = (tmp_path / CLOCK_FILE).read_text()
+    time.sleep(0.1)
+    assert (tmp_path / CLOCK_FILE).read_text() == closed
