@@ -56,12 +56,12 @@ class Stopwatch:
         self.carried = 0.0  # an earlier process's time in the phase it was stopped in, not yet given to one
         self.processes = 1
         self.path: Path | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # save() reads total() while holding it
         self.stopped = threading.Event()
 
     def keep_in(self, run_dir: Path, every: float | None = 60.0) -> None:
-        """Before the first lap: carry on from the time recorded in run_dir and record this process's there at each lap and every
-        `every` seconds, so a process that is killed loses at most that much of the run's time."""
+        """Before the first lap: carry on from the time recorded in run_dir, and record this process's there at
+        each lap and every `every` seconds, so a process that is killed loses at most that much of the run's time."""
         self.path = run_dir / CLOCK_FILE
         if self.path.exists():
             earlier = json.loads(self.path.read_text())
@@ -91,9 +91,9 @@ class Stopwatch:
         if self.path is None:
             return
         with self.lock:
-            total = self.earlier_total + self.now() - self.started
-            record = {"phases": dict(self.seconds), "total": total, "processes": self.processes}
-            write_text(self.path, json.dumps(record, indent=2) + "\n")
+            phases = self.total()
+            record = {"total": phases.pop("total"), "processes": self.processes}
+            write_text(self.path, json.dumps({"phases": phases, **record}, indent=2) + "\n")
 
     def close(self) -> None:
         """Stop the periodic saver and record the time so far: a run stopped by Ctrl-C or an error keeps it."""
