@@ -1,0 +1,166 @@
+"""The noise floor of one retrain: the same point retrained at full length on one split, with other training seeds.
+
+    python bench/noise_floor.py --config configs/finalists.yaml --seed 42 --training-seeds 42 43 44 \
+        --data-dir ../shared/data/chest_xray --out bench/results/noise_floor/seed42
+    python bench/noise_floor.py --out bench/results/noise_floor/seed42 --table-only
+
+The split (validation patients) comes from `--seed` and never changes; each repeat trains the point (the
+baseline's, or `--point` as JSON) for final_epochs under the preset's retrain settings with its own training seed
+(weights, augmentation, batch order), keeps its epoch of best validation objective, and writes its validation
+predictions. Only validation is predicted: no test image is read. A killed run resumes repeat by repeat (and
+within a repeat, epoch by epoch).
+
+The table: each repeat's kept epoch, validation log loss, ROC AUC and thresholds (youden and plateau); the spread
+of those over repeats; what an average of the first k repeats scores; and the paired interval over validation
+patients of one repeat minus another, the difference any comparison of two single retrains must beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data import patient_id  # noqa: E402
+from evaluation import choose_threshold, image_log_loss, paired_difference  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/finalists.yaml", help="the preset")
+    parser.add_argument("--seed", type=int, default=42, help="the split's seed (a development seed)")
+    parser.add_argument("--training-seeds", type=int, nargs="+", default=[42, 43, 44], help="one repeat each")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/chest_xray"))
+    parser.add_argument("--point", help="JSON of the hyperparameters to retrain (default: the baseline's point)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the repeats' files")
+    parser.add_argument("--table-only", action="store_true", help="print the table from the repeats in --out")
+    args = parser.parse_args()
+    if not args.table_only:
+        train_repeats(args)
+    print_table(args.out)
+
+
+def train_repeats(args: argparse.Namespace) -> None:
+    """Each missing repeat: retrain, then save the validation predictions and what the retrain kept."""
+    import search
+
+    run = search.resolve_run(
+        search.parse_args(["--config", str(args.config), "--seed", str(args.seed), "--data-dir", args.data_dir])
+    )
+    settings = run.settings.replace(tensorboard=False)
+    import training
+    from evaluation import predict_split
+    from hypermodel import baseline_hyperparameters, without_augmentation
+
+    hypermodel = search.make_hypermodel(settings)
+    splits = search.load_data(settings)
+    point = baseline_hyperparameters()
+    if args.point:
+        point.values.update(json.loads(args.point))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for training_seed in args.training_seeds:
+        done = args.out / f"repeat-{training_seed}.csv"
+        if done.exists():
+            continue
+        print(f"\nRepeat with training seed {training_seed} (split seed {args.seed})", flush=True)
+        started = time.monotonic()
+        repeat_settings = settings.replace(seed=training_seed)
+        model, history, kept = training.retrain(
+            hypermodel, point, splits, repeat_settings, args.out / f"backup-{training_seed}"
+        )
+        seconds = time.monotonic() - started
+        (p,) = predict_split([without_augmentation(model)], splits["validation"], settings.batch_size)
+        history.to_csv(args.out / f"history-{training_seed}.csv", index=False)
+        (args.out / f"repeat-{training_seed}.json").write_text(
+            json.dumps({"split_seed": args.seed, "training_seed": training_seed, "kept_epoch": kept,
+                        "seconds": seconds, "point": dict(point.values), "config": str(args.config)}, indent=1)
+        )  # fmt: skip
+        frame = pd.DataFrame(
+            {"file": map(str, splits["validation"].files), "label": splits["validation"].labels, "p_pneumonia": p}
+        )
+        frame.to_csv(done.with_suffix(".partial"), index=False)
+        done.with_suffix(".partial").replace(done)
+
+
+def load_repeats(out: Path) -> tuple[np.ndarray, list[str], dict[int, np.ndarray], dict[int, dict]]:
+    """The labels, patients and each repeat's validation probabilities (by training seed) and record."""
+    probabilities, records, labels, patients = {}, {}, None, None
+    for path in sorted(out.glob("repeat-*.csv"), key=lambda p: int(p.stem.split("-")[1])):
+        seed = int(path.stem.split("-")[1])
+        frame = pd.read_csv(path)
+        labels = frame["label"].to_numpy()
+        patients = [patient_id(Path(file)) for file in frame["file"]]
+        probabilities[seed] = frame["p_pneumonia"].to_numpy()
+        records[seed] = json.loads(path.with_suffix(".json").read_text())
+    return labels, patients, probabilities, records
+
+
+def print_table(out: Path) -> None:
+    labels, patients, probabilities, records = load_repeats(out)
+    if not probabilities:
+        print(f"No finished repeat in {out}.")
+        return
+    from sklearn.metrics import roc_auc_score
+
+    rows = [
+        {
+            "training seed": seed,
+            "kept epoch": records[seed]["kept_epoch"],
+            "minutes": round(records[seed]["seconds"] / 60, 1),
+            "val log loss": image_log_loss(labels, p).mean(),
+            "val ROC AUC": roc_auc_score(labels, p),
+            "youden threshold": choose_threshold(labels, p, "youden"),
+            "plateau threshold": choose_threshold(labels, p, "plateau"),
+        }
+        for seed, p in probabilities.items()
+    ]
+    table = pd.DataFrame(rows)
+    print(f"{out}: {len(table)} repeats, {len(labels)} validation images, {len(set(patients))} patients")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    spread = table.drop(columns=["training seed"]).agg(["mean", "std", "min", "max"])
+    print("\nOver repeats:")
+    print(spread.to_string(float_format=lambda x: f"{x:.4f}"))
+    print_averages(labels, probabilities)
+    print_pairs(labels, patients, probabilities)
+
+
+def print_averages(labels: np.ndarray, probabilities: dict[int, np.ndarray]) -> None:
+    """What the mean probability of the first k repeats scores on validation."""
+    from sklearn.metrics import roc_auc_score
+
+    values = list(probabilities.values())
+    print("\nAverage of the first k repeats (validation):")
+    for k in range(1, len(values) + 1):
+        mean = np.mean(values[:k], axis=0)
+        print(
+            f"  k={k}: log loss {image_log_loss(labels, mean).mean():.4f}, ROC AUC {roc_auc_score(labels, mean):.4f}, "
+            f"plateau threshold {choose_threshold(labels, mean, 'plateau'):.3f}"
+        )
+
+
+def print_pairs(labels: np.ndarray, patients: list[str], probabilities: dict[int, np.ndarray]) -> None:
+    """One repeat's validation log loss minus another's, paired over resampled validation patients."""
+    pairs = list(itertools.combinations(probabilities, 2))
+    if not pairs:
+        return
+    print("\nRepeat A minus repeat B, validation log loss, paired 95% interval over validation patients:")
+    differences = []
+    for a, b in pairs:
+        paired = paired_difference(labels, [((probabilities[a], 0.5), (probabilities[b], 0.5))], patients)["log_loss"]
+        differences.append(paired["difference"])
+        low, high = paired["ci95"]
+        print(f"  {a} - {b}: {paired['difference']:+.4f} [{low:+.4f}, {high:+.4f}]")
+    print(f"  |difference|: mean {np.mean(np.abs(differences)):.4f}, largest {np.max(np.abs(differences)):.4f}")
+
+
+if __name__ == "__main__":
+    main()
