@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+import budget
 from errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
@@ -131,6 +132,14 @@ def _threshold(value: Any, key: str) -> str | float:
     raise ConfigError(f"{key} must be {', '.join(THRESHOLD_RULES)} or a probability between 0 and 1, not {value!r}")
 
 
+def _duration(value: Any, key: str) -> str:
+    """A time budget ("90m", "1h30m", "600s"), kept in one spelling so that the run name and the report agree."""
+    try:
+        return budget.duration_text(budget.parse_duration(value))
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
 def _cache_setting(value: Any, key: str) -> bool | str:
     if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
         return value
@@ -174,6 +183,7 @@ SCHEMA: dict[str, Any] = {
         "label_smoothing": _range(_number(0, 0.5), step=True),
     },
     "final_epochs": _integer(1),
+    "time_budget": _optional(_duration),
     "final_schedule": _choice("constant", "cosine"),
     "final_ema_momentum": _optional(_number(0, 1, include_low=False, include_high=False)),
     "ensemble_size": _integer(1, 10),
@@ -242,12 +252,31 @@ def _validate(config: dict[str, Any], schema: dict[str, Any], origin: dict[str, 
             raise ConfigError(f"{origin.get(name, DEFAULT_CONFIG.name)}: {error}") from None
 
 
+# `--baseline` trains the notebook's CNN as the notebook did (../shared/BASELINE.md: 80 x 80 RGB, a constant
+# learning rate, the epoch of best validation AUC, Youden's threshold), whatever config.yaml or --config says;
+# flags still override these keys.
+NOTEBOOK_SETTINGS: dict[str, Any] = {
+    "image_size": 80,
+    "color_mode": "rgb",
+    "validation_fraction": 0.1,
+    "class_weights": True,
+    "batch_size": 64,
+    "augmentation": {"width_shift": 0.2, "height_shift": 0.2, "shear_degrees": 0.2, "zoom": 0.2},
+    "objective": "val_auc",
+    "final_epochs": 45,
+    "final_schedule": "constant",
+    "final_ema_momentum": None,
+    "threshold": "youden",
+}
+
+
 FLAGS = {  # config key -> the search.py flag that overrides it
     "data_dir": "--data-dir",
     "tuner": "--tuner",
     "max_trials": "--max-trials",
     "epochs": "--epochs",
     "final_epochs": "--final-epochs",
+    "time_budget": "--time-budget",
     "image_size": "--image-size",
     "seed": "--seed",
     "run_name": "--run-name",
@@ -266,14 +295,17 @@ def flag_overrides(arguments: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     return {flag: (key, values[flag]) for key, flag in FLAGS.items() if values[flag] is not None}
 
 
-def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Defaults from config.yaml, then `path` if given, then flag overrides (flag name -> (key, value))."""
+def load(path: Path | None = None, overrides: dict[str, Any] | None = None, notebook: bool = False) -> Settings:
+    """Defaults from config.yaml, then `path` if given, then the notebook's settings for a `--baseline` run
+    (`notebook`), then flag overrides (flag name -> (key, value))."""
     config = read_yaml(DEFAULT_CONFIG)
     origin: dict[str, str] = {}
-    if path is not None:
-        user = read_yaml(path)
-        _merge(config, user, SCHEMA, str(path))
-        origin.update(dict.fromkeys(_flat_keys(user, SCHEMA), str(path)))
+    layers = [(read_yaml(path), str(path))] if path is not None else []
+    if notebook:
+        layers.append((NOTEBOOK_SETTINGS, "--baseline"))
+    for values, source in layers:
+        _merge(config, values, SCHEMA, source)
+        origin.update(dict.fromkeys(_flat_keys(values, SCHEMA), source))
     for flag, (key, value) in (overrides or {}).items():
         *parents, leaf = key.split(".")  # "distributed.role" sets config["distributed"]["role"]
         target = config
@@ -337,6 +369,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "finalists": 0,  # before finalists, the best point alone was retrained
     "incumbent_rule": "race",
     "skip_bad_images": False,
+    "time_budget": None,  # before time budgets, every run ran to its end
 }
 
 
@@ -442,6 +475,7 @@ class Settings:
     seed: int
     search_space: SearchSpace
     final_epochs: int
+    time_budget: str | None
     final_schedule: str
     final_ema_momentum: float | None
     ensemble_size: int

@@ -17,7 +17,7 @@ which only averages out over several trials.
 
 Before trial 1, `start_estimate` gives the whole run's expected wall time from what runs already
 recorded (the run being resumed, or a finished run beside it with the same cost-setting keys), and
-`cpu_preset_hint` points a CPU user at the preset measured to finish in under an hour.
+`cpu_budget_hint` tells a CPU user what a run costs and how to bound it (`--time-budget`, budget.py).
 
 One concern: how long a run will take. It imports PyYAML and the standard library only (no Keras, no
 pandas, no clock), so the trial header (tuning.py) and search.py's start can call it at no cost.
@@ -245,36 +245,88 @@ def _epoch_seconds(run_dir: Path) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-# The preset measured to finish in under an hour on a CPU (README Results: 46 to 48 minutes a run on 2 cores in
-# mixed bfloat16, seeds 45-47), its max_trials and epochs (tests/test_eta.py checks them against the file), and
-# how many times its trial epochs a config must ask for before the hint is worth a line.
-CPU_PRESET = "configs/tuned.yaml"
-CPU_PRESET_TRIALS, CPU_PRESET_EPOCHS = 25, 8
-CPU_PRESET_MINUTES = "46 to 48 minutes"
-FAR_LARGER = 2.0
+# What the default protocol cost a run on the 2-core CPU in mixed bfloat16 (docs/results.md, seeds 49-51).
+CPU_RUN_HOURS = "1.1 to 2.5 hours"
 
 
-def cpu_preset_hint(gpus: int, max_trials: int | None, epochs: int, search: bool = True) -> str | None:
-    """On a machine without a GPU, one line naming the preset that runs in under an hour, when the chosen search's
-    max_trials x epochs is at least FAR_LARGER times the preset's (config.yaml's 100 x 12 is 6 times); else None.
-    A Hyperband search without max_trials runs its own schedule and gets no hint."""
-    if gpus or not search or not max_trials:
-        return None
-    ratio = max_trials * epochs / (CPU_PRESET_TRIALS * CPU_PRESET_EPOCHS)
-    if ratio < FAR_LARGER:
+def cpu_budget_hint(gpus: int, search: bool, time_budget: str | None) -> str | None:
+    """On a machine without a GPU and without a time budget, one line saying what a run costs and how to bound it."""
+    if gpus or not search or time_budget:
         return None
     return (
-        f"Note: no GPU, and {max_trials} trials x {epochs} epochs is {ratio:.0f} times the trial epochs of "
-        f"{CPU_PRESET} ({CPU_PRESET_TRIALS} x {CPU_PRESET_EPOCHS}), which took {CPU_PRESET_MINUTES} a whole run on "
-        f"2 CPU cores in mixed bfloat16 (README Results): `python search.py --config {CPU_PRESET}` for a run of under "
-        "an hour."
+        f"Note: no GPU. A run of the default protocol took {CPU_RUN_HOURS} on 2 CPU cores in mixed bfloat16 "
+        "(docs/results.md). `--time-budget 1h` (or 30m, 1h30m, ...) fits the whole run into that time, with fewer "
+        "trials and finalists: for example `python search.py --time-budget 1h`."
     )
 
 
+def recorded_trainings(run_dir: Path, config: Mapping[str, Any]) -> tuple[list[tuple[dict, float, float]], str]:
+    """What this machine has trained at this run's image size, colour and precision: (point, epochs, seconds) of
+    the run's own finished trials when it is resumed, else of the newest finished run beside it (its trials and
+    its retrain epochs), and where they come from; ([], "") when there is none."""
+    own = _tuner_points(run_dir / "tuner")
+    if own:
+        return own, f"this run's {len(own)} finished trials"
+    for other in _comparable_runs(run_dir, config, RETRAIN_KEYS):
+        found = _recorded_points(other)
+        if found:
+            return found, f"{other.name}'s trials and retrain"
+    return [], ""
+
+
+def _value(text: Any) -> Any:
+    """A trials.csv cell as the point's value: booleans and numbers back from their text."""
+    if text in ("True", "False"):
+        return text == "True"
+    number = _number(text)
+    return text if number is None else number
+
+
+def _recorded_points(run_dir: Path) -> list[tuple[dict, float, float]]:
+    """A finished run's completed trials from trials.csv and its retrain's epochs from history.csv, each with
+    its point (the retrain's from best_hyperparameters.yaml)."""
+    found = []
+    try:
+        with open(run_dir / "trials.csv", newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row.get("status") == "COMPLETED"]
+    except OSError:
+        rows = []
+    for row in rows:
+        seconds, epochs = _number(row.get("seconds")), _number(row.get("epochs_run"))
+        if seconds and epochs:
+            found.append(({key: _value(value) for key, value in row.items()}, epochs, seconds))
+    epoch_seconds = _epoch_seconds(run_dir)
+    try:
+        point = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        point = None
+    if epoch_seconds and isinstance(point, dict):
+        found.append((point, 1.0, epoch_seconds))
+    return found
+
+
+def _tuner_points(tuner_dir: Path) -> list[tuple[dict, float, float]]:
+    """The run being resumed: its completed trials' (point, epochs run, seconds) from Keras Tuner's trial.json."""
+    found = []
+    for path in sorted(tuner_dir.glob("*/trial_*/trial.json")):
+        try:
+            trial = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if trial.get("status") != "COMPLETED":
+            continue
+        metrics = (trial.get("metrics") or {}).get("metrics") or {}
+        seconds, epochs = _last_value(metrics, "trial_seconds"), _last_value(metrics, "epochs_run")
+        if seconds and epochs:
+            found.append((trial["hyperparameters"]["values"], epochs, seconds))
+    return found
+
+
 def start_lines(run_dir: Path, settings: dict[str, Any], gpus: int, search: bool) -> list[str]:
-    """What a run prints before trial 1: a faster preset where it runs on a CPU, and its expected wall time."""
+    """What a run prints before trial 1: on a CPU without a budget, what a run costs and how to bound it; and its
+    expected wall time."""
     lines = (
-        cpu_preset_hint(gpus, settings["max_trials"], settings["epochs"], search=search),
+        cpu_budget_hint(gpus, search, settings.get("time_budget")),
         start_estimate(run_dir, settings, search=search),
     )
     return [line for line in lines if line]

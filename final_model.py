@@ -53,17 +53,23 @@ class FinalModel:
     predictions: pd.DataFrame
 
 
-def train_and_evaluate(hypermodel: Any, candidates: list, splits: dict[str, Any], settings: Settings, run_dir: Path, clock: Any) -> FinalModel:
+def train_and_evaluate(
+    hypermodel: Any, candidates: list, splits: dict[str, Any], settings: Settings, run_dir: Path, clock: Any,
+    planner: Any = None,
+) -> FinalModel:
     """Retrain for final_epochs and evaluate once on test: the finalists and the model chosen among them, or the
-    best point (with its runners-up where ensemble_size is above 1)."""
+    best point (with its runners-up where ensemble_size is above 1). With a time budget (`planner`), only the
+    finalists that fit in the time left are retrained, the baseline's point always."""
     import training
     import tuning
     from evaluation import evaluate
     from hypermodel import weighted_ensemble, without_augmentation
 
     backups = run_dir / RETRAIN_BACKUP
+    if planner is not None and settings.finalists:
+        candidates = candidates[: planner.finalists_that_fit([hypermodel.work(tuning.searched_values(c.point)) for c in candidates])]
     if settings.finalists and len(candidates) > 1:
-        trained = training.retrain_finalists(hypermodel, candidates, splits, settings, backups)
+        trained = training.retrain_finalists(hypermodel, candidates, splits, settings, backups, planner)
         clock.lap("final_training")
         records = [finalist_record(candidate, kept) for candidate, (_, _, kept) in zip(candidates, trained)]
         models = [without_augmentation(model) for model, _, _ in trained]
@@ -74,7 +80,9 @@ def train_and_evaluate(hypermodel: Any, candidates: list, splits: dict[str, Any]
         point = tuning.searched_values(candidates[heaviest].point)
         return FinalModel(chosen, [], history, kept, point, metrics, predictions)
     best = candidates[0].point
-    model, history, kept = training.retrain(hypermodel, best, splits, settings, backups / "best", run_dir / "tensorboard" / "final")
+    model, history, kept = training.retrain(
+        hypermodel, best, splits, settings, backups / "best", run_dir / "tensorboard" / "final", planner
+    )
     clock.lap("final_training")
     members = training.retrain_runners_up(hypermodel, [c.point for c in candidates[1:]], splits, settings, backups)
     if members:

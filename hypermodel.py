@@ -17,6 +17,7 @@ import numpy as np
 from keras import layers
 
 from augmentation import RandomAffine
+from budget import point_work
 
 BASELINE: dict[str, Any] = {
     "conv_blocks": 4,
@@ -105,6 +106,22 @@ class ChestXRayHyperModel(kt.HyperModel):
             missing = sorted({v for k, v in BASELINE.items() if k.startswith(prefix)} - set(space[key]))
             if missing:
                 raise ValueError(f"search_space.{key} must include the baseline's {missing}: add them to its list")
+
+    def work(self, values: dict[str, Any]) -> float:
+        """One epoch's relative cost at a point (budget.point_work), for pricing a time budget."""
+        return point_work(values, self.input_shape[0], self.input_shape[2])
+
+    def mean_work(self, samples: int = 400, seed: int = 0) -> float:
+        """The search space's mean work over points drawn uniformly from it, as a random search draws them: the
+        price of trials not yet drawn. Each hyperparameter is drawn alone; work() reads the active ones only."""
+        import random
+
+        hp = kt.HyperParameters()
+        self.build(hp)  # declares the whole space
+        draws = random.Random(seed)
+        return float(
+            np.mean([self.work({h.name: h.random_sample(draws.random()) for h in hp.space}) for _ in range(samples)])
+        )
 
     def build(self, hp: kt.HyperParameters, ema_momentum: float | None = None) -> keras.Model:
         """The model at point `hp`, its layers in `precision` (the global policy is left as it was).

@@ -32,6 +32,7 @@ from training import CTRL_C
 # use them, so `--help` and config mistakes answer at once, and Keras loads the backend chosen.
 
 SYNTHETIC_DIR = Path("data/synthetic")
+SMOKE_PRESET = Path(__file__).with_name("configs") / "smoke.yaml"
 
 
 @dataclass(frozen=True)
@@ -66,18 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
             clock.keep_in(run_dir)
         print_estimates(run, run_dir)
+        planner = plan_budget(run, hypermodel, splits, run_dir, clock)
         clock.lap("data")
         if run.kind == "baseline":
             from hypermodel import baseline_hyperparameters
 
             candidates, trials = [training.Candidate("baseline", baseline_hyperparameters(), is_baseline=True)], None
         else:
-            candidates, trials = training.search(hypermodel, splits, settings, run_dir)
+            candidates, trials = training.search(hypermodel, splits, settings, run_dir, planner)
             clock.lap("search")
             if candidates is None:  # a distributed worker: the chief retrains the best and reports
                 return 0
-        final = train_and_evaluate(hypermodel, candidates, splits, settings, run_dir, clock)
-        write_report(run, splits, trials, final, clock)
+        final = train_and_evaluate(hypermodel, candidates, splits, settings, run_dir, clock, planner)
+        write_report(run, splits, trials, final, clock, planner)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -104,7 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", help="folder holding train/ and test/ (default: data/chest_xray, downloaded if absent)"
     )
-    parser.add_argument("--synthetic", action="store_true", help="run on a small generated dataset (a smoke test)")
+    parser.add_argument("--synthetic", action="store_true", help="run on a small generated dataset")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a one-minute run of the whole pipeline on generated data (configs/smoke.yaml)"
+    )
     parser.add_argument(
         "--baseline", action="store_true", help="no search: train the baseline CNN under the same protocol"
     )
@@ -112,6 +117,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-trials", type=int, help="most trials to run (hyperband: caps its schedule)")
     parser.add_argument("--epochs", type=int, help="most epochs per trial")
     parser.add_argument("--final-epochs", type=int, help="epochs of the final retrain (default 45)")
+    parser.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="end the whole run within this time, e.g. 30m, 1h30m, 600s: fewer trials and finalists to fit",
+    )
     parser.add_argument("--image-size", type=int, help="square input side in pixels (default 80)")
     parser.add_argument("--seed", type=int, help="seed for the split, the search and the training")
     parser.add_argument("--run-name", help="report folder name (default: derived from the settings)")
@@ -147,7 +157,7 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
     loads), then the precision (a resumed run keeps its own) and the data folder (found, downloaded or made)."""
     settings = load_settings(args)
     kind = "baseline" if args.baseline else "search"
-    name = settings.run_name or default_run_name(settings, kind, args.synthetic)
+    name = settings.run_name or default_run_name(settings, kind, args.synthetic, args.config)
     settings = settings.replace(run_name=name, **choose_backend(settings, args.backend))
     import backends  # Keras now loads the chosen backend
     import compilation
@@ -164,17 +174,25 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """config.yaml, then --config, then flags."""
-    settings = config.load(args.config, config.flag_overrides(vars(args)))
+    """config.yaml, then --config (or --smoke's preset), then the notebook's settings for --baseline, then flags."""
+    if args.smoke and args.config:
+        raise ConfigError("--smoke runs configs/smoke.yaml: drop --config, or drop --smoke and pass --synthetic")
+    if args.smoke:
+        args.config, args.synthetic = SMOKE_PRESET, True
+    settings = config.load(args.config, config.flag_overrides(vars(args)), notebook=args.baseline)
     if args.baseline and settings.distributed.role != "standalone":
         raise ConfigError("--baseline runs no search, so it cannot be distributed: drop --role")
     return settings
 
 
-def default_run_name(settings: Settings, kind: str, synthetic: bool) -> str:
-    """A summary of the settings, so that the same command resumes the same run."""
+def default_run_name(settings: Settings, kind: str, synthetic: bool, preset: Path | None = None) -> str:
+    """A summary of the settings, so that the same command resumes the same run and two presets never share a
+    folder: the preset's file name (none for config.yaml and for --baseline, which sets its own) and the budget."""
     what = "baseline" if kind == "baseline" else f"search-{settings.tuner}"
-    return f"{'synthetic-' if synthetic else ''}{what}-{settings.image_size}px-seed{settings.seed}"
+    if preset is not None and kind != "baseline":
+        what = f"{Path(preset).stem}-{what}"
+    budget = f"-budget{settings.time_budget}" if settings.time_budget else ""
+    return f"{'synthetic-' if synthetic else ''}{what}-{settings.image_size}px-seed{settings.seed}{budget}"
 
 
 def choose_backend(settings: Settings, flag: str | None) -> dict[str, Any]:
@@ -253,6 +271,38 @@ def print_estimates(run: Run, run_dir: Path) -> None:
         print(line)
 
 
+def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, clock: runs.Stopwatch):
+    """With a time budget, its planner: prices from what this machine recorded (else one timed epoch of the
+    baseline's point), the first plan printed, and a budget too small for the baseline refused. None without."""
+    settings = run.settings
+    if not settings.time_budget or settings.distributed.role == "worker":
+        return None
+    import budget
+    import eta
+    import training
+    from hypermodel import BASELINE
+
+    recorded, source = eta.recorded_trainings(run_dir, settings.as_dict())
+    price = budget.Price.fitted([(hypermodel.work(point), e, s) for point, e, s in recorded], source)
+    if price is None:
+        seconds = training.time_one_epoch(hypermodel, splits, settings)
+        price = budget.Price(seconds / hypermodel.work(BASELINE), "one timed epoch of the baseline's point")
+    planner = budget.Planner(
+        budget.Budget(budget.parse_duration(settings.time_budget), lambda: clock.total()["total"]),
+        mean_work=hypermodel.mean_work(),
+        baseline_work=hypermodel.work(BASELINE),
+        epochs=settings.epochs,
+        final_epochs=settings.final_epochs,
+        max_trials=settings.max_trials,
+        max_finalists=settings.finalists,
+        price=price,
+    )
+    refusal = planner.too_small(run.kind == "search")
+    if refusal:
+        raise ConfigError(refusal)
+    return planner  # a search prints its plan before each trial (training.trial_gate)
+
+
 def make_hypermodel(settings: Settings):
     """The search space around the baseline CNN, for this run's input."""
     from data import channel_count
@@ -294,13 +344,17 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
     }
 
 
-def write_report(run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch) -> None:
+def write_report(
+    run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch, planner: Any = None
+) -> None:
     """Write the run's files (the model, then any other ensemble members) and its report, and refresh the
     other kind's report to compare with this one."""
     import data
     import report
 
     final.metrics["run"] = run_record(run, final.best_epoch, clock)
+    if planner is not None:
+        final.metrics["budget"] = planner.budget.record()
     counterpart = runs.find_counterpart(run.settings, run.kind)
     result = runs.RunResult(
         run.dir, run.settings, data.summary_table(splits), trials, final.point, final.history, final.metrics,

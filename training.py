@@ -90,11 +90,12 @@ def fit_settings(splits, settings: Settings) -> dict[str, Any]:
     }
 
 
-def search(hypermodel, splits, settings: Settings, run_dir: Path):
+def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any = None):
     """Run (or resume) the search; the first trial is the baseline. Returns the candidates for the final retrain
     (the baseline's point and the `finalists` best others; or the ensemble_size best, best first) and the trials.
 
-    Distributed, the chief serves the search and returns its result; a worker returns (None, None).
+    Distributed, the chief serves the search and returns its result; a worker returns (None, None). With a time
+    budget (`planner`, budget.Planner), a trial starts only where the plan leaves the final stage its time.
     """
     import keras
 
@@ -107,6 +108,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
     tuner = make_tuner(hypermodel, settings, run_dir, distributed.choose_strategy(settings.distribution))
     # The trial headers' ETA counts the final retrains too: the finalists, or the best point and its runners-up.
     tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1 if settings.finalists else settings.ensemble_size)
+    if planner is not None:
+        tuner.oracle.trial_gate = trial_gate(tuner.oracle, planner, hypermodel)
     note = tuning.schedule_note(tuner.oracle, settings.epochs, settings.hyperband_factor)
     if note and role != "worker":
         print(note)
@@ -123,6 +126,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
         keras.callbacks.TerminateOnNaN(raise_error=True),
         CTRL_C.callback(),
         *tensorboard_logging(settings.tensorboard, run_dir / "tensorboard"),  # Keras Tuner gives each trial a folder
+        *budget_deadline(planner, final_stage=True),
     ]
     # First, so that the exact scores are in the logs that EarlyStopping and Keras Tuner read.
     callbacks[:0] = exact_validation_scores(splits, settings)
@@ -142,6 +146,55 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path):
         )
         return None, None
     return _search_result(tuner, settings)
+
+
+def trial_gate(oracle, planner, hypermodel):
+    """What the oracle asks before each new trial (tuning.Gated): re-price from the trials finished so far, print
+    the plan, and say whether a trial at this point still fits."""
+    import tuning
+    from hypermodel import BASELINE
+
+    def work(values: dict[str, Any]) -> float:
+        return hypermodel.work(values)
+
+    def gate(values: dict[str, Any]) -> bool:
+        done = tuning.completed_trials(oracle)
+        if done:
+            planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
+        trial_epochs = sum(e for _, e, _ in done) / len(done) if done else None
+        started = len(oracle.trials)
+        plan = planner.plan(started, trial_epochs)
+        line = planner.plan_line(plan, started)
+        planner.budget.plans.append(line)
+        print(line, flush=True)
+        ranked = [work(v) for v in tuning.ranked_points(oracle, BASELINE)]
+        return planner.may_start(work(values), started, ranked, trial_epochs or planner.epochs)
+
+    return gate
+
+
+def budget_deadline(planner: Any, final_stage: bool) -> list:
+    """A callback that ends a fit after the epoch past which the next would eat into the time the rest of the run
+    needs (the final stage for a trial, the report for a retrain); nothing without a time budget."""
+    if planner is None:
+        return []
+    import time
+
+    import keras
+
+    class BudgetDeadline(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            budget = planner.budget
+            reserve = planner.minimum_final_seconds() if final_stage else budget.report_seconds
+            if budget.left() - (time.monotonic() - self.started) < reserve:
+                self.model.stop_training = True
+                what = "a trial" if final_stage else "a retrain"
+                budget.cuts.append(f"{what} stopped after epoch {epoch + 1}: the time budget was running out")
+
+    return [BudgetDeadline()]
 
 
 def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None):
@@ -247,7 +300,9 @@ def tensorboard_logging(enabled: bool, log_dir: Path) -> list:
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)]
 
 
-def retrain(hypermodel, hp, splits, settings: Settings, backup_dir: Path, log_dir: Path | None = None):
+def retrain(
+    hypermodel, hp, splits, settings: Settings, backup_dir: Path, log_dir: Path | None = None, planner: Any = None
+):
     """Train the chosen point from scratch for final_epochs and keep the epoch best on validation; a retrain
     that was cut off goes on from its last finished epoch, backed up in `backup_dir`."""
     import keras
@@ -274,7 +329,8 @@ def retrain(hypermodel, hp, splits, settings: Settings, backup_dir: Path, log_di
     # Validation (and so the kept epoch) sees the averaged weights when the optimizer keeps them.
     averaging = [keras.callbacks.SwapEMAWeights()] if settings.final_ema_momentum else []
     # The exact scores come first and the backup last, so that its rows hold what the others logged.
-    callbacks = [*exact_validation_scores(splits, settings), *schedule, *averaging, CTRL_C.callback(), *logging, best]
+    deadline = budget_deadline(planner, final_stage=False)
+    callbacks = [*exact_validation_scores(splits, settings), *schedule, *averaging, CTRL_C.callback(), *logging, *deadline, best]
     model.fit(epochs=settings.final_epochs, callbacks=callbacks, **shared)
     return model, pd.DataFrame(best.rows), best.best_epoch
 
@@ -294,7 +350,9 @@ def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list
     ]
 
 
-def retrain_finalists(hypermodel, candidates: list[Candidate], splits, settings: Settings, backup_root: Path) -> list:
+def retrain_finalists(
+    hypermodel, candidates: list[Candidate], splits, settings: Settings, backup_root: Path, planner: Any = None
+) -> list:
     """Each finalist retrained for final_epochs under the protocol, keeping its own best epoch on validation; a
     killed run resumes finalist by finalist (each backed up in its own folder). Returns (model, history, kept
     epoch) per finalist, in the candidates' order."""
@@ -303,7 +361,9 @@ def retrain_finalists(hypermodel, candidates: list[Candidate], splits, settings:
         what = "the baseline's point" if candidate.is_baseline else f"trial {candidate.trial_id}"
         print(f"\nFinalist {rank} of {len(candidates)}: {what}, retrained for {settings.final_epochs} epochs")
         backup = backup_root / f"finalist-{candidate.trial_id}"
-        trained.append(retrain(hypermodel, candidate.point, splits, settings, backup, _final_log_dir(backup, rank)))
+        trained.append(
+            retrain(hypermodel, candidate.point, splits, settings, backup, _final_log_dir(backup, rank), planner)
+        )
     return trained
 
 
@@ -321,3 +381,27 @@ def retrain_runners_up(hypermodel, points, splits, settings: Settings, backup_di
         model, _, _ = retrain(hypermodel, hp, splits, settings, backup_dir / f"member{rank}")
         members.append(model)
     return members
+
+
+def time_one_epoch(hypermodel, splits, settings: Settings) -> float:
+    """Seconds of one training epoch of the baseline's point, validation included: the price of a time budget on
+    a machine that has recorded nothing yet. Two epochs are run and the second timed: the first also builds the
+    step functions."""
+    import time
+
+    import keras
+
+    from hypermodel import baseline_hyperparameters
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.monotonic() - self.started
+
+    keras.utils.set_random_seed(settings.seed)
+    model, timer = hypermodel.build(baseline_hyperparameters()), EpochTimes()
+    model.fit(epochs=2, callbacks=[timer, CTRL_C.callback()], **{**fit_settings(splits, settings), "verbose": 0})
+    keras.backend.clear_session()
+    return timer.seconds

@@ -38,6 +38,20 @@ class BaselineFirst:
         return super()._random_values()
 
 
+class Gated:
+    """Oracle mixin: a new trial starts only where `trial_gate(values)` allows its point (the time budget's plan,
+    training.trial_gate); otherwise the search ends, as when max_trials is reached."""
+
+    trial_gate = None
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        response = super().populate_space(trial_id)
+        allowed = self.trial_gate is None or response.get("status") != kt.engine.trial.TrialStatus.RUNNING
+        if allowed or self.trial_gate(response["values"]):
+            return response
+        return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+
+
 class WholeFiles:
     """Oracle mixin: oracle.json and each trial.json are replaced whole, never rewritten in place.
 
@@ -57,15 +71,15 @@ def write_json_whole(path: str, state: dict[str, Any]) -> None:
     write_text(Path(path), json.dumps(state))
 
 
-class BaselineFirstHyperbandOracle(WholeFiles, BaselineFirst, kt.oracles.HyperbandOracle):
+class BaselineFirstHyperbandOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.HyperbandOracle):
     pass
 
 
-class BaselineFirstRandomSearchOracle(WholeFiles, BaselineFirst, kt.oracles.RandomSearchOracle):
+class BaselineFirstRandomSearchOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BaselineFirstBayesianOracle(WholeFiles, BaselineFirst, kt.oracles.BayesianOptimizationOracle):
+class BaselineFirstBayesianOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
@@ -325,6 +339,22 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def completed_trials(oracle: kt.Oracle) -> list[tuple[dict[str, Any], float, float]]:
+    """Each completed trial's point, epochs run and seconds, as TrialRecorder recorded them."""
+    done = []
+    for trial in oracle.trials.values():
+        if trial.status == kt.engine.trial.TrialStatus.COMPLETED and trial.metrics.exists("trial_seconds"):
+            epochs, seconds = (trial.metrics.get_last_value(name) for name in ("epochs_run", "trial_seconds"))
+            done.append((searched_values(trial.hyperparameters), float(epochs), float(seconds)))
+    return done
+
+
+def ranked_points(oracle: kt.Oracle, baseline_values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The completed trials' points other than the baseline's, best first."""
+    ranked = [trial for trial in oracle.get_best_trials(len(oracle.trials)) if trial.status == "COMPLETED"]
+    return [searched_values(t.hyperparameters) for t in ranked if not is_baseline(t.hyperparameters, baseline_values)]
 
 
 def best_trials(tuner: kt.Tuner, count: int = 1) -> list[kt.engine.trial.Trial]:

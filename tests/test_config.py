@@ -12,11 +12,12 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_hold_the_baseline_protocol():
+def test_defaults_hold_the_finalist_protocol():
     loaded = load_config()
-    assert loaded.image_size == 80 and loaded.color_mode == "rgb"
-    assert loaded.final_epochs == 45 and loaded.batch_size == 64
-    assert loaded.tuner == "random" and loaded.objective == "val_auc" and loaded.max_trials == 100
+    assert loaded.image_size == 80 and loaded.color_mode == "grayscale"
+    assert loaded.final_epochs == 45 and loaded.batch_size == 64 and loaded.final_schedule == "cosine"
+    assert loaded.tuner == "random" and loaded.objective == "val_log_loss" and loaded.max_trials == 25
+    assert (loaded.finalists, loaded.incumbent_rule, loaded.threshold) == (4, "lower", "plateau")
     assert loaded.validation_fraction == 0.1 and loaded.class_weights is True
 
 
@@ -112,12 +113,14 @@ def test_dump_round_trips(tmp_path):
     assert load_config(path) == loaded
 
 
-def test_cpu_preset_is_valid_and_keeps_the_baseline_inside():
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_is_valid_and_keeps_the_baseline_inside(preset):
+    from data import channel_count
     from hypermodel import ChestXRayHyperModel
 
-    preset = load_config(Path(__file__).parents[1] / "configs" / "cpu.yaml")
-    assert preset.color_mode == "grayscale" and preset.final_schedule == "cosine"
-    ChestXRayHyperModel(preset.image_size, 1, preset.search_space.as_dict(), preset.augmentation.as_dict())
+    loaded = load_config(preset)
+    space, augmentation = loaded.search_space.as_dict(), loaded.augmentation.as_dict()
+    ChestXRayHyperModel(loaded.image_size, channel_count(loaded.color_mode), space, augmentation)
 
 
 def test_settings_are_frozen_and_nested():

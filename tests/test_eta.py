@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import eta
-from eta import cpu_preset_hint, eta_text, format_duration, remaining_seconds, start_estimate
+from eta import cpu_budget_hint, eta_text, format_duration, remaining_seconds, start_estimate
 
 
 def test_remaining_seconds_is_rate_times_epochs_times_trials() -> None:
@@ -98,7 +98,7 @@ def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> Non
     assert header.endswith("best val_auc so far: 0.9000 (trial 00) | ETA search 3m 00s (from 2 trials)")
 
 
-# start_estimate and cpu_preset_hint: the whole run's expected time before trial 1, and the CPU preset hint.
+# start_estimate and cpu_budget_hint: the whole run's expected time before trial 1, and the CPU advice.
 
 KEPT = Path(__file__).resolve().parents[1] / "bench" / "results" / "quality" / "tuned-search-seed45"
 
@@ -208,23 +208,29 @@ def test_start_estimate_of_a_resumed_run_uses_its_own_trials(tmp_path: Path) -> 
     )
 
 
-def test_cpu_preset_hint() -> None:
-    hint = cpu_preset_hint(gpus=0, max_trials=100, epochs=12)
-    assert hint.startswith("Note: no GPU, and 100 trials x 12 epochs is 6 times the trial epochs of configs/tuned.yaml")
-    assert "46 to 48 minutes" in hint and "`python search.py --config configs/tuned.yaml`" in hint
-    assert cpu_preset_hint(gpus=1, max_trials=100, epochs=12) is None
-    assert cpu_preset_hint(gpus=0, max_trials=25, epochs=8) is None  # the preset itself
-    assert cpu_preset_hint(gpus=0, max_trials=3, epochs=1) is None
-    assert cpu_preset_hint(gpus=0, max_trials=None, epochs=12) is None  # Hyperband's own schedule
-    assert cpu_preset_hint(gpus=0, max_trials=100, epochs=12, search=False) is None
+def test_cpu_budget_hint_names_a_command_that_starts(tmp_path) -> None:
+    """The CPU advice, run after the default in one reports folder, starts: no "other settings" refusal."""
+    import re
 
+    import config
+    import runs
+    import search
 
-def test_cpu_preset_hint_matches_the_preset_and_config_yaml() -> None:
-    root = Path(__file__).resolve().parents[1]
-    preset = yaml.safe_load((root / eta.CPU_PRESET).read_text())
-    assert (preset["max_trials"], preset["epochs"]) == (eta.CPU_PRESET_TRIALS, eta.CPU_PRESET_EPOCHS)
-    default = yaml.safe_load((root / "config.yaml").read_text())
-    assert cpu_preset_hint(gpus=0, max_trials=default["max_trials"], epochs=default["epochs"]) is not None
+    hint = cpu_budget_hint(gpus=0, search=True, time_budget=None)
+    assert "1.1 to 2.5 hours" in hint
+    command = re.search(r"`python search.py ([^`]*)`", hint).group(1).split()
+    reports = ["--reports-dir", str(tmp_path / "reports")]
+    default_args = search.parse_args(reports)
+    default = search.load_settings(default_args)
+    runs.prepare_run_dir(default.replace(run_name=search.default_run_name(default, "search", False)), False)
+    advised_args = search.parse_args([*command, *reports])
+    advised = search.load_settings(advised_args)
+    advised = advised.replace(run_name=search.default_run_name(advised, "search", False, advised_args.config))
+    assert (runs.prepare_run_dir(advised, False) / "config.yaml").is_file()
+    assert advised.time_budget == "1h" and advised.run_name.endswith("-budget1h")
+    assert cpu_budget_hint(gpus=1, search=True, time_budget=None) is None
+    assert cpu_budget_hint(gpus=0, search=False, time_budget=None) is None  # --baseline
+    assert cpu_budget_hint(gpus=0, search=True, time_budget="1h") is None  # already bounded
 
 
 def test_eta_imports_neither_keras_nor_pandas() -> None:

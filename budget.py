@@ -1,0 +1,277 @@
+"""A whole run fitted into a time budget: durations as people write them, what a point costs, and the plan.
+
+`--time-budget 1h` bounds search, finalists, evaluation and report together. The search's points differ up to
+ten times in cost, so a trial is priced by its point, not by the mean of the trials so far:
+
+    seconds per epoch = scale x work(point)
+
+`work` weighs a point's multiply-adds and its activations (batch normalisation's passes over them cost more
+than their arithmetic); its weights were fitted once to 150 recorded trials of six searches on the 2-core CPU
+(bench/results/quality; the median trial within 6 to 15% of its price, the worst within 48%). `scale` is this
+machine's: fitted to whatever it has trained, from this run's finished trials and retrain epochs, else a
+finished run beside it, else one timed epoch of the baseline's point.
+
+The plan splits what is left between search trials and full-length finalists, one finalist per
+TRIALS_PER_FINALIST trials as the finalist protocol does (25 trials, 4 finalists); the baseline's retrain is
+always kept. It is made again before each trial, with the new prices: the search stops starting trials that would
+not leave room for the final stage, and the final stage retrains fewer finalists rather than overrun.
+
+One concern: the budget's arithmetic. It imports the standard library and eta.py (durations) only: no Keras.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eta import format_duration
+
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
+
+# Relative cost of one epoch: a constant (data and bookkeeping), per million multiply-adds, per million
+# activations, and per million activations normalised (batch_norm). Fitted as the module docstring says.
+WORK_WEIGHTS = {"constant": 1.0, "multiply_adds": 0.0474, "activations": 10.73, "normalised": 38.36}
+TRIALS_PER_FINALIST = 5
+# Evaluation and report after the retrains (predictions, intervals, figures, Grad-CAM, study.db): measured at
+# about 5 s on generated data and 20 to 40 s on the real data on the 2-core CPU; the largest of this and REPORT_SHARE of the budget is kept for them.
+REPORT_SECONDS = 20.0
+REPORT_SHARE = 0.03
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from "90m", "1h30m", "600s", "1.5h" or a number of seconds; ValueError naming the forms otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(text)
+        if not text or match is None or not any(match.groupdict().values()):
+            raise ValueError(f"{value!r} is not a duration: write it as 90m, 1h30m, 600s or 1.5h")
+        parts = {unit: float(amount or 0) for unit, amount in match.groupdict().items()}
+        seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration: write it as 90m, 1h30m, 600s or 1.5h")
+    return seconds
+
+
+def duration_text(seconds: float) -> str:
+    """The budget as the run name and report write it: 5400 -> "1h30m", 600 -> "10m", 45 -> "45s"."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return "".join(f"{amount}{unit}" for amount, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if amount) or "0s"
+
+
+def point_work(values: Mapping[str, Any], image_size: int, channels: int) -> float:
+    """One epoch's relative cost at a point of the search space (hypermodel.py's layers: 3x3 valid convolutions,
+    each followed by a 2x2 max pooling; then dense layers)."""
+    side, inputs, multiply_adds, activations = image_size, channels, 0.0, 0.0
+    for block in range(int(values["conv_blocks"])):
+        filters = int(values[f"filters_{block}"])
+        out = side - 2
+        multiply_adds += out * out * 9 * inputs * filters
+        activations += out * out * filters
+        side, inputs = out // 2, filters
+    features = inputs if values.get("pooling") == "average" else side * side * inputs
+    for layer in range(int(values["dense_layers"])):
+        units = int(values[f"units_{layer}"])
+        multiply_adds += features * units
+        features = units
+    weights = WORK_WEIGHTS
+    return (
+        weights["constant"]
+        + weights["multiply_adds"] * multiply_adds / 1e6
+        + weights["activations"] * activations / 1e6
+        + weights["normalised"] * activations / 1e6 * bool(values.get("batch_norm"))
+    )
+
+
+@dataclass
+class Price:
+    """Seconds per epoch per unit of work on this machine, and what that rests on."""
+
+    scale: float
+    source: str
+
+    @classmethod
+    def fitted(cls, observations: Sequence[tuple[float, float, float]], source: str) -> Price | None:
+        """From (work, epochs, seconds) of finished trainings: their seconds over their work-epochs; None if none."""
+        usable = [(w, e, s) for w, e, s in observations if w > 0 and e > 0 and s > 0]
+        if not usable:
+            return None
+        return cls(sum(s for _, _, s in usable) / sum(w * e for w, e, _ in usable), source)
+
+    def epoch(self, work: float) -> float:
+        return self.scale * work
+
+
+@dataclass
+class Plan:
+    """How many more trials and how many finalists (besides the baseline's point) fit in the time left."""
+
+    trials: int
+    finalists: int
+    trial_seconds: float  # one trial at the space's mean work and the expected epochs
+    final_seconds: float  # the retrains of the baseline's point and the finalists
+
+
+@dataclass
+class Budget:
+    """The run's budget in seconds, the run clock (seconds used so far, every process of the run together), and
+    what the plan cut, for the report."""
+
+    seconds: float
+    used: Callable[[], float]
+    cuts: list[str] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)
+
+    @property
+    def report_seconds(self) -> float:
+        return max(REPORT_SECONDS, REPORT_SHARE * self.seconds)
+
+    def left(self) -> float:
+        return self.seconds - self.used()
+
+    def final_seconds(self, price: Price, works: Sequence[float], final_epochs: int) -> float:
+        """The retrains of these points (the baseline's first) and the report after them."""
+        return sum(final_epochs * price.epoch(work) for work in works) + self.report_seconds
+
+    def plan(
+        self,
+        price: Price,
+        *,
+        mean_work: float,
+        trial_epochs: float,
+        baseline_work: float,
+        final_epochs: int,
+        trials_done: int,
+        max_trials: int | None,
+        max_finalists: int,
+    ) -> Plan:
+        """The most trials (up to max_trials in all) that leave room for the final stage, with one finalist per
+        TRIALS_PER_FINALIST trials; a finalist's retrain is priced at the space's mean work until it is known."""
+        trial_seconds = trial_epochs * price.epoch(mean_work)
+        most = (max_trials or 10_000) - trials_done
+        best = Plan(0, 0, trial_seconds, self.final_seconds(price, [baseline_work], final_epochs))
+        for more in range(1, max(most, 0) + 1):
+            finalists = min(max_finalists, (trials_done + more - 1) // TRIALS_PER_FINALIST)
+            final = self.final_seconds(price, [baseline_work] + [mean_work] * finalists, final_epochs)
+            if more * trial_seconds + final > self.left():
+                break
+            best = Plan(more, finalists, trial_seconds, final)
+        return best
+
+    def may_start_trial(self, trial_seconds: float, final_seconds: float) -> bool:
+        """Whether a trial priced so still leaves the final stage its time."""
+        return trial_seconds + final_seconds <= self.left()
+
+    def affordable(self, price: Price, works: Sequence[float], final_epochs: int) -> int:
+        """How many of these points, in order (the baseline's first, always kept), the final stage can retrain."""
+        count = 1
+        while count < len(works) and self.final_seconds(price, works[: count + 1], final_epochs) <= self.left():
+            count += 1
+        return count
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's "budget": the budget, the time used and what it cut."""
+        return {
+            "seconds": self.seconds,
+            "text": duration_text(self.seconds),
+            "used_seconds": self.used(),
+            "plans": self.plans,
+            "cut": self.cuts,
+        }
+
+
+@dataclass
+class Planner:
+    """The budget applied to one run: prices refitted as the run trains, the plan made again before each trial,
+    and the lines it prints. What it needs of the run comes in as numbers; it never trains anything itself."""
+
+    budget: Budget
+    mean_work: float  # the search space's mean work (trials not yet drawn, finalists not yet known)
+    baseline_work: float
+    epochs: int  # the most epochs a trial trains
+    final_epochs: int
+    max_trials: int | None
+    max_finalists: int
+    price: Price
+
+    def reprice(self, observations: Sequence[tuple[float, float, float]], source: str) -> None:
+        """Prices from this run's own finished trainings (work, epochs, seconds), once it has any."""
+        self.price = Price.fitted(observations, source) or self.price
+
+    def plan(self, trials_done: int, trial_epochs: float | None = None) -> Plan:
+        return self.budget.plan(
+            self.price,
+            mean_work=self.mean_work,
+            trial_epochs=trial_epochs or self.epochs,
+            baseline_work=self.baseline_work,
+            final_epochs=self.final_epochs,
+            trials_done=trials_done,
+            max_trials=self.max_trials,
+            max_finalists=self.max_finalists,
+        )
+
+    def minimum_final_seconds(self) -> float:
+        """The final stage at its smallest: the baseline's retrain and the report."""
+        return self.budget.final_seconds(self.price, [self.baseline_work], self.final_epochs)
+
+    def minimum_seconds(self, search: bool = True) -> float:
+        """The least a run needs: the baseline's trial (a search's first), its retrain and the report."""
+        trial = self.epochs * self.price.epoch(self.baseline_work) if search else 0.0
+        return trial + self.minimum_final_seconds()
+
+    def too_small(self, search: bool = True) -> str | None:
+        """Why the budget cannot hold even the baseline's trial and retrain, with what would; None if it can."""
+        need = self.minimum_seconds(search)
+        if need <= self.budget.left():
+            return None
+        what = "the baseline's trial, its retrain" if search else "the baseline's retrain"
+        enough = duration_text(60 * math.ceil(need / 60))
+        return (
+            f"time budget {duration_text(self.budget.seconds)} is too small: {what} ({self.final_epochs} epochs) and "
+            f"the report need about {format_duration(need)} here (priced from {self.price.source}); give at least "
+            f"--time-budget {enough}, or fewer --final-epochs"
+        )
+
+    def plan_line(self, plan: Plan, trials_done: int) -> str:
+        """What the plan says, for the console and the report."""
+        total = f" of {self.max_trials}" if self.max_trials else ""
+        finalists = f"{plan.finalists} finalist{'s' if plan.finalists != 1 else ''} besides the baseline's point"
+        return (
+            f"Time budget {duration_text(self.budget.seconds)}, {format_duration(self.budget.left())} left: "
+            f"{plan.trials} more trial{'s' if plan.trials != 1 else ''} ({trials_done} done{total}) and {finalists} "
+            f"fit (a trial about {format_duration(plan.trial_seconds)} at the space's mean size, the final stage about "
+            f"{format_duration(plan.final_seconds)}; priced from {self.price.source})"
+        )
+
+    def may_start(self, work: float, trials_done: int, finalist_works: Sequence[float], trial_epochs: float) -> bool:
+        """Before a trial at a point of this work: whether it fits beside the final stage that the plan keeps
+        (the finalists chosen so far priced at their own points). Records the cut when it does not."""
+        plan = self.plan(trials_done, trial_epochs)
+        works = [self.baseline_work, *finalist_works[: plan.finalists]]
+        works += [self.mean_work] * (plan.finalists + 1 - len(works))
+        final = self.budget.final_seconds(self.price, works, self.final_epochs)
+        cost = self.epochs * self.price.epoch(work)
+        if trials_done == 0 or self.budget.may_start_trial(cost, final):
+            return True
+        self.budget.cuts.append(
+            f"the search stopped after {trials_done}{f' of {self.max_trials}' if self.max_trials else ''} trials: the "
+            f"next (about {format_duration(cost)}) would not leave the final stage its {format_duration(final)}"
+        )
+        return False
+
+    def finalists_that_fit(self, works: Sequence[float]) -> int:
+        """How many of the candidates (the baseline's point first) the final stage retrains; records the cut."""
+        count = self.budget.affordable(self.price, works, self.final_epochs)
+        if count < len(works):
+            self.budget.cuts.append(
+                f"{len(works) - count} of {len(works) - 1} finalists not retrained: "
+                f"{format_duration(self.budget.left())} left"
+            )
+        return count
+

@@ -1,0 +1,203 @@
+"""The time budget's arithmetic (budget.py), its config key and flag, and the presets and run names that go
+with the default protocol. Unit tests: no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import budget
+import config
+import search
+from errors import ConfigError
+from hypermodel import BASELINE
+
+REPO = Path(search.__file__).resolve().parent
+KEPT = REPO / "bench" / "results" / "quality"
+# Keys that say where and how a run ran, not what it computed.
+PLACE_KEYS = {"data_dir", "reports_dir", "run_name", "precision", "backend", "tensorboard", "compilation_cache",
+              "distribution", "distributed", "time_budget", "seed", "skip_bad_images"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90m", 5400), ("1h30m", 5400), ("600s", 600), ("1.5h", 5400), ("2m", 120), ("1h 5m", 3900), (45, 45)],
+)
+def test_durations_in_the_forms_people_write(text, seconds) -> None:
+    assert budget.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "90", "1d", "0m", "m", "-5m", True])
+def test_a_bad_duration_names_the_forms(text) -> None:
+    with pytest.raises(ValueError, match="90m, 1h30m, 600s"):
+        budget.parse_duration(text)
+
+
+def test_duration_text_is_one_spelling() -> None:
+    assert [budget.duration_text(s) for s in (5400, 600, 45, 3600, 3661)] == ["1h30m", "10m", "45s", "1h", "1h1m1s"]
+
+
+def test_a_point_costs_by_its_size() -> None:
+    small = {**BASELINE, "conv_blocks": 2, "filters_0": 16, "filters_1": 16}
+    wide = {**BASELINE, "filters_0": 128, "filters_1": 128}
+    normalised = {**BASELINE, "batch_norm": True}
+    baseline = budget.point_work(BASELINE, 80, 1)
+    assert budget.point_work(small, 80, 1) < baseline < budget.point_work(wide, 80, 1)
+    assert budget.point_work(normalised, 80, 1) > 2 * baseline  # batch normalisation's passes cost more than its sums
+    assert budget.point_work(BASELINE, 80, 3) > baseline  # RGB's first convolution
+    # Inactive per-layer values (a deeper point's leftovers) change nothing.
+    assert budget.point_work({**small, "filters_3": 128}, 80, 1) == budget.point_work(small, 80, 1)
+
+
+def test_the_price_is_seconds_over_work_epochs() -> None:
+    price = budget.Price.fitted([(2.0, 4, 16.0), (4.0, 2, 16.0), (1.0, 0, 5.0)], "two trials")
+    assert price.scale == pytest.approx(32 / 16)
+    assert price.epoch(3.0) == pytest.approx(6.0)
+    assert budget.Price.fitted([], "nothing") is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def planner(seconds: float, clock: FakeClock, *, max_trials: int = 25, finalists: int = 4) -> budget.Planner:
+    """A planner whose trial (8 epochs of work 1 at 1 s) costs 8 s and whose retrain (45 epochs) 45 s."""
+    return budget.Planner(
+        budget.Budget(seconds, clock),
+        mean_work=1.0,
+        baseline_work=1.0,
+        epochs=8,
+        final_epochs=45,
+        max_trials=max_trials,
+        max_finalists=finalists,
+        price=budget.Price(1.0, "a test"),
+    )
+
+
+def test_the_plan_fills_the_budget_with_one_finalist_per_five_trials() -> None:
+    clock = FakeClock()
+    # 600 s: report 20 s; t trials x 8 s + (1 + f) x 45 s with f = (t - 1) // 5.
+    plan = planner(600, clock).plan(0)
+    assert plan.finalists == (plan.trials - 1) // 5
+    assert plan.trials * 8 + (1 + plan.finalists) * 45 + 20 <= 600
+    bigger = planner(600, clock).plan(0)
+    assert (bigger.trials, bigger.finalists) == (plan.trials, plan.finalists)
+    assert planner(60 * 60, clock).plan(0).trials == 25  # max_trials caps it
+    assert planner(60 * 60, clock).plan(0).finalists == 4
+    assert planner(90, clock).plan(0).trials == 3  # 3 x 8 + 45 + 20 = 89
+
+
+def test_the_plan_is_made_again_with_the_time_left() -> None:
+    clock = FakeClock()
+    ahead = planner(400, clock)
+    first = ahead.plan(0)  # 20 x 8 s + (1 + 3) x 45 s + 20 s = 360 s; 21 trials would take a fourth finalist
+    assert (first.trials, first.finalists) == (20, 3)
+    clock.now = 200.0  # slower than planned: 10 trials done, 200 s left
+    later = ahead.plan(10)  # 5 x 8 s + (1 + 2) x 45 s + 20 s = 195 s
+    assert (later.trials, later.finalists) == (5, 2)
+
+
+def test_a_trial_starts_only_where_it_leaves_the_final_stage_its_time() -> None:
+    clock = FakeClock()
+    ahead = planner(100, clock, finalists=0)
+    assert ahead.may_start(work=1.0, trials_done=0, finalist_works=[], trial_epochs=8)  # the baseline's, always
+    clock.now = 20.0  # 80 s left: 8 s trial + 45 s retrain + 20 s report = 73 s
+    assert ahead.may_start(work=1.0, trials_done=1, finalist_works=[], trial_epochs=8)
+    assert not ahead.may_start(work=2.0, trials_done=1, finalist_works=[], trial_epochs=8)  # a point twice the size
+    assert ahead.budget.cuts and "stopped after 1 of 25 trials" in ahead.budget.cuts[0]
+
+
+def test_the_final_stage_shrinks_rather_than_overrun() -> None:
+    clock = FakeClock()
+    ahead = planner(200, clock)
+    clock.now = 50.0  # 150 s left: two retrains (90 s) and the report (20 s) fit, three (135 s + 20 s) do not
+    assert ahead.finalists_that_fit([1.0, 1.0, 1.0, 1.0]) == 2
+    assert "2 of 3 finalists not retrained" in ahead.budget.cuts[-1]
+    clock.now = 199.0
+    assert ahead.finalists_that_fit([1.0, 1.0]) == 1  # the baseline's point is always retrained
+
+
+def test_a_budget_too_small_for_the_baseline_says_what_would_fit() -> None:
+    message = planner(60, FakeClock()).too_small()
+    assert message.startswith("time budget 1m is too small")
+    assert "--time-budget 2m" in message  # 8 s trial + 45 s retrain + 20 s report = 73 s
+    assert "the baseline's retrain (45 epochs)" in planner(60, FakeClock()).too_small(search=False)  # 65 s
+    assert planner(70, FakeClock()).too_small(search=False) is None  # a baseline run has no trial
+    assert planner(120, FakeClock()).too_small() is None
+
+
+def test_the_budget_key_takes_one_spelling_and_refuses_a_bad_one(tmp_path) -> None:
+    settings = config.load(None, {"--time-budget": ("time_budget", "90m")})
+    assert settings.time_budget == "1h30m"
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("time_budget: soon\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: time_budget: 'soon' is not a duration: write it as 90m"):
+        config.load(preset)
+    assert config.load().time_budget is None
+
+
+def test_baseline_runs_the_notebook_whatever_the_config_says() -> None:
+    notebook = config.load(REPO / "configs" / "archive" / "tuned.yaml", notebook=True)
+    assert (notebook.color_mode, notebook.image_size, notebook.final_schedule) == ("rgb", 80, "constant")
+    assert (notebook.objective, notebook.threshold) == ("val_auc", "youden")
+    flagged = config.load(None, {"--image-size": ("image_size", 48)}, notebook=True)
+    assert flagged.image_size == 48  # flags still override
+
+
+def comparable(settings: dict) -> dict:
+    return {key: value for key, value in settings.items() if key not in PLACE_KEYS}
+
+
+@pytest.mark.parametrize(
+    ("preset", "kept_run", "notebook"),
+    [
+        (None, "finalists-search-seed49", False),  # config.yaml is the finalist protocol
+        ("configs/archive/finalists.yaml", "finalists-search-seed50", False),
+        ("configs/archive/tuned.yaml", "tuned-search-seed45", False),
+        (None, "baseline-80px-seed49", True),  # --baseline, whatever config.yaml says
+    ],
+)
+def test_every_preset_gives_the_settings_its_committed_runs_recorded(preset, kept_run, notebook) -> None:
+    """A preset lists only what it changes, so a change of config.yaml would move it: this keeps it true."""
+    recorded = config.recorded(KEPT / kept_run / "config.yaml")
+    loaded = config.load(REPO / preset if preset else None, notebook=notebook).as_dict()
+    recorded = {key: value for key, value in recorded.items() if key in loaded}
+    if notebook:  # a baseline run searches nothing: its search keys say nothing of what it trained
+        loaded = {key: value for key, value in loaded.items() if key in config.NOTEBOOK_SETTINGS}
+        recorded = {key: value for key, value in recorded.items() if key in config.NOTEBOOK_SETTINGS}
+    assert comparable(loaded) == comparable(recorded)
+
+
+def test_no_two_presets_share_a_run_folder() -> None:
+    presets = [None, *sorted((REPO / "configs").rglob("*.yaml"))]
+    names = set()
+    for preset in presets:
+        settings = config.load(preset)
+        for budget_text in (None, "1h"):
+            named = settings.replace(time_budget=budget_text)
+            names.add(search.default_run_name(named, "search", False, preset if preset else None))
+    assert len(names) == 2 * len(presets)
+    assert search.default_run_name(config.load(), "search", False) == "search-random-80px-seed42"
+    smoke = config.load(REPO / "configs" / "smoke.yaml")
+    assert search.default_run_name(smoke, "search", True, Path("configs/smoke.yaml")) == (
+        "synthetic-smoke-search-random-48px-seed42"
+    )
+
+
+def test_every_preset_loads_and_lists_only_what_it_changes() -> None:
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    for preset in sorted((REPO / "configs").rglob("*.yaml")):
+        values = yaml.safe_load(preset.read_text()) or {}
+        config.load(preset)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if default[key].get(k) != v}
+                assert value, f"{preset.name}: {key} repeats config.yaml"
+            else:
+                assert default[key] != value, f"{preset.name}: {key} repeats config.yaml's {value!r}"
