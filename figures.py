@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from sklearn.calibration import CalibrationDisplay
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, roc_curve
+from sklearn.metrics import auc as area_under
 
 import search_plots
 from data import CLASS_NAMES
@@ -22,6 +22,7 @@ from evaluation import brier_scores
 from runs import RunResult, save_figure
 
 EXAMPLES_PER_OUTCOME = 3
+FEW_IMAGES = 10  # a reliability bin with fewer images is drawn hollow: its share of PNEUMONIA is mostly chance
 # A search's figures, in the order report.md shows them: file name, alt text. search_progress.png and
 # search_hyperparameters.png keep the names of the figures they replaced (objective per trial and per
 # hyperparameter): the same questions, now against search time and with the baseline's values marked.
@@ -99,28 +100,92 @@ def confusion_figure(metrics: dict[str, Any]) -> Figure:
 
 
 def roc_figure(predictions: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
+    """ROC curves of validation and test, each AUC with three decimals (two would round 0.999 up to 1.00)."""
     figure = Figure(figsize=(5, 4.6), layout="constrained")
     ax = figure.subplots()
     for split in ("validation", "test"):
         rows = predictions[predictions["split"] == split]
-        RocCurveDisplay.from_predictions(rows["label"], rows["p_pneumonia"], name=split, ax=ax)
+        false_positive_rate, true_positive_rate, _ = roc_curve(rows["label"], rows["p_pneumonia"])
+        # As roc_auc_score, but NaN, not an error, for a split of one class.
+        auc = area_under(false_positive_rate, true_positive_rate)
+        (curve,) = ax.plot(false_positive_rate, true_positive_rate, label=f"{split} (AUC {auc:.3f})")
         chosen = metrics[split]
-        ax.plot(1 - chosen["specificity"], chosen["sensitivity"], "o", color="black")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_title("ROC (dots: the validation-chosen threshold)")
+        ax.plot(1 - chosen["specificity"], chosen["sensitivity"], "o", color=curve.get_color(), markeredgecolor="black")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    # Plain names: sklearn's own labels add "(Positive label: 1)", which reads as jargon here.
+    ax.set(
+        xlabel="False positive rate (1 - specificity)",
+        ylabel="True positive rate (sensitivity)",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        aspect="equal",
+        title="ROC (dots: the validation-chosen threshold)",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
     return figure
 
 
-def calibration_figure(predictions: pd.DataFrame) -> Figure:
-    figure = Figure(figsize=(5, 4.6), layout="constrained")
-    ax = figure.subplots()
-    for split, brier in brier_scores(predictions).items():
+def reliability_bins(labels: pd.Series, probabilities: pd.Series, bins: int = 10) -> pd.DataFrame:
+    """Per equal-width bin of P(pneumonia) (empty ones left out): the mean prediction, the share of PNEUMONIA and
+    how many images it holds. Bins as sklearn's calibration_curve draws them (a value on an edge goes below)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    frame = pd.DataFrame(
+        {
+            "bin": np.searchsorted(edges[1:-1], probabilities.to_numpy(float)),
+            "label": labels.to_numpy(),
+            "p": probabilities.to_numpy(float),
+        }
+    )
+    grouped = frame.groupby("bin")
+    return pd.DataFrame(
+        {
+            "low": edges[grouped.size().index],
+            "mean_predicted": grouped["p"].mean(),
+            "share_positive": grouped["label"].mean(),
+            "images": grouped.size(),
+        }
+    ).reset_index(drop=True)
+
+
+def calibration_figure(predictions: pd.DataFrame, bins: int = 10) -> Figure:
+    """The reliability diagram of validation and test, with each bin's image count beneath it. A bin of a few
+    images strays from the diagonal by chance alone, so its point is drawn hollow: it says little."""
+    figure = Figure(figsize=(6.2, 6.4), layout="constrained")
+    diagram, counts = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
+    diagram.plot([0, 1], [0, 1], ":", color="black", label="perfectly calibrated")
+    splits = brier_scores(predictions)
+    width = 1 / bins / (len(splits) + 1)  # the splits' bars side by side within a bin, a gap between bins
+    for i, (split, brier) in enumerate(splits.items()):
         rows = predictions[predictions["split"] == split]
-        CalibrationDisplay.from_predictions(
-            rows["label"], rows["p_pneumonia"], n_bins=10, name=f"{split} (Brier {brier:.3f})", ax=ax
+        table = reliability_bins(rows["label"], rows["p_pneumonia"], bins)
+        (line,) = diagram.plot(
+            table["mean_predicted"], table["share_positive"], "-", label=f"{split} (Brier {brier:.3f})"
         )
-    ax.set(xlabel="mean predicted P(pneumonia) in bin", ylabel="share of PNEUMONIA in bin")
-    ax.set_title("Reliability diagram (10 equal-width bins)")
+        few = table["images"] < FEW_IMAGES
+        for hollow in (False, True):
+            shown = table[few == hollow]
+            face = "white" if hollow else line.get_color()
+            diagram.plot(
+                shown["mean_predicted"], shown["share_positive"], "s", color=line.get_color(), markerfacecolor=face
+            )
+        bars = counts.bar(table["low"] + width * (i + 1), table["images"], width=width, color=line.get_color())
+        counts.bar_label(bars, fontsize=6.5, padding=1)
+    diagram.plot([], [], "s", color="grey", markerfacecolor="white", label=f"bin of fewer than {FEW_IMAGES} images")
+    diagram.set(
+        ylabel="share of PNEUMONIA in bin",
+        xlim=(0, 1),
+        ylim=(-0.02, 1.02),
+        title=f"Reliability diagram ({bins} equal-width bins)",
+    )
+    diagram.legend(loc="upper left", fontsize=8)
+    diagram.grid(alpha=0.3)
+    # A log scale: the end bins hold hundreds of images, the middle ones a few, and both must be read.
+    counts.set_yscale("log")
+    counts.set_ylim(0.7, counts.get_ylim()[1] * 3)
+    counts.set(xlabel="predicted P(pneumonia)", ylabel="images in bin")
+    counts.set_xticks(np.linspace(0, 1, bins + 1))
+    counts.grid(alpha=0.3, axis="y")
     return figure
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
@@ -28,6 +28,7 @@ from tables import hyperparameter_columns, maximised
 
 UNUSED = -0.15  # where the parallel coordinates draw a hyperparameter a trial did not use
 BASELINE_STYLE = {"marker": "s", "color": "red", "markersize": 8, "linestyle": "none", "zorder": 3}
+VALUE_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5}
 
 
 def _completed(trials: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +163,13 @@ def _axis(
     return (to_axis(numbers) - start) / (end - start), [0.0, 0.5, 1.0], [f"{v:.3g}" for v in (low, middle, high)]
 
 
+def _best_first_colours(objective: str) -> Colormap:
+    """Pale blue for the worst of the shown trials to deep blue for the best, for a loss or a score alike:
+    the best trials are the ones the eye goes to."""
+    ramp = colormaps["Blues"](np.linspace(0.3, 1.0, 256))
+    return ListedColormap(ramp if maximised(objective) else ramp[::-1])
+
+
 def parallel_coordinates_figure(
     trials: pd.DataFrame,
     objective: str,
@@ -173,46 +181,63 @@ def parallel_coordinates_figure(
 
     Numeric axes run over the search space's range (log for the learning rate), categorical ones put
     their choices at even steps; a hyperparameter a trial did not use sits at "unused" below. The
-    baseline is a red dashed line: trial 0's values, or `baseline` (hypermodel.BASELINE) when trial 0
-    did not complete.
+    best trials are the darkest and thickest lines, drawn on top. The baseline is a red dashed line:
+    trial 0's values, or `baseline` (hypermodel.BASELINE) when trial 0 did not complete.
     """
-    figure = Figure(figsize=(13, 4.8), layout="constrained")
     done = _completed(trials)
     if done.empty:
-        return _note(figure, "No completed trial yet: nothing to plot")
+        return _note(Figure(figsize=(13, 4.8), layout="constrained"), "No completed trial yet: nothing to plot")
     top = done.sort_values("objective", ascending=not maximised(objective)).head(best)
     reference = done[done["baseline"]]
     if reference.empty and baseline is not None:
         reference = pd.DataFrame([{**baseline, "objective": np.nan, "baseline": True}])
     shown = pd.concat([top[~top["baseline"]], reference], ignore_index=True)
     names = _ordered_hyperparameters(trials, shown)
+    # Room for each axis's value labels and its rotated name: the figure widens with the hyperparameters.
+    figure = Figure(figsize=(max(9.0, 0.8 * (len(names) + 1) + 2.5), 5.2), layout="constrained")
     ax = figure.subplots()
     lines = np.full((len(shown), len(names) + 1), np.nan)
     for column, name in enumerate([*names, "objective"]):
         space = search_space if name != "objective" else None
         lines[:, column], ticks, labels = _axis(name, shown[name], space)
+        if name == "objective" and not maximised(objective):
+            # The lowest loss at the top, as the best score is and as the colour bar shows it.
+            lines[:, column], ticks = 1 - lines[:, column], [1 - tick for tick in ticks]
         if name != "objective" and np.isnan(lines[:, column]).any():
             # A conditional hyperparameter a trial did not use: a level of its own keeps the line whole.
             lines[:, column] = np.nan_to_num(lines[:, column], nan=UNUSED)
             ticks, labels = [*ticks, UNUSED], [*labels, "unused"]
-        ax.axvline(column, color="grey", linewidth=0.8)
+        ax.axvline(column, color="grey", linewidth=0.8, zorder=1)
         for tick, label in zip(ticks, labels):
-            ax.text(column + 0.04, tick, label, fontsize=7, va="center")
+            # On a white box above the lines, so that lines crossing the axis there do not overprint the value.
+            ax.text(column + 0.05, tick, label, fontsize=7.5, va="center", zorder=5, bbox=VALUE_LABEL_BOX)
     norm = Normalize(float(top["objective"].min()), float(top["objective"].max()))
-    cmap = colormaps["viridis"]
+    cmap = _best_first_colours(objective)
     is_reference = shown["baseline"].to_numpy(dtype=bool)
-    # Worst first, so the best lines are drawn on top.
-    for row in np.argsort(shown["objective"].to_numpy() * (1 if maximised(objective) else -1)):
-        if not is_reference[row]:
-            ax.plot(range(len(names) + 1), lines[row], color=cmap(norm(shown["objective"].iloc[row])), alpha=0.85)
+    # Worst first, so that the best lines are drawn on top; the better a trial, the thicker its line.
+    order = np.argsort(shown["objective"].to_numpy() * (1 if maximised(objective) else -1))
+    drawn = [row for row in order if not is_reference[row]]
+    for rank, row in enumerate(drawn):
+        ax.plot(
+            range(len(names) + 1),
+            lines[row],
+            color=cmap(norm(shown["objective"].iloc[row])),
+            linewidth=1.0 + 1.5 * rank / max(len(drawn) - 1, 1),
+            zorder=2 + rank / len(drawn),
+        )
     for row in np.flatnonzero(is_reference):
-        ax.plot(range(len(names) + 1), lines[row], "--", color="red", linewidth=2, label="baseline (trial 0)")
-    ax.set_xticks(range(len(names) + 1), [*names, objective], rotation=30, ha="right")
-    ax.set(xlim=(-0.2, len(names) + 0.3), ylim=(UNUSED - 0.05, 1.05), yticks=[])
+        ax.plot(range(len(names) + 1), lines[row], "--", color="red", linewidth=2, label="baseline (trial 0)", zorder=4)
+    ax.set_xticks(range(len(names) + 1), [*names, objective], rotation=35, ha="right", rotation_mode="anchor")
+    ax.set(xlim=(-0.2, len(names) + 0.6), ylim=(UNUSED - 0.05, 1.05), yticks=[])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
     if is_reference.any():
-        ax.legend(loc="upper left", bbox_to_anchor=(0, 1.12), fontsize=8, frameon=False)
-    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=objective)
-    figure.suptitle(f"The best {len(top)} of {len(done)} completed trials, one line each{_few(done)}")
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8, frameon=False)
+    bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
+    if not maximised(objective):
+        bar.ax.invert_yaxis()  # the best, the lowest loss, at the top as for a score
+    bar.set_label(f"{objective} (best at the top)")
+    figure.suptitle(f"The best {len(top)} of {len(done)} completed trials, one line each (darkest: best){_few(done)}")
     return figure
 
 

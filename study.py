@@ -1,9 +1,10 @@
 """A finished search as an Optuna study: a file optuna-dashboard opens, and what mattered.
 
 Keras Tuner ran the search; Optuna only reads it back. `to_study` turns trials.csv into one
-Optuna trial per row, `write_study` keeps it as `study.db` beside the report, and `importances`
-asks two of Optuna's evaluators (fANOVA and PED-ANOVA) which hyperparameters moved the
-validation objective, with a bootstrap of fANOVA to show how much that answer moves:
+Optuna trial per row, each with the time it started and ended (`trial_times`), `write_study`
+keeps it as `study.db` beside the report, and `importances` asks two of Optuna's evaluators
+(fANOVA and PED-ANOVA) which hyperparameters moved the validation objective, with a bootstrap
+of fANOVA to show how much that answer moves:
 
     optuna-dashboard sqlite:///reports/<run>/study.db
 
@@ -20,6 +21,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +142,70 @@ def _user_attrs(row: pd.Series) -> dict[str, Any]:
     return attrs
 
 
-def _frozen_trial(row: pd.Series, columns: list[str], space: dict[str, Any]) -> optuna.trial.FrozenTrial:
+def _instant(value: Any) -> datetime | None:
+    """A recorded moment (ISO 8601, or Unix seconds) as naive local time, as Optuna stamps the trials it runs."""
+    if not _present(value):
+        return None
+    try:
+        moment = datetime.fromtimestamp(float(value))  # Unix seconds, to local time
+    except ValueError:
+        moment = datetime.fromisoformat(str(value))
+    return moment.astimezone().replace(tzinfo=None)  # to local time; a naive moment is taken as local already
+
+
+def search_ended(run: dict[str, Any]) -> datetime | None:
+    """When the search ended, from metrics.json's "run": the run's `finished` less the phases timed after the search
+    (the retrains); None where it has no search or no time. It is no earlier than the real end: a pause before a
+    resume is not timed."""
+    phases = list(run.get("wall_seconds", {}))
+    try:
+        finished = datetime.strptime(str(run["finished"]), "%Y-%m-%d %H:%M:%S")  # search.py's local time
+    except (KeyError, ValueError):
+        return None
+    if "search" not in phases:
+        return None
+    after = [phase for phase in phases[phases.index("search") + 1 :] if phase != "total"]
+    return finished - timedelta(seconds=sum(run["wall_seconds"][phase] for phase in after))
+
+
+def trial_times(
+    trials: pd.DataFrame, search_ended: datetime | None = None
+) -> tuple[list[tuple[datetime, datetime]], str]:
+    """Each trial's start and end, in trials.csv's (trial) order, and a sentence on where they come from.
+
+    Runs since tuning.py records them have each trial's wall-clock `started` and `ended`. Older runs kept only a
+    trial's `seconds`: their trials are laid end to end, backwards from the next trial's start (the last one's from
+    `search_ended`, else now), each starting its seconds before it ended. So their durations are real and their
+    moments approximate: Keras Tuner's minutes between trials are left out, and a distributed search's trials,
+    which ran side by side, are put one after the other. A trial that recorded nothing (a failed one) lasts 0 s.
+    """
+    times: list[tuple[datetime, datetime]] = []
+    recorded = 0
+    next_start = search_ended or datetime.now()
+    for _, row in trials.iloc[::-1].iterrows():
+        start, end = _instant(row.get("started")), _instant(row.get("ended"))
+        if start is None or end is None:
+            seconds = float(row["seconds"]) if _present(row.get("seconds")) else 0.0
+            end = next_start
+            start = end - timedelta(seconds=seconds)  # derived: only the duration was recorded
+        else:
+            recorded += 1
+        times.append((start, end))
+        next_start = min(next_start, start)
+    if recorded == len(trials):
+        source = "each trial's start and end as recorded by the search"
+    else:
+        source = (
+            f"{len(trials) - recorded} of {len(trials)} trials recorded only their seconds: they are laid end to end "
+            "in trial order, ending where the next trial started or the search ended, so their durations are real "
+            "and their start times approximate"
+        )
+    return times[::-1], source
+
+
+def _frozen_trial(
+    row: pd.Series, columns: list[str], space: dict[str, Any], ran: tuple[datetime, datetime]
+) -> optuna.trial.FrozenTrial:
     import optuna
 
     params, used = {}, {}
@@ -153,13 +218,16 @@ def _frozen_trial(row: pd.Series, columns: list[str], space: dict[str, Any]) -> 
             used[name] = space[name]
     value = float(row["objective"]) if _present(row["objective"]) else math.nan
     complete = row["status"] == "COMPLETED" and math.isfinite(value)
-    return optuna.trial.create_trial(
+    trial = optuna.trial.create_trial(
         state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
         value=value if complete else None,
         params=params,
         distributions=used,
         user_attrs=_user_attrs(row),
     )
+    # create_trial stamps both ends with the moment it runs: the dashboard would show every trial as 0 s long.
+    trial.datetime_start, trial.datetime_complete = ran
+    return trial
 
 
 @contextlib.contextmanager
@@ -183,12 +251,15 @@ def to_study(
     objective: str,
     storage: Any = None,
     study_name: str = "search",
+    search_ended: datetime | None = None,
 ) -> optuna.Study:
-    """One Optuna trial per trials.csv row, in order: its point, its score (COMPLETED) or FAIL, its cost."""
+    """One Optuna trial per trials.csv row, in order: its point, its score (COMPLETED) or FAIL, its cost and when
+    it ran (`trial_times`; `search_ended` places the trials of runs that recorded only their seconds)."""
     import optuna
 
     space, columns = distributions(search_space), hyperparameter_columns(trials)
-    frozen = [_frozen_trial(row, columns, space) for _, row in trials.iterrows()]
+    times, times_source = trial_times(trials, search_ended)
+    frozen = [_frozen_trial(row, columns, space, ran) for (_, row), ran in zip(trials.iterrows(), times)]
     with _quiet_optuna():
         study = optuna.create_study(
             storage=storage,
@@ -198,6 +269,7 @@ def to_study(
         study.set_metric_names([objective])  # the dashboard labels its axes with it
         study.set_user_attr("objective", objective)
         study.set_user_attr("search_space", search_space)
+        study.set_user_attr("trial_times", times_source)
         unmapped = [name for name in columns if name not in space]
         if unmapped:
             study.set_user_attr("not_in_search_space", unmapped)
@@ -206,10 +278,15 @@ def to_study(
 
 
 def write_study(
-    run_dir: Path, trials: pd.DataFrame, search_space: dict[str, Any], objective: str, study_name: str | None = None
+    run_dir: Path,
+    trials: pd.DataFrame,
+    search_space: dict[str, Any],
+    objective: str,
+    study_name: str | None = None,
+    search_ended: datetime | None = None,
 ) -> Path:
     """The run's study as run_dir/study.db (SQLite), written whole: a crash leaves the old file or none. The study
-    is named `study_name` (the run's name; by default its folder's)."""
+    is named `study_name` (the run's name; by default its folder's); `search_ended` as in `to_study`."""
     import optuna
 
     path = run_dir / "study.db"
@@ -220,7 +297,12 @@ def write_study(
             storage = optuna.storages.RDBStorage(f"sqlite:///{temporary}")
         try:
             to_study(
-                trials, search_space, objective, storage=storage, study_name=study_name or run_dir.name or "search"
+                trials,
+                search_space,
+                objective,
+                storage=storage,
+                study_name=study_name or run_dir.name or "search",
+                search_ended=search_ended,
             )
         finally:
             storage.remove_session()

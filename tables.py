@@ -6,6 +6,7 @@ model_card.py can all share it.
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def threshold_rule(rule: str | float) -> str:
     rules = {
         "youden": "Youden's J on validation",
         "youden_or_half": "0.5 unless Youden's J on validation is clearly higher at another threshold",
+        "plateau": "the middle of the thresholds whose Youden's J on validation is within a few images of the best",
     }
     return rules.get(rule, f"fixed at {rule}")
 
@@ -76,6 +78,12 @@ def type_sensitivity(figures: dict[str, Any]) -> str:
     )
 
 
+def is_synthetic(data_dir: str) -> bool:
+    """Whether a run trained on generated images (`search.py --synthetic` makes them under data/synthetic), not on
+    the chest X-rays, so that no figure of the real data may be set beside its results."""
+    return "synthetic" in PurePath(data_dir).parts
+
+
 def maximised(objective: str) -> bool:
     """Whether a higher value of the objective is better (every objective but a loss)."""
     return not objective.endswith("loss")
@@ -83,7 +91,8 @@ def maximised(objective: str) -> bool:
 
 def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a trials table (not Keras Tuner's bookkeeping)."""
-    fixed = {"trial_id", "status", "objective", "last_objective", "epochs_run", "seconds", "error"}
+    # started and ended: each trial's wall-clock times, in runs since tuning.py records them.
+    fixed = {"trial_id", "status", "objective", "last_objective", "epochs_run", "seconds", "started", "ended", "error"}
     return [name for name in trials.columns if name not in fixed and not name.startswith("tuner/")]
 
 

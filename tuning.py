@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ class TrialRecorder:
         )
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict[str, float]:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         (history,) = super().run_trial(trial, *args, **kwargs)
         objective = self.oracle.objective
         scores = np.asarray(history.history[objective.name], dtype=float)
@@ -136,6 +137,8 @@ class TrialRecorder:
         metrics["last_objective"] = float(scores[-1])
         metrics["epochs_run"] = len(scores)
         metrics["trial_seconds"] = time.monotonic() - started
+        # When it ran, on the wall clock (Unix seconds): study.db shows each trial at its real start and end.
+        metrics["trial_started"], metrics["trial_ended"] = started_at, time.time()
         return metrics
 
 
@@ -322,7 +325,7 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
     for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
         recorded = {
             name: trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
-            for name in ("last_objective", "epochs_run", "trial_seconds")
+            for name in ("last_objective", "epochs_run", "trial_seconds", "trial_started", "trial_ended")
         }
         values = trial.hyperparameters.values
         rows.append(
@@ -333,6 +336,8 @@ def trials_table(oracle: kt.Oracle) -> pd.DataFrame:
                 "last_objective": recorded["last_objective"],
                 "epochs_run": recorded["epochs_run"],
                 "seconds": recorded["trial_seconds"],
+                "started": _moment(recorded["trial_started"]),
+                "ended": _moment(recorded["trial_ended"]),
                 **{name: value for name, value in values.items() if not name.startswith(TUNER_PREFIX)},
                 **{name: value for name, value in values.items() if name.startswith(TUNER_PREFIX)},
                 "error": _last_line(trial.message) if trial.message else "",
@@ -393,6 +398,13 @@ def is_baseline(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> bool
 def searched_values(hp: kt.HyperParameters) -> dict[str, Any]:
     """A point's hyperparameter values without Keras Tuner's bookkeeping."""
     return {name: value for name, value in hp.values.items() if not name.startswith(TUNER_PREFIX)}
+
+
+def _moment(unix_seconds: float | None) -> str | None:
+    """A wall-clock moment as trials.csv keeps it: ISO 8601 in UTC ("2026-12-01T06:43:15.355+00:00")."""
+    if unix_seconds is None:
+        return None
+    return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _last_line(message: str) -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from hypermodel import BASELINE
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = ROOT / "bench" / "results" / "quality" / "tuned-search-seed45"  # a committed 25-trial random search
+EXAMPLE = ROOT / "reports" / "example"
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,57 @@ def test_study_file_reads_back_as_trials_csv(written: Path, committed: tuple[pd.
         assert trial.user_attrs["baseline"] == (row["trial_id"] == "00")
     assert frozen[0].params == {name: value for name, value in BASELINE.items()}
     assert [path.name for path in written.parent.iterdir()] == ["study.db"]  # no temporary left beside it
+
+
+def load_trials(path: Path) -> list:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{path}").get_trials()
+
+
+def test_trials_last_their_recorded_seconds(tmp_path: Path, committed: tuple[pd.DataFrame, dict, str]) -> None:
+    trials, search_space, objective = committed
+    ended = datetime(2026, 12, 1, 6, 43, 15)
+    frozen = load_trials(study.write_study(tmp_path, trials, search_space, objective, search_ended=ended))
+    durations = [trial.duration.total_seconds() for trial in frozen]
+    assert durations == pytest.approx(list(trials["seconds"]), abs=1e-5) and min(durations) > 10
+    # Only seconds were recorded: the trials lie end to end in trial order, the last ending with the search.
+    for earlier, later in zip(frozen, frozen[1:]):
+        assert earlier.datetime_complete == later.datetime_start
+    assert frozen[-1].datetime_complete == ended
+    first_start = ended - timedelta(seconds=trials["seconds"].sum())
+    assert abs((frozen[0].datetime_start - first_start).total_seconds()) < 1e-3
+
+
+def test_recorded_start_and_end_times_are_kept() -> None:
+    trials, space = made_up_trials(4)
+    # Trial 0 ran before times were recorded (a run resumed across the change); trial 2 failed without seconds.
+    started = [None, "2026-12-01T10:00:00+00:00", "2026-12-01T10:05:00+00:00", "2026-12-01T10:06:30+00:00"]
+    ended = [None, "2026-12-01T10:04:00+00:00", "2026-12-01T10:05:02+00:00", "2026-12-01T10:08:00+00:00"]
+    trials = trials.assign(started=started, ended=ended)
+    trials.loc[0, "seconds"] = 90.0
+    made = study.to_study(trials, space, "val_auc")
+    assert "not_in_search_space" not in made.user_attrs  # started and ended are no hyperparameters
+    local = [None] + [datetime.fromisoformat(moment).astimezone().replace(tzinfo=None) for moment in started[1:]]
+    for trial, start, end in zip(made.trials[1:], local[1:], ended[1:]):
+        assert trial.datetime_start == start
+        assert trial.datetime_complete == datetime.fromisoformat(end).astimezone().replace(tzinfo=None)
+    assert [trial.duration.total_seconds() for trial in made.trials[1:]] == [240, 2, 90]
+    assert made.trials[0].datetime_complete == local[1] and made.trials[0].duration == timedelta(seconds=90)
+    assert "1 of 4 trials recorded only their seconds" in made.user_attrs["trial_times"]
+    unix = trials.assign(started=[None, 1.7646e9, 1.7646e9 + 300, 1.7646e9 + 400], ended=ended)
+    assert study.to_study(unix, space, "val_auc").trials[1].datetime_start == datetime.fromtimestamp(1.7646e9)
+
+
+def test_the_search_ends_before_the_retrains_that_followed_it() -> None:
+    run = json.loads((EXAMPLE / "metrics.json").read_text())["run"]
+    finished = datetime.fromisoformat(run["finished"])
+    assert study.search_ended(run) == finished - timedelta(seconds=run["wall_seconds"]["final_training"])
+    baseline = {"finished": run["finished"], "wall_seconds": {"data": 1.0, "final_training": 9.0, "total": 10.0}}
+    assert study.search_ended(baseline) is None
+    assert study.search_ended({"wall_seconds": run["wall_seconds"]}) is None
+    assert study.search_ended({**run, "finished": "yesterday"}) is None  # trials still laid out, ending now
 
 
 def test_failed_trials_and_a_loss_objective() -> None:
