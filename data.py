@@ -217,7 +217,7 @@ def _check_patients_per_class(root: Path, splits: dict[str, Split]) -> None:
         raise DataError(
             f"{where}: train and validation each need at least one {class_name} patient, but all {images} "
             f"{class_name} images belong to one patient ({', '.join(patients)}, read from the file names): add "
-            f"{class_name} images of other patients (README, The protocol)"
+            f"{class_name} images of other patients (docs/protocol.md)"
         )
 
 
@@ -275,7 +275,7 @@ def _decode_and_resize(path: Path, image_size: int, channels: int) -> np.ndarray
             _draft(image, mode, image_size)
         image.load()  # raises here for a truncated or corrupt file
         # A grey image is resized before it is copied into RGB: a third of the work, the same pixels.
-        image = _as_mode(image, "L" if mode == "L" or image.mode in GREY_MODES else "RGB")
+        image = as_mode(image, "L" if mode == "L" or image.mode in GREY_MODES else "RGB")
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)  # antialiased when shrinking
     pixels = np.asarray(image.convert(mode), dtype=np.uint8)
     return pixels.reshape(image_size, image_size, channels)
@@ -294,7 +294,7 @@ def _draft(image: Image.Image, mode: str, image_size: int) -> None:
     image.draft(mode, (width // ratio, height // ratio) if ratio > 1 else None)
 
 
-def _as_mode(image: Image.Image, mode: str) -> Image.Image:
+def as_mode(image: Image.Image, mode: str) -> Image.Image:
     """8-bit grey ("L") or RGB; 16-bit grey is scaled to 8 bits, transparency dropped."""
     if image.mode in WIDE_GREY_MODES:
         wide = np.asarray(image, dtype=np.float64)

@@ -3,7 +3,8 @@
 Selvaraju et al. 2017, as in the keras.io example "Grad-CAM class activation visualization",
 for whatever architecture the search picked: the last Conv2D layer is found by type.
 
-One concern: the heatmaps. It imports Keras, matplotlib's colour maps and backends.py (the gradient).
+One concern: the heatmaps. It imports Keras, matplotlib's colour maps, Pillow (to stretch and blend) and
+backends.py (the gradient).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 from matplotlib import colormaps
+from PIL import Image
 
 import backends
 
@@ -79,7 +81,15 @@ def _grad_cam_batch(
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """The heatmap in the jet colour map over the (grayscale or RGB) image, as uint8 RGB."""
+    """The heatmap in the jet colour map over the (grayscale or RGB) image, as uint8 RGB.
+
+    The image may be larger than the heatmap (the original X-ray, not the model's input): the heatmap is
+    stretched to it bilinearly. Pillow blends in uint8, so a 3,000 px X-ray needs no float copies of itself.
+    """
+    height, width = image.shape[:2]
+    if heatmap.shape != (height, width):
+        stretched = Image.fromarray(heatmap.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+        heatmap = np.clip(np.asarray(stretched), 0, 1)
+    colours = colormaps["jet"](heatmap, bytes=True)[..., :3]
     base = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-    colours = colormaps["jet"](heatmap)[..., :3] * 255
-    return np.clip((1 - alpha) * base + alpha * colours, 0, 255).astype(np.uint8)
+    return np.asarray(Image.blend(Image.fromarray(base), Image.fromarray(colours), alpha))

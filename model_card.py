@@ -17,6 +17,7 @@ from tables import (
     METRIC_ROWS,
     finalists_table,
     interval_sentence,
+    is_synthetic,
     markdown_table,
     selection_sentence,
     threshold_rule,
@@ -50,7 +51,7 @@ def render_model_card(result: RunResult) -> str:
 
 
 def _synthetic(result: RunResult) -> bool:
-    return "synthetic" in Path(result.config.data_dir).parts
+    return is_synthetic(result.config.data_dir)
 
 
 def _front_matter(result: RunResult) -> list[str]:
@@ -103,7 +104,11 @@ def _details_section(result: RunResult) -> list[str]:
         + ("" if config.class_weights else " (class weights off)")
         + f", {config.final_epochs} epochs with a {config.final_schedule} learning rate; "
         f"the weights of epoch {run['best_epoch']} (best {config.objective}) were kept"
-        + (" (for an ensemble, by its heaviest member; each member kept its own)." if "finalists" in result.metrics else "."),
+        + (
+            " (for an ensemble, by its heaviest member; each member kept its own)."
+            if "finalists" in result.metrics
+            else "."
+        ),
         *_chosen_lines(result),
         "",
         *_architecture_lines(result),
@@ -243,7 +248,7 @@ def _limitations_section(result: RunResult) -> list[str]:
         "- One source: every image comes from one hospital's paediatric patients; nothing here measures adults, "
         "other hospitals or other X-ray machines.",
         "- The test split is small (see the intervals), and Kaggle's test patients may overlap train's "
-        "(file-name ids repeat; see README).",
+        "(file-name ids repeat; see docs/protocol.md).",
         "",
     ]
 
@@ -264,9 +269,8 @@ def _confidence_sentence(result: RunResult) -> str:
 
 
 def _how_to_use_section(result: RunResult) -> list[str]:
-    reports_dir = Path(result.config.reports_dir)  # an absolute one is another machine's: show it relative
-    run = (reports_dir if not reports_dir.is_absolute() else Path(reports_dir.name)) / result.run_dir.name
-    return [
+    run = command_folder(result)
+    lines = [
         "## How to use",
         "",
         "```bash",
@@ -274,10 +278,34 @@ def _how_to_use_section(result: RunResult) -> list[str]:
         f"python predict.py more_xrays/ --run {run} --csv predictions.csv --explain gradcam/",
         "```",
         "",
-        "`predict.py` loads `model.keras` in Keras safe mode and this run's threshold, and prints file, "
-        "P(pneumonia) and label per image (`--csv` saves the table, `--explain` writes Grad-CAM overlays). In "
+        "`predict.py` loads `model.keras` in Keras safe mode and this run's threshold, and prints the threshold, then "
+        "file, P(pneumonia) and label per image (`--csv` saves the table, `--explain` writes Grad-CAM overlays at "
+        "each image's own size, captioned with its label). In "
         "Python: `keras.saving.load_model('model.keras', safe_mode=True)` takes (N, "
         f"{result.config.image_size}, {result.config.image_size}, channels) raw 0-255 pixels and returns "
         "(P(normal), P(pneumonia)) per image.",
         "",
     ]
+    if not (result.run_dir / "model.keras").exists():
+        lines += [
+            "This folder holds no `model.keras` (a run's model is not committed to git, and a copied run may leave "
+            "it out), so these commands need one first: train a model, e.g. in about a minute with "
+            "`python search.py --smoke`, and pass the folder it prints as `--run`.",
+            "",
+        ]
+    return lines
+
+
+def command_folder(result: RunResult) -> Path:
+    """The run folder as the card's commands name it: the folder the card is written to, relative to the working
+    directory (the repository root, where search.py runs), so a copied run (reports/example) names itself.
+
+    A folder outside the working directory is another machine's: it is shown as reports_dir/<folder name>."""
+    folder = result.run_dir
+    if not folder.is_absolute():
+        return folder
+    try:
+        return folder.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        reports_dir = Path(result.config.reports_dir)
+        return (reports_dir if not reports_dir.is_absolute() else Path(reports_dir.name)) / folder.name

@@ -6,6 +6,8 @@
 
 Files may be JPEG or PNG, grayscale or colour, any size: each is decoded and resized exactly as
 in training. A file that cannot be read is listed with the reason; the others are still predicted.
+The threshold applied is printed above the table and saved in the CSV; each Grad-CAM overlay is the
+original image, at its own size, captioned with its label, P(pneumonia) and that threshold.
 
 A command line of its own: it imports config.py, errors.py, runs.py (the run's files), data.py, backends.py
 and explain.py, never search.py or the report modules.
@@ -41,10 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     images, readable, failures = decode(files, run["config"])
     table = predict(run, images, readable)
     if len(table):
+        print(threshold_line(run))
         print(table.to_string(index=False, float_format=lambda p: f"{p:.4f}"))
     try:
         if args.csv and len(table):
-            table.to_csv(args.csv, index=False)
+            # A column of its own, so the saved labels can be checked without the run folder at hand.
+            table.assign(threshold=run["threshold"]).to_csv(args.csv, index=False)
             print(f"Saved {len(table)} rows to {args.csv}")
         if args.explain and len(table):
             written = explain_images(run, images, table, args.explain)
@@ -81,13 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
     """The run's settings, its validation-chosen threshold and its model (with `ensemble`, every member and the
     ensemble's threshold)."""
-    needed = [run_dir / name for name in ("config.yaml", "metrics.json", "model.keras")]
-    missing = [path.name for path in needed if not path.is_file()]
-    if missing:
-        raise RunError(
-            f"--run {run_dir} is not a finished run (missing {', '.join(missing)}): "
-            "pass a folder under reports/ that holds a report.md"
-        )
+    check_run_folder(run_dir)
     from runs import CONFIG_FILE, ENSEMBLE_DIR
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -108,9 +106,41 @@ def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
     return {
         "config": config,
         "threshold": scored["validation"]["threshold"],
+        "ensemble": ensemble,
         "model": keras.saving.load_model(run_dir / "model.keras", safe_mode=True),
         "members": [keras.saving.load_model(path, safe_mode=True) for path in members] if ensemble else [],
     }
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """RunError naming what the folder lacks; a run whose report is there but whose model is not (the committed
+    reports/example, a run copied without it) is told how to get a model."""
+    if not run_dir.is_dir():
+        raise RunError(f"--run {run_dir} is not a folder: pass a run's folder under reports/, as search.py prints it")
+    needed = ("config.yaml", "metrics.json", "model.keras")
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing == ["model.keras"] and (run_dir / "report.md").is_file():
+        raise RunError(
+            f"--run {run_dir} holds a run's report but not its model (a run's model.keras is not committed to git, and "
+            "a copied run may leave it out): train one, e.g. in about a minute with `python search.py --smoke`, "
+            "then pass the folder it prints as --run reports/<that run>"
+        )
+    if missing:
+        raise RunError(
+            f"--run {run_dir} is not a finished run (missing {', '.join(missing)}): "
+            "pass a folder under reports/ that holds a report.md and a model.keras"
+        )
+
+
+def threshold_line(run: dict[str, Any]) -> str:
+    """The header above the table: the threshold the labels use, and where it came from."""
+    rule = run["config"].threshold  # a rule's name, or a fixed probability
+    if isinstance(rule, str):
+        source = f"chosen on validation by the run's `{rule}` rule"
+    else:
+        source = f"fixed at {rule} by the run's config"
+    whose = "the ensemble's, " if run["ensemble"] else ""
+    return f"Threshold {run['threshold']:.4f} ({whose}{source}): P(pneumonia) at or above it reads PNEUMONIA"
 
 
 def collect_files(paths: list[Path]) -> list[Path]:
@@ -178,22 +208,60 @@ def predict(run: dict[str, Any], images, files: list[Path]):
 
 
 def explain_images(run: dict[str, Any], images, table, out_dir: Path) -> int:
-    """Write each image with the Grad-CAM heatmap of its predicted class; returns how many."""
-    import matplotlib.image
-
+    """Write each image at its own size with the Grad-CAM heatmap of its predicted class, captioned with its label,
+    P(pneumonia) and the threshold; returns how many."""
     import explain
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = (table["p_pneumonia"].to_numpy() >= run["threshold"]).astype(int)
-    heatmaps = explain.grad_cam(run["model"], images, predicted)
+    heatmaps = explain.grad_cam(run["model"], images, predicted)  # an ensemble's: its heaviest member's
+    channels = images.shape[-1]
     used: set[str] = set()
-    for image, heatmap, file in zip(images, heatmaps, table["file"]):
+    for heatmap, file, probability, label in zip(heatmaps, table["file"], table["p_pneumonia"], table["label"]):
         name = Path(file).stem
         while name in used:  # the same file name in two folders
             name += "_"
         used.add(name)
-        matplotlib.image.imsave(out_dir / f"{name}_gradcam.png", explain.overlay(image, heatmap))
+        # The heatmap is stretched to the original pixels, not the image shrunk to the model's 48 or 80 px.
+        picture = explain.overlay(original_pixels(Path(file), channels), heatmap)
+        write_captioned(picture, caption(label, probability, run["threshold"]), out_dir / f"{name}_gradcam.png")
     return len(used)
+
+
+def original_pixels(path: Path, channels: int):
+    """The file's pixels at their own size, uint8 (height, width, channels), in the colours training reads."""
+    import numpy as np
+    from PIL import Image
+
+    import data
+
+    with Image.open(path, formats=data.DECODABLE_FORMATS) as image:
+        image.load()
+        # data's own conversion (16-bit grey scaled to 8 bits, transparency dropped), without its resize.
+        grey = channels == 1 or image.mode in data.GREY_MODES
+        pixels = np.asarray(data.as_mode(image, "L" if grey else "RGB"))
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def caption(label: str, probability: float, threshold: float) -> list[str]:
+    """An overlay's caption: the label, and the probability and threshold that gave it."""
+    side = "at or above" if probability >= threshold else "below"
+    return [f"{label}: P(pneumonia) {probability:.3f}", f"{side} the threshold {threshold:.3f}"]
+
+
+def write_captioned(picture, lines: list[str], path: Path) -> None:
+    """Save an RGB array as PNG with `lines` in white on a dark box in its top-left corner, sized to the image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(picture)
+    size = max(10, min(image.size) // 24)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(image)
+    margin = size // 3
+    box = draw.multiline_textbbox((margin, margin), "\n".join(lines), font=font)
+    draw.rectangle((0, 0, box[2] + margin, box[3] + margin), fill=(0, 0, 0))
+    draw.multiline_text((margin, margin), "\n".join(lines), fill=(255, 255, 255), font=font)
+    image.save(path, compress_level=3)  # a large X-ray saves in a fraction of the default level's time
 
 
 if __name__ == "__main__":

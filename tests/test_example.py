@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+
+from model_card import render_model_card
+from runs import RunResult
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "reports" / "example"
 # A folder of the machine that wrote the run: meaningless in a user's clone.
@@ -47,3 +51,29 @@ def test_the_absolute_folder_pattern_tells_a_path_from_a_url_or_a_fraction():
     assert ABSOLUTE_FOLDER.search("--reports-dir /work/main/reports")
     assert ABSOLUTE_FOLDER.search("config: /home/ana/tuned.yaml")
     assert not ABSOLUTE_FOLDER.search("https://example.org/work/x and ../shared/data and 3/tmp/")
+
+
+@pytest.mark.parametrize("folder", [Path("reports/example"), EXAMPLE])
+def test_the_example_card_runs_predict_on_the_example_folder(folder, monkeypatch):
+    # Rendered from the example's own files, as `report.render` writes the card: its commands must name a folder
+    # a clone has, not the name of the run the example was copied from.
+    monkeypatch.chdir(EXAMPLE.parents[1])
+    card = render_model_card(RunResult.load(folder))
+    folders = re.findall(r"^python predict\.py .* --run (\S+)", card, re.MULTILINE)
+    assert folders and set(folders) == {"reports/example"}
+    assert (EXAMPLE.parents[1] / folders[0] / "report.md").exists()
+    if not (EXAMPLE / "model.keras").exists():
+        assert "`python search.py --smoke`" in card  # the commands need a model first, and the card says how
+
+
+def test_a_card_names_the_folder_it_is_written_to_not_its_run_name(tmp_path, monkeypatch):
+    # How reports/example came to name a folder no clone has: a card written in one folder, read in another.
+    copy = shutil.copytree(EXAMPLE, tmp_path / "shared_runs" / "copied", ignore=shutil.ignore_patterns("*.png", "*.db"))
+    monkeypatch.chdir(tmp_path)
+    for folder in (Path("shared_runs/copied"), copy):
+        card = render_model_card(RunResult.load(folder))
+        assert set(re.findall(r"--run (\S+)", card)) == {"shared_runs/copied"}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a folder outside the working one is another machine's: no absolute path
+    card = render_model_card(RunResult.load(tmp_path / "shared_runs" / "copied"))
+    assert set(re.findall(r"--run (\S+)", card)) == {"reports/copied"} and not ABSOLUTE_FOLDER.search(card)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ import data
 import explain
 import predict
 import runs
+from hypermodel import weighted_ensemble
 
 
 @pytest.fixture
@@ -41,7 +43,12 @@ def test_predict_matches_the_runs_own_test_predictions(in_workdir, capsys, tmp_p
     assert merged["p_pneumonia_x"].to_numpy() == pytest.approx(merged["p_pneumonia_y"].to_numpy(), abs=1e-5)
     threshold = yaml.safe_load((in_workdir / "metrics.json").read_text())["validation"]["threshold"]
     assert (merged["label_x"] == np.where(merged["p_pneumonia_y"] >= threshold, "PNEUMONIA", "NORMAL")).all()
-    assert ours["file"].iloc[0] in capsys.readouterr().out
+    assert (ours["threshold"] == threshold).all()  # the CSV says which threshold its labels used
+    out = capsys.readouterr().out
+    assert ours["file"].iloc[0] in out
+    # The threshold is printed once, above the rows.
+    header = f"Threshold {threshold:.4f} (chosen on validation by the run's `{config['threshold']}` rule)"
+    assert out.count("Threshold ") == 1 and out.index(header) < out.index(ours["file"].iloc[0])
 
 
 def test_a_mixed_precision_run_records_it_and_its_model_predicts_in_float32(in_workdir):
@@ -77,7 +84,61 @@ def test_explain_writes_one_overlay_per_image(in_workdir, tmp_path):
     assert predict.main([str(test_dir), "--run", str(in_workdir), "--explain", str(out)]) == 0
     overlays = sorted(out.glob("*_gradcam.png"))
     assert len(overlays) == len(list(test_dir.iterdir()))
-    assert keras.utils.load_img(overlays[0]).size == (config["image_size"], config["image_size"])
+    for overlay in overlays:  # each at its own file's size (the synthetic images vary), not the model's 48 px
+        (source,) = test_dir.glob(overlay.name.removesuffix("_gradcam.png") + ".*")
+        assert keras.utils.load_img(overlay).size == keras.utils.load_img(source).size
+
+
+def test_an_overlay_has_the_original_size_and_a_caption(in_workdir, tmp_path):
+    from PIL import Image
+
+    wide = tmp_path / "xrays" / "wide.png"  # neither the model's 48 px nor square
+    wide.parent.mkdir()
+    Image.fromarray(np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))).save(wide)
+    out = tmp_path / "cams"
+    assert predict.main([str(wide), "--run", str(in_workdir), "--explain", str(out)]) == 0
+    overlay = np.asarray(Image.open(out / "wide_gradcam.png").convert("RGB"))
+    assert overlay.shape == (240, 320, 3)
+    # The caption: white text on a black box in the top-left corner, where the image under the heatmap is dark.
+    corner = overlay[:20, :100]
+    assert (corner == 0).all(axis=-1).any() and (corner.min(axis=-1) > 150).any()
+    assert not (overlay[-20:, :100] == 0).all(axis=-1).any()  # jet's darkest blue over the image is not black
+
+
+def test_the_caption_names_the_label_probability_and_threshold():
+    assert predict.caption("PNEUMONIA", 0.3142, 0.181) == [
+        "PNEUMONIA: P(pneumonia) 0.314",
+        "at or above the threshold 0.181",
+    ]
+    assert predict.caption("NORMAL", 0.1, 0.181)[1] == "below the threshold 0.181"
+
+
+def test_the_threshold_line_says_whose_threshold_and_where_it_came_from():
+    fixed = {"config": SimpleNamespace(threshold=0.5), "threshold": 0.5, "ensemble": True}
+    assert predict.threshold_line(fixed).startswith(
+        "Threshold 0.5000 (the ensemble's, fixed at 0.5 by the run's config)"
+    )
+
+
+def test_an_ensemble_model_predicts_and_grad_cam_explains_its_heaviest_member(in_workdir, tmp_path):
+    """A finalist run's model.keras is a weighted ensemble (hypermodel.weighted_ensemble): served as it is."""
+    copy = shutil.copytree(in_workdir, tmp_path / in_workdir.name, ignore=shutil.ignore_patterns("tensorboard"))
+    heaviest = keras.saving.load_model(in_workdir / "model.keras", safe_mode=True)
+    other = keras.saving.load_model(in_workdir / "model.keras", safe_mode=True)
+    other.set_weights([weight * 0.5 for weight in other.get_weights()])  # a different member
+    weighted_ensemble([other, heaviest], [0.3, 0.7], ["a", "b"]).save(copy / "model.keras")
+
+    files = pd.read_csv(in_workdir / "predictions.csv").query("split == 'test'")["file"].tolist()[:4]
+    out, csv = tmp_path / "cams", tmp_path / "out.csv"
+    assert predict.main([*files, "--run", str(copy), "--csv", str(csv), "--explain", str(out)]) == 0
+    assert len(pd.read_csv(csv)) == len(list(out.glob("*_gradcam.png"))) == 4
+
+    ensemble = keras.saving.load_model(copy / "model.keras", safe_mode=True)
+    images = data.decode_images([Path(file) for file in files], 48, 3)
+    classes = np.ones(len(images), int)
+    assert explain.grad_cam(ensemble, images, classes) == pytest.approx(
+        explain.grad_cam(heaviest, images, classes), abs=1e-5
+    )
 
 
 def test_grad_cam_has_the_image_size_and_is_not_constant(in_workdir):
@@ -92,7 +153,21 @@ def test_grad_cam_has_the_image_size_and_is_not_constant(in_workdir):
 
 def test_missing_run_is_one_sentence(tmp_path, capsys):
     assert predict.main([str(tmp_path), "--run", str(tmp_path / "nothing")]) == 2
+    assert f"--run {tmp_path / 'nothing'} is not a folder" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    assert predict.main([str(tmp_path), "--run", str(tmp_path / "half")]) == 2
     assert "is not a finished run (missing config.yaml, metrics.json, model.keras)" in capsys.readouterr().err
+
+
+def test_a_run_without_its_model_says_so_and_how_to_train_one(run_dir, tmp_path, capsys):
+    # The committed reports/example: a finished run's report and files, without model.keras.
+    copy = shutil.copytree(run_dir, tmp_path / "example", ignore=shutil.ignore_patterns("model.keras", "tensorboard"))
+    assert predict.main([str(tmp_path), "--run", str(copy)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert f"--run {copy} holds a run's report but not its model" in captured.err
+    assert "`python search.py --smoke`" in captured.err and "pass the folder it prints" in captured.err
+    assert "that holds a report.md" not in captured.err  # it does hold one
 
 
 def test_ensemble_of_a_run_without_one_is_one_sentence(in_workdir, capsys):
