@@ -26,7 +26,7 @@ from errors import ConfigError
 
 INSTALL = {
     "tensorflow": "pip install -r requirements.txt",
-    "jax": "pip install -r requirements-jax.txt (README: Backends)",
+    "jax": "pip install -r requirements-jax.txt (docs/backends.md)",
     "torch": "pip install torch",
 }
 

@@ -9,7 +9,8 @@ ten times in cost, so a trial is priced by its point, not by the mean of the tri
 than their arithmetic); its weights were fitted once to 150 recorded trials of six searches on the 2-core CPU
 (bench/results/quality; the median trial within 6 to 15% of its price, the worst within 48%). `scale` is this
 machine's: fitted to whatever it has trained, from this run's finished trials and retrain epochs, else a
-finished run beside it, else one timed epoch of the baseline's point.
+finished run beside it, else a timed epoch of the baseline's point (the second of two: the first builds the
+step functions).
 
 The plan splits what is left between search trials and full-length finalists, one finalist per
 TRIALS_PER_FINALIST trials as the finalist protocol does (25 trials, 4 finalists); the baseline's retrain is

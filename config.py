@@ -253,8 +253,8 @@ def _validate(config: dict[str, Any], schema: dict[str, Any], origin: dict[str, 
 
 
 # `--baseline` trains the notebook's CNN as the notebook did (../shared/BASELINE.md: 80 x 80 RGB, a constant
-# learning rate, the epoch of best validation AUC, Youden's threshold), whatever config.yaml or --config says;
-# flags still override these keys.
+# learning rate, the epoch of best validation AUC, Youden's threshold), whatever config.yaml says; a --config
+# file and flags still override these keys (an experiment on the baseline says what it changes).
 NOTEBOOK_SETTINGS: dict[str, Any] = {
     "image_size": 80,
     "color_mode": "rgb",
@@ -296,13 +296,13 @@ def flag_overrides(arguments: dict[str, Any]) -> dict[str, tuple[str, Any]]:
 
 
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None, notebook: bool = False) -> Settings:
-    """Defaults from config.yaml, then `path` if given, then the notebook's settings for a `--baseline` run
-    (`notebook`), then flag overrides (flag name -> (key, value))."""
+    """Defaults from config.yaml, then the notebook's settings for a `--baseline` run (`notebook`), then `path`
+    if given, then flag overrides (flag name -> (key, value))."""
     config = read_yaml(DEFAULT_CONFIG)
     origin: dict[str, str] = {}
-    layers = [(read_yaml(path), str(path))] if path is not None else []
-    if notebook:
-        layers.append((NOTEBOOK_SETTINGS, "--baseline"))
+    layers = [(NOTEBOOK_SETTINGS, "--baseline")] if notebook else []
+    if path is not None:
+        layers.append((read_yaml(path), str(path)))
     for values, source in layers:
         _merge(config, values, SCHEMA, source)
         origin.update(dict.fromkeys(_flat_keys(values, SCHEMA), source))
@@ -454,7 +454,7 @@ class Distributed:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every key of config.yaml, validated; README "Config" documents each."""
+    """Every key of config.yaml, validated; docs/config.md documents each."""
 
     data_dir: str | None
     image_size: int

@@ -245,8 +245,9 @@ def _epoch_seconds(run_dir: Path) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-# What the default protocol cost a run on the 2-core CPU in mixed bfloat16 (docs/results.md, seeds 49-51).
-CPU_RUN_HOURS = "1.1 to 2.5 hours"
+# What the default protocol cost a run on the 2-core CPU in mixed bfloat16 (docs/results.md, seeds 49-51: 2.35,
+# 1.78 and 2.11 hours, seed 51's counted over both its processes).
+CPU_RUN_HOURS = "1.8 to 2.4 hours"
 
 
 def cpu_budget_hint(gpus: int, search: bool, time_budget: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """The final model: retrained for final_epochs, chosen among full-length finalists on validation alone, then
 evaluated once on test.
 
-The search's scores after a few epochs barely rank its best points (README Results), so the best few
+The search's scores after a few epochs barely rank its best points (docs/results.md), so the best few
 points and the baseline's are each retrained for final_epochs, and the choice is made between those
 models: greedy ensemble selection with replacement on validation log loss (Caruana et al. 2004, what
 auto-sklearn and AutoGluon do), where an ensemble of one is allowed. The baseline's point is the

@@ -25,6 +25,7 @@ from tables import (
     finalists_table,
     hyperparameter_columns,
     interval_sentence,
+    is_synthetic,
     markdown_table,
     maximised,
     selection_sentence,
@@ -125,7 +126,9 @@ def _comparison_section(result: RunResult) -> list[str]:
         [name, with_interval(test, name), with_interval(other[1]["test"], name) if other else None]
         for name in METRIC_ROWS
     ]
-    published_row = ["accuracy, original notebook (not held out)", PUBLISHED["accuracy"], ""]
+    # The notebook's figure was measured on the real test images: a run on generated ones has nothing to set beside it.
+    published = not is_synthetic(config.data_dir)
+    published_rows = [["accuracy, original notebook (not held out)", PUBLISHED["accuracy"], ""]] if published else []
     missing_other = (
         []
         if other
@@ -140,11 +143,10 @@ def _comparison_section(result: RunResult) -> list[str]:
     return [
         "## Test: this run against the other kind",
         "",
-        markdown_table(header, rows + [published_row]),
+        markdown_table(header, rows + published_rows),
         "",
         *missing_other,
-        f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.",
-        "",
+        *([f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.", ""] if published else []),
     ]
 
 
@@ -226,6 +228,7 @@ def _what_ran_section(result: RunResult) -> list[str]:
         ["precision", _precision(result)],
         ["backend", f"Keras on {config.backend}"],
         ["wall time", _wall_time(run)],
+        *([["time budget", _budget(result.metrics["budget"])]] if "budget" in result.metrics else []),
         ["versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())],
         ["machine", run["machine"]],
         ["command", f"`{run['command']}`"],
@@ -329,6 +332,13 @@ def _finalists_section(result: RunResult) -> list[str]:
     ]
 
 
+def _budget(budget: dict[str, Any]) -> str:
+    """The budget, the time used by the moment the report was written, and what the budget cut."""
+    used = f"{budget['text']}: {duration(budget['used_seconds'])} used when the report was written"
+    cuts = "; ".join(budget["cut"]) or "nothing cut"
+    return f"{used}; {cuts}"
+
+
 def _wall_time(run: dict[str, Any]) -> str:
     """Each phase's time and the total; a resumed run's add up every process that ran it."""
     phases = ", ".join(
@@ -362,7 +372,9 @@ def _calibration_section(result: RunResult) -> list[str]:
         "",
         f"Brier score (mean squared error of P(pneumonia); lower is better, 0.25 is a constant 0.5): "
         f"validation {brier['validation']:.3f}, test {brier['test']:.3f}. In the reliability diagram a calibrated "
-        "model lies on the diagonal; points below it mean the model says PNEUMONIA more confidently than it is right.",
+        "model lies on the diagonal; points below it mean the model says PNEUMONIA more confidently than it is right. "
+        f"The bars beneath count each bin's images: a hollow point rests on fewer than {figures.FEW_IMAGES}, so its "
+        "distance from the diagonal is mostly chance.",
         "",
         "![reliability diagram](calibration.png)",
         "",
@@ -481,7 +493,12 @@ def _write_study(result: RunResult) -> None:
     try:
         config = result.config
         study.write_study(
-            result.run_dir, result.trials, config.search_space.as_dict(), config.objective, config.run_name
+            result.run_dir,
+            result.trials,
+            config.search_space.as_dict(),
+            config.objective,
+            config.run_name,
+            search_ended=study.search_ended(result.metrics["run"]),
         )
     except ValueError:
         (result.run_dir / STUDY_FILE).unlink(missing_ok=True)
@@ -505,7 +522,8 @@ def _learned_section(result: RunResult) -> list[str]:
         ]
     lines.append(
         "The validation objective against each hyperparameter (learning rate on a log axis; the baseline's value "
-        "dotted red, its trial a red square), the best trials in parallel coordinates (the baseline dashed red), "
+        "dotted red, its trial a red square), the best trials in parallel coordinates (the darker and thicker the "
+        "line, the better the trial; the baseline dashed red), "
         "and the best objective so far against the trials' summed time:"
     )
     lines.append("")

@@ -1,7 +1,9 @@
 """Tune a chest X-ray pneumonia CNN with Keras Tuner and report on the held-out test split.
 
-    python search.py              # search, retrain the best for 45 epochs, report in reports/<run>/
-    python search.py --baseline   # the baseline CNN, same protocol, same kind of report
+    python search.py                    # the default protocol: search, finalists retrained 45 epochs, report
+    python search.py --time-budget 1h   # the same, fitted into an hour
+    python search.py --smoke            # the whole pipeline in under a minute, on generated images
+    python search.py --baseline         # the notebook's CNN under its own settings, the same kind of report
 
 The test split is predicted once, after every choice (trials, checkpoint, threshold) was
 made on the validation split carved from train.
@@ -108,10 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--synthetic", action="store_true", help="run on a small generated dataset")
     parser.add_argument(
-        "--smoke", action="store_true", help="a one-minute run of the whole pipeline on generated data (configs/smoke.yaml)"
+        "--smoke", action="store_true", help="the whole pipeline in under a minute on generated images (configs/smoke.yaml)"
     )
     parser.add_argument(
-        "--baseline", action="store_true", help="no search: train the baseline CNN under the same protocol"
+        "--baseline", action="store_true", help="no search: train the notebook's CNN under its own settings (80 x 80 RGB, constant rate)"
     )
     parser.add_argument("--tuner", choices=("hyperband", "random", "bayesian"), help="search algorithm")
     parser.add_argument("--max-trials", type=int, help="most trials to run (hyperband: caps its schedule)")
@@ -137,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=PRECISIONS,
         help="dtype policy (default auto: mixed bfloat16 or float16 where the CPU or GPU computes it natively)",
     )
-    distributed = parser.add_argument_group("distributed search (README: Distributed search)")
+    distributed = parser.add_argument_group("distributed search (docs/distributed.md)")
     distributed.add_argument(
         "--role", choices=("standalone", "chief", "worker"), help="chief serves the search, workers run its trials"
     )
@@ -174,7 +176,7 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """config.yaml, then --config (or --smoke's preset), then the notebook's settings for --baseline, then flags."""
+    """config.yaml, then the notebook's settings for --baseline, then --config (or --smoke's preset), then flags."""
     if args.smoke and args.config:
         raise ConfigError("--smoke runs configs/smoke.yaml: drop --config, or drop --smoke and pass --synthetic")
     if args.smoke:
@@ -247,7 +249,7 @@ def load_data(settings: Settings) -> dict[str, Any]:
     shared = splits["test"].patients & (splits["train"].patients | splits["validation"].patients)
     if shared:
         print(
-            f"Note: {len(shared)} file-name patient ids of train/validation also occur in Kaggle's test split (see README)."
+            f"Note: {len(shared)} file-name patient ids of train/validation also occur in Kaggle's test split (docs/protocol.md)."
         )
     data.decode_splits(splits, settings.image_size, settings.color_mode, skip_bad=settings.skip_bad_images)
     skipped = data.skipped_table(splits)
@@ -272,8 +274,8 @@ def print_estimates(run: Run, run_dir: Path) -> None:
 
 
 def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, clock: runs.Stopwatch):
-    """With a time budget, its planner: prices from what this machine recorded (else one timed epoch of the
-    baseline's point), the first plan printed, and a budget too small for the baseline refused. None without."""
+    """With a time budget, its planner: prices from what this machine recorded (else a timed epoch of the
+    baseline's point), and a budget too small for the baseline refused. None without."""
     settings = run.settings
     if not settings.time_budget or settings.distributed.role == "worker":
         return None
@@ -286,7 +288,7 @@ def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path
     price = budget.Price.fitted([(hypermodel.work(point), e, s) for point, e, s in recorded], source)
     if price is None:
         seconds = training.time_one_epoch(hypermodel, splits, settings)
-        price = budget.Price(seconds / hypermodel.work(BASELINE), "one timed epoch of the baseline's point")
+        price = budget.Price(seconds / hypermodel.work(BASELINE), "a timed epoch of the baseline's point")
     planner = budget.Planner(
         budget.Budget(budget.parse_duration(settings.time_budget), lambda: clock.total()["total"]),
         mean_work=hypermodel.mean_work(),

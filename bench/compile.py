@@ -1,10 +1,10 @@
 """How much of a JAX search is compilation? Counts XLA compilations and their seconds, model by model.
 
     python bench/compile.py                          # a tiny synthetic search on JAX, here (CPU or GPU)
-    python bench/compile.py -- --config configs/cpu.yaml --data-dir data/chest_xray   # any search.py flags
+    python bench/compile.py -- --config configs/archive/cpu-hyperband.yaml --data-dir data/chest_xray   # any search.py flags
     python bench/compile.py --reports-dir /tmp/warm  # twice: the second run finds a warm compilation cache
 
-It runs search.py in this process on the JAX backend (by default a 3-trial, 2-epoch random configs/cpu.yaml search on
+It runs search.py in this process on the JAX backend (by default a 3-trial, 2-epoch random configs/archive/cpu-hyperband.yaml search on
 the synthetic data at 48 px, with a 2-epoch retrain, in a fresh temporary reports folder) and listens to JAX's
 monitoring events: each program XLA builds (compiled, or loaded from the persistent cache; with the name of the
 function and its seconds) and each cache hit and miss. Each model (a trial's, the retrain's) is a row, from its
@@ -27,7 +27,7 @@ os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere
 
 from compilation import Compilations  # noqa: E402  (imports no Keras and no JAX)
 
-TINY = ["--synthetic", "--config", "configs/cpu.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "2",
+TINY = ["--synthetic", "--config", "configs/archive/cpu-hyperband.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "2",
         "--image-size", "48", "--final-epochs", "2"]  # fmt: skip
 MENTIONED_SECONDS = 0.5  # the many sub-second jits of single operations are counted, not named
 

@@ -4,7 +4,7 @@
 #   bash bench/gpu.sh prepare [DATA]       # here, online: the 224-px data and the missing wheels, into
 #                                          # ignored folders (data/chest_xray, bench/wheels), about 50 MB
 #   bash bench/gpu.sh run LOG_DIR          # there: prints the GPU, then on JAX with precision auto the
-#                                          # 45-epoch --baseline at 80 px, a configs/cpu.yaml search with its
+#                                          # 45-epoch --baseline at 80 px, a configs/archive/cpu-hyperband.yaml search with its
 #                                          # retrain, the same search again on the warm compilation cache,
 #                                          # and bench/compile.py; logs and a summary land in LOG_DIR
 #   bash bench/gpu.sh run LOG_DIR --tiny   # anywhere: the same steps on a tiny synthetic setting, a check
@@ -51,11 +51,11 @@ run() {
     "$PYTHON" search.py --baseline "${common[@]}" 2>&1 | tee "$log/baseline.log"
     echo "baseline: $((SECONDS - started)) s in all"
     started=$SECONDS
-    "$PYTHON" search.py --config configs/cpu.yaml "${common[@]}" "${search_extra[@]}" 2>&1 | tee "$log/search.log"
+    "$PYTHON" search.py --config configs/archive/cpu-hyperband.yaml "${common[@]}" "${search_extra[@]}" 2>&1 | tee "$log/search.log"
     echo "search: $((SECONDS - started)) s in all"
     # The same search again, afresh but with the compilation cache the first one filled: what a repeat costs.
     started=$SECONDS
-    "$PYTHON" search.py --config configs/cpu.yaml "${common[@]}" "${search_extra[@]}" --run-name warm-cache-search \
+    "$PYTHON" search.py --config configs/archive/cpu-hyperband.yaml "${common[@]}" "${search_extra[@]}" --run-name warm-cache-search \
         2>&1 | tee "$log/search-warm.log"
     echo "search, warm cache: $((SECONDS - started)) s in all"
     "$PYTHON" bench/compile.py 2>&1 | tee "$log/compile.log" | sed -n '/^| model/,$p'

@@ -3,7 +3,7 @@
     python bench/intervals.py reports/example                  # print the figures with their intervals
     python bench/intervals.py reports/example --write          # also add them to metrics.json, re-render the run
 
-For runs written before search.py recorded `ci95` and `by_type` (README Results). The threshold is
+For runs written before search.py recorded `ci95` and `by_type` (docs/results.md). The threshold is
 the one in the run's metrics.json, chosen on validation; the test probabilities are the run's own,
 so nothing is predicted again, and the figures are checked against metrics.json first.
 """

@@ -1,6 +1,6 @@
 """The noise floor of one retrain: the same point retrained at full length on one split, with other training seeds.
 
-    python bench/noise_floor.py --config configs/finalists.yaml --seed 42 --training-seeds 42 43 44 \
+    python bench/noise_floor.py --config configs/archive/finalists.yaml --seed 42 --training-seeds 42 43 44 \
         --data-dir ../shared/data/chest_xray --out bench/results/noise_floor/seed42
     python bench/noise_floor.py --out bench/results/noise_floor/seed42 --table-only
 
@@ -36,7 +36,7 @@ from evaluation import choose_threshold, image_log_loss, paired_difference  # no
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs/finalists.yaml", help="the preset")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/archive/finalists.yaml", help="the preset")
     parser.add_argument("--seed", type=int, default=42, help="the split's seed (a development seed)")
     parser.add_argument("--training-seeds", type=int, nargs="+", default=[42, 43, 44], help="one repeat each")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/chest_xray"))

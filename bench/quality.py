@@ -1,18 +1,18 @@
-"""Baseline vs tuned on the held-out test split, over several seeds: the figures of README "Results".
+"""Baseline vs tuned on the held-out test split, over several seeds: the figures of docs/results.md.
 
-    python bench/quality.py                        # configs/tuned.yaml, fresh seeds 45 46 47, real data
-    python bench/quality.py --table-only           # print the table from the runs finished so far
-    python bench/quality.py --keep bench/results/quality   # also copy each finished run's small files there
+    python bench/quality.py --seeds 42 43                  # the default protocol (config.yaml) on seeds 42 and 43
+    python bench/quality.py --config configs/archive/tuned.yaml --seeds 45 46 47 --table-only --reports-dir bench/results/quality
+    python bench/quality.py --seeds 42 --keep bench/results/quality   # also copy each finished run's small files there
     python bench/quality.py --seeds 1 -- --synthetic --epochs 1 --final-epochs 1   # a smoke test
 
-For each seed it runs, one after the other, through search.py as a user would:
-  baseline  python search.py --baseline --seed S          (config.yaml: the exact baseline, 80 x 80 RGB)
-  tuned     python search.py --config CONFIG --seed S      (the search, its 45-epoch retrain)
-A tuned run with finalists (configs/finalists.yaml) is judged by the model it delivers, and the baseline's point
+--seeds has no default: which seeds a protocol is judged on is decided before its runs (fresh seeds are never
+run by accident). For each seed it runs, one after the other, through search.py as a user would:
+  baseline  python search.py --baseline --seed S          (the notebook's CNN under its own settings, 80 x 80 RGB)
+  tuned     python search.py [--config CONFIG] --seed S    (the search and its retrains; config.yaml by default)
+A tuned run with finalists (the default protocol) is judged by the model it delivers, and the baseline's point
 retrained under the same protocol (its finalist) gets a row of its own: tuned minus that row is what the search
 itself adds; tuned minus the notebook baseline is what the whole protocol adds.
-On a 2-core CPU in mixed bfloat16 a seed took 0.91 to 0.96 hours with configs/tuned.yaml (seeds 45 to 47: baseline
-7 to 12 minutes, tuned 46 to 48). `--config configs/cpu.yaml --seeds 42 43 44` gives the previous protocol's table.
+On a 2-core CPU in mixed bfloat16 a seed of the finalist protocol took 1.9 to 2.5 hours (docs/results.md).
 Run it from the repository root. Every run writes its usual report in REPORTS_DIR. A finished run (its report.md exists) is
 reused, an unfinished one resumes, so the benchmark can be stopped and started again.
 The test split is read only by search.py's final evaluation; this script reads metrics.json and predictions.csv.
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
-from config import load_config  # noqa: E402
+from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS  # noqa: E402
 from evaluation import paired_difference  # noqa: E402
 from runs import is_finished  # noqa: E402
 from tables import markdown_table  # noqa: E402
@@ -74,9 +74,9 @@ REGRET_TARGET = 0.015  # issue 22: tuned mean threshold regret on test
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tuned.yaml", help="the tuned runs' config")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the tuned runs' preset (default: config.yaml)")
     # Seeds 42 to 44 were used to develop the protocol; the frozen preset is reported on seeds never used before.
-    parser.add_argument("--seeds", type=int, nargs="+", default=[45, 46, 47])
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds the protocol is judged on")
     parser.add_argument("--data-dir", default="../shared/data/chest_xray")
     parser.add_argument("--reports-dir", default="reports")
     parser.add_argument("--table-only", action="store_true", help="run nothing; tabulate the finished runs")
@@ -131,7 +131,8 @@ def print_paired(paired: dict | None, title: str) -> None:
 
 def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
     """The baseline and tuned runs per seed, each with its run name and search.py flags."""
-    baseline_size = load_config().image_size
+    baseline_size = NOTEBOOK_SETTINGS["image_size"]
+    default = config_path.resolve() == DEFAULT_CONFIG.resolve()
     runs = []
     for seed in seeds:
         runs.append(
@@ -146,9 +147,9 @@ def planned_runs(config_path: Path, seeds: list[int]) -> list[dict]:
             {
                 "kind": "tuned",
                 "seed": seed,
-                "name": f"{config_path.stem}-search-seed{seed}",
+                "name": f"search-seed{seed}" if default else f"{config_path.stem}-search-seed{seed}",
                 # As a user would type it from here, so no run records the folder the repository sits in.
-                "flags": ["--config", os.path.relpath(config_path)],
+                "flags": [] if default else ["--config", os.path.relpath(config_path)],
             }
         )
     return runs

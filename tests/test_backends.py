@@ -116,10 +116,11 @@ def test_jax_runs_write_the_same_report_files_as_tensorflow(jax_runs, tiny_runs)
 def test_jax_compiles_each_step_function_once_a_model_and_caches_programs_beside_the_runs(jax_runs):
     search = json.loads((jax_runs / "synthetic-search-random-48px-seed7" / "metrics.json").read_text())["run"]
     trials = pd.read_csv(jax_runs / "synthetic-search-random-48px-seed7" / "trials.csv")
-    models = int((trials["status"] == "COMPLETED").sum()) + 1  # the trials, and the retrain
+    retrains = len(json.loads((jax_runs / "synthetic-search-random-48px-seed7" / "metrics.json").read_text())["finalists"])
+    models = int((trials["status"] == "COMPLETED").sum()) + retrains  # the trials, and the finalists' retrains
     steps = search["compilation"]["step_functions"]
     # Padded last batches: one train and one test program per model, not one more for each short batch.
-    assert steps["train_step"] == steps["test_step"] == models == 3
+    assert steps["train_step"] == steps["test_step"] == models == 4
     assert search["compilation"]["programs"] > sum(steps.values())  # the initializers' and other small ones
     assert any((jax_runs / ".compilation-cache").iterdir())
     baseline = json.loads((jax_runs / "synthetic-baseline-48px-seed7" / "metrics.json").read_text())["run"]

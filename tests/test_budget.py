@@ -142,12 +142,17 @@ def test_the_budget_key_takes_one_spelling_and_refuses_a_bad_one(tmp_path) -> No
     assert config.load().time_budget is None
 
 
-def test_baseline_runs_the_notebook_whatever_the_config_says() -> None:
-    notebook = config.load(REPO / "configs" / "archive" / "tuned.yaml", notebook=True)
+def test_baseline_runs_the_notebook_whatever_config_yaml_says(tmp_path) -> None:
+    notebook = config.load(notebook=True)
     assert (notebook.color_mode, notebook.image_size, notebook.final_schedule) == ("rgb", 80, "constant")
     assert (notebook.objective, notebook.threshold) == ("val_auc", "youden")
-    flagged = config.load(None, {"--image-size": ("image_size", 48)}, notebook=True)
-    assert flagged.image_size == 48  # flags still override
+    assert config.load().color_mode == "grayscale"  # what config.yaml says
+    experiment = tmp_path / "ema.yaml"
+    experiment.write_text("final_ema_momentum: 0.9\nthreshold: plateau\n")
+    changed = config.load(experiment, {"--image-size": ("image_size", 48)}, notebook=True)
+    # A --config file and flags still say what an experiment on the baseline changes.
+    assert (changed.final_ema_momentum, changed.threshold, changed.image_size) == (0.9, "plateau", 48)
+    assert changed.color_mode == "rgb"
 
 
 def comparable(settings: dict) -> dict:

@@ -104,6 +104,7 @@ def test_chief_and_two_workers_share_the_trials_and_only_the_chief_reports(clust
 def test_a_killed_worker_leaves_the_search_to_the_other_and_its_trial_fails(cluster, tmp_path):
     (tmp_path / "short_wait.yaml").write_text("distributed:\n  running_trial_timeout: 2\n")
     run = cluster("--max-trials", "4", "--config", "short_wait.yaml")
+    run_dir = Path(f"reports/short_wait-{RUN_DIR.name}")  # a preset's runs carry its name
     run.start("worker-a", "--role", "worker", "--worker-id", "a")
     run.start("worker-b", "--role", "worker", "--worker-id", "b")
     run.start("chief", "--role", "chief")
@@ -116,13 +117,13 @@ def test_a_killed_worker_leaves_the_search_to_the_other_and_its_trial_fails(clus
 
     assert run.wait("worker-a") == 0
     assert run.wait("chief") == 0, run.log("chief")
-    trials = pd.read_csv(tmp_path / RUN_DIR / "trials.csv", dtype={"trial_id": str}, keep_default_na=False)
+    trials = pd.read_csv(tmp_path / run_dir / "trials.csv", dtype={"trial_id": str}, keep_default_na=False)
     assert len(trials) == 4
     lost = trials[trials["status"] == "FAILED"]
     assert len(lost) == 1 and "worker b sent no result within 2 s" in lost["error"].iloc[0]
     assert sorted(trials_run(run.log("worker-a"))) == sorted(trials[trials["status"] == "COMPLETED"]["trial_id"])
     assert "restart it with --worker-id b" in run.log("chief")
-    assert (tmp_path / RUN_DIR / "report.md").exists()
+    assert (tmp_path / run_dir / "report.md").exists()
 
 
 def test_mirrored_on_a_cpu_only_machine_trains_on_one_device_with_a_note(capsys, monkeypatch):

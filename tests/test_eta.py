@@ -212,12 +212,11 @@ def test_cpu_budget_hint_names_a_command_that_starts(tmp_path) -> None:
     """The CPU advice, run after the default in one reports folder, starts: no "other settings" refusal."""
     import re
 
-    import config
     import runs
     import search
 
     hint = cpu_budget_hint(gpus=0, search=True, time_budget=None)
-    assert "1.1 to 2.5 hours" in hint
+    assert "1.8 to 2.4 hours" in hint
     command = re.search(r"`python search.py ([^`]*)`", hint).group(1).split()
     reports = ["--reports-dir", str(tmp_path / "reports")]
     default_args = search.parse_args(reports)

@@ -77,7 +77,7 @@ def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(syn
     splits = data.load_splits(synthetic_root, settings.validation_fraction, settings.seed)
     data.decode_splits(splits, 48, settings.color_mode)
     (callback,) = training.exact_validation_scores(splits, settings)
-    model = ChestXRayHyperModel(48, 3, settings.search_space.as_dict(), settings.augmentation.as_dict()).build(
+    model = ChestXRayHyperModel(48, 1, settings.search_space.as_dict(), settings.augmentation.as_dict()).build(
         baseline_hyperparameters()
     )
     history = model.fit(**training.fit_settings(splits, settings) | {"verbose": 0}, epochs=1, callbacks=[callback])
@@ -120,7 +120,7 @@ def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalis
     out = capsys.readouterr().out
     assert out.count("Resuming the retrain after epoch 2") == 3 and "Trial 1 of" not in out
 
-    run_dir = workdir / "reports" / "synthetic-search-random-48px-seed7"
+    run_dir = workdir / "reports" / "synthetic-finalists-search-random-48px-seed7"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     finalists = metrics["finalists"]
     assert len(finalists) == 3 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)

@@ -16,6 +16,8 @@ import report
 
 QUALITY = Path(__file__).parents[1] / "bench" / "quality.py"
 SMOKE = ["--", "--synthetic", "--image-size", "48", "--epochs", "1", "--final-epochs", "1", "--max-trials", "2"]
+# The tuned protocol of seeds 45-47 (one retrain): the fastest search to run end to end, and its runs are named tuned-*.
+TUNED = ("--config", str(Path(__file__).parents[1] / "configs" / "archive" / "tuned.yaml"))
 
 
 def quality(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -57,7 +59,7 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     (reports / "tuned-search-seed4").mkdir()  # unfinished: left out
     fake_run(reports, "baseline-80px-seed4", 0.99, 0.99)  # no tuned run of seed 4 to pair it with
 
-    result = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4")
+    result = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1", "2", "3", "4")
     assert result.returncode == 0, result.stderr
     assert "| baseline | 4 | 0.900 ± 0.062 | 0.975 ± 0.010 |" in result.stdout
     assert "| tuned | 3 | 0.920 ± 0.020 | 0.985 ± 0.000 | 0.960 ± 0.000 | 0.900 ± 0.000 | 0.000 | 1.00 h |" in result.stdout
@@ -92,24 +94,24 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     assert "tuned-search-seed4" not in result.stdout
     assert "| baseline | 4 |" in result.stdout
 
-    kept = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4", "--keep", "kept")
+    kept = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1", "2", "3", "4", "--keep", "kept")
     assert kept.stdout == result.stdout
     assert sorted(path.name for path in (tmp_path / "kept").iterdir()) == [
         *(f"baseline-80px-seed{seed}" for seed in (1, 2, 3, 4)),
         *(f"tuned-search-seed{seed}" for seed in (1, 2, 3)),
     ]
-    elsewhere = quality(tmp_path, "--table-only", "--seeds", "1", "2", "3", "4", "--reports-dir", "kept")
+    elsewhere = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1", "2", "3", "4", "--reports-dir", "kept")
     assert elsewhere.stdout == result.stdout.replace("in reports", "in kept")
 
 
 def test_table_only_without_runs_says_so(tmp_path):
-    result = quality(tmp_path, "--table-only")
+    result = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1")
     assert result.returncode == 1
     assert "No finished runs in reports" in result.stdout
 
 
 def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
-    result = quality(tmp_path, "--seeds", "3", *SMOKE)
+    result = quality(tmp_path, *TUNED, "--seeds", "3", *SMOKE)
     assert result.returncode == 0, result.stderr[-2000:]
     reports = tmp_path / "reports"
     for name in ("baseline-80px-seed3", "tuned-search-seed3"):
@@ -126,14 +128,14 @@ def test_runs_baseline_and_search_per_seed_then_reuses_them(tmp_path):
     command = json.loads((reports / "tuned-search-seed3" / "metrics.json").read_text())["run"]["command"]
     assert not command.split("--config ")[1].startswith("/")  # no folder of this machine in the record
 
-    again = quality(tmp_path, "--seeds", "3", *SMOKE)
+    again = quality(tmp_path, *TUNED, "--seeds", "3", *SMOKE)
     assert again.returncode == 0
     assert "baseline-80px-seed3: finished, reused" in again.stdout
     assert "tuned-search-seed3: finished, reused" in again.stdout
 
     # A kept run holds what its report is drawn from: it renders again without the run folder, and put back
     # among runs as a finished one it is reused.
-    assert quality(tmp_path, "--table-only", "--seeds", "3", "--keep", "kept").returncode == 0
+    assert quality(tmp_path, "--table-only", *TUNED, "--seeds", "3", "--keep", "kept").returncode == 0
     for name in ("baseline-80px-seed3", "tuned-search-seed3"):
         (tmp_path / "kept" / name / "report.md").unlink()
         report.render(tmp_path / "kept" / name)
@@ -153,7 +155,7 @@ def test_a_tuned_ensemble_is_what_is_judged_with_its_best_point_beside_it(tmp_pa
     predictions["p_pneumonia_ensemble"] = fake_predictions(0.0)["p_pneumonia"]  # the ensemble misses nobody
     predictions.to_csv(run_dir / "predictions.csv", index=False)
 
-    result = quality(tmp_path, "--table-only", "--seeds", "1")
+    result = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1")
     assert result.returncode == 0, result.stderr
     assert "| tuned | 1 | tuned-search-seed1 | 0.950 | 0.990 |" in result.stdout
     assert "| tuned, best point alone | 1 | tuned-search-seed1 | 0.880 | 0.970 |" in result.stdout
@@ -181,7 +183,7 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
     predictions["p_finalist_00"] = fake_predictions(0.1)["p_pneumonia"]  # the baseline's point misses 10% of NORMAL
     predictions.to_csv(run_dir / "predictions.csv", index=False)
 
-    result = quality(tmp_path, "--table-only", "--seeds", "1", "--config", "configs/finalists.yaml")
+    result = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1", "--config", "configs/archive/finalists.yaml")
     assert result.returncode == 0, result.stderr
     assert "| tuned | 1 | finalists-search-seed1 | 0.930 | 0.990 |" in result.stdout
     assert "| baseline point, tuned protocol | 1 | finalists-search-seed1 | 0.900 | 0.980 |" in result.stdout

@@ -84,7 +84,7 @@ def test_tiny_search_writes_every_report_file(tiny_runs):
     assert {name: first[name] for name in BASELINE} == pytest.approx(BASELINE)  # baseline is trial 0
     assert (trials["epochs_run"] == 1).all() and (trials["seconds"] > 0).all()
     assert_tuner_keeps_no_weights(run_dir, trials=3)
-    assert trials["objective"].between(0, 1).all()
+    assert (trials["objective"] >= 0).all()  # the default objective is the validation log loss
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for split, count in (("validation", None), ("test", 32)):
@@ -107,7 +107,7 @@ def test_tiny_search_writes_every_report_file(tiny_runs):
     report = (run_dir / "report.md").read_text()
     test = metrics["test"]
     assert f"accuracy {test['accuracy']:.3f}" in report and f"ROC AUC {test['roc_auc']:.3f}" in report
-    assert "92.95%" in report and "not a held-out result" in report
+    assert "92.95%" not in report  # the notebook measured the real test images, not generated ones
     for png in ("learning_curves.png", "confusion_matrix.png", "roc_curve.png", "search_progress.png"):
         assert f"]({png})" in report
     assert "Trial 0 is the baseline point" in report
@@ -468,7 +468,7 @@ def test_ensemble_is_reported_beside_the_best_model_and_test_is_predicted_last(w
     monkeypatch.setattr(
         evaluation, "choose_threshold", lambda *a, **k: events.append("threshold") or choose_threshold(*a, **k)
     )
-    (workdir / "ensemble.yaml").write_text("ensemble_size: 2\n")
+    (workdir / "ensemble.yaml").write_text("ensemble_size: 2\nfinalists: 0\nobjective: val_auc\n")
     flags = ("--config", "ensemble.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "1")
     assert run(*flags, "--final-epochs", "1") == 0
     # Both thresholds (best model's, ensemble's) come from validation before test's one prediction.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import tensorflow as tf
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
@@ -45,20 +45,23 @@ def test_every_trial_logs_its_hyperparameters_and_validation_metric(run_dir):
         assert name == trial.trial_id
         assert hparams["learning_rate"] == pytest.approx(trial.learning_rate)
         assert hparams["conv_blocks"] == trial.conv_blocks and hparams["dropout"] == pytest.approx(trial.dropout)
-        val_auc = epoch_values(folder / "validation", "epoch_auc")
-        assert len(val_auc) == trial.epochs_run
-        assert max(val_auc) == pytest.approx(trial.objective, abs=1e-6)
+        # The default objective: the exact validation log loss, logged beside Keras' own metrics.
+        val_log_loss = epoch_values(folder / "validation", "epoch_log_loss")
+        assert len(val_log_loss) == trial.epochs_run
+        assert min(val_log_loss) == pytest.approx(trial.objective, abs=1e-6)
 
 
 def test_final_training_is_logged_beside_the_trials(run_dir):
-    folder = run_dir / "tensorboard" / "final"
-    name, hparams = session_hparams(folder)
-    best = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
-    assert name == "final" and hparams == pytest.approx(best)
-    assert hparams["pooling"] == best["pooling"] and hparams["batch_norm"] is best["batch_norm"]
-    history = pd.read_csv(run_dir / "history.csv")
-    assert epoch_values(folder / "validation", "epoch_auc") == pytest.approx(list(history["val_auc"]))
-    assert len(epoch_values(folder / "train", "epoch_loss")) == len(history)
+    """The first finalist (the baseline's point) logs as "final", the others beside it under their trial ids."""
+    finalists = json.loads((run_dir / "metrics.json").read_text())["finalists"]
+    for rank, finalist in enumerate(finalists):
+        folder = run_dir / "tensorboard" / ("final" if rank == 0 else f"final-finalist-{finalist['trial_id']}")
+        name, hparams = session_hparams(folder)
+        point = finalist["point"]
+        assert name == folder.name and hparams == pytest.approx(point)
+        assert hparams["pooling"] == point["pooling"] and hparams["batch_norm"] is point["batch_norm"]
+        assert len(epoch_values(folder / "validation", "epoch_auc")) == 2  # --final-epochs 2
+        assert len(epoch_values(folder / "train", "epoch_loss")) == 2
 
 
 def test_logging_can_be_switched_off():
