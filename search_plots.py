@@ -280,8 +280,15 @@ def finalists_figure(
     score of its winners is biased upwards (it picked them for it), and this shows by how much.
     """
     figure = Figure(figsize=(5, 4.6), layout="constrained")
-    if len(search_scores) == 0:
-        return _note(figure, "No finalist to compare")
+    # A finalist whose search trial failed (its worker died, say) has no search score to place it by.
+    scored = [
+        (float(x), float(y), label)
+        for x, y, label in zip(search_scores, retrained_scores, labels)
+        if x is not None and y is not None and np.isfinite(float(x)) and np.isfinite(float(y))
+    ]
+    if not scored:
+        return _note(figure, "No finalist with both scores to compare")
+    search_scores, retrained_scores, labels = zip(*scored)
     ax = figure.subplots()
     ax.plot(search_scores, retrained_scores, "o")
     for x, y, label in zip(search_scores, retrained_scores, labels):

@@ -167,6 +167,7 @@ def trial_gate(oracle, planner, hypermodel):
         line = planner.plan_line(plan, started)
         planner.budget.plans.append(line)
         print(line, flush=True)
+        oracle.budget_planned = started + max(plan.trials, 1)  # the trial header's "Trial k of N"
         ranked = [work(v) for v in tuning.ranked_points(oracle, BASELINE)]
         return planner.may_start(work(values), started, ranked, trial_epochs or planner.epochs)
 

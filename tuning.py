@@ -102,7 +102,8 @@ class TrialRecorder:
         super().on_trial_begin(trial)
         self.trials_run.append(trial.trial_id)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.search_started))
-        planned = planned_trials(self.oracle)
+        # Under a time budget, the trials its latest plan fits (training.trial_gate), else max_trials.
+        planned = getattr(self.oracle, "budget_planned", None) or planned_trials(self.oracle)
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
         best = [trial for trial in self.oracle.get_best_trials(1) if trial.score is not None]
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
@@ -116,10 +117,15 @@ class TrialRecorder:
             for name in ("trial_seconds", "epochs_run")
         )
         max_epochs = getattr(_unwrapped(self.oracle), "max_epochs", None)  # Hyperband's; None for the others
+        # Under a time budget the plan printed above says what is left; an ETA for max_trials would contradict it.
+        eta = (
+            "ETA: within the time budget (the plan above)"
+            if getattr(self.oracle, "trial_gate", None)
+            else eta_text(seconds, epochs, planned, max_epochs, len(ended), getattr(self, "retrain_epochs", None))
+        )
         print(
             f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed} | "
-            f"best {self.oracle.objective.name} so far: {best_text} | "
-            f"{eta_text(seconds, epochs, planned, max_epochs, len(ended), getattr(self, 'retrain_epochs', None))}",
+            f"best {self.oracle.objective.name} so far: {best_text} | {eta}",
             flush=True,
         )
 

@@ -206,3 +206,26 @@ def test_every_preset_loads_and_lists_only_what_it_changes() -> None:
                 assert value, f"{preset.name}: {key} repeats config.yaml"
             else:
                 assert default[key] != value, f"{preset.name}: {key} repeats config.yaml's {value!r}"
+
+
+def test_a_budgeted_run_prints_and_records_its_plan_and_a_budget_too_small_is_refused(tmp_path, monkeypatch, capsys):
+    import json
+
+    from conftest import TINY
+
+    monkeypatch.chdir(tmp_path)
+    flags = [*TINY, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--time-budget", "10m"]
+    assert search.main(flags) == 0
+    out = capsys.readouterr().out
+    assert out.count("Time budget 10m, ") == 3  # before each trial, re-planned
+    assert "more trials (0 done of 3)" in out and "priced from a timed epoch of the baseline's point" in out
+    assert "priced from this run's 2 finished trials" in out
+    run_dir = tmp_path / "reports" / "synthetic-search-random-48px-seed7-budget10m"
+    recorded = json.loads((run_dir / "metrics.json").read_text())["budget"]
+    assert (recorded["seconds"], recorded["text"], recorded["cut"], len(recorded["plans"])) == (600, "10m", [], 3)
+    assert "| time budget | 10m: " in (run_dir / "report.md").read_text()
+
+    assert search.main([*TINY, "--time-budget", "5s"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: time budget 5s is too small: the baseline's trial, its retrain (2 epochs)")
+    assert "give at least --time-budget 1m" in error

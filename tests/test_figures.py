@@ -123,3 +123,14 @@ def test_every_threshold_rule_is_said_in_words() -> None:
     for rule in THRESHOLD_RULES:
         assert "fixed" not in threshold_rule(rule), rule  # "fixed at plateau" said the opposite of the rule
     assert threshold_rule(0.5) == "fixed at 0.5"
+
+
+def test_a_finalist_without_a_search_score_is_left_off_the_finalists_figure(tmp_path) -> None:
+    """The baseline's trial can fail (its worker died) and still be retrained as a finalist: no score to place."""
+    from runs import save_figure
+    from search_plots import finalists_figure
+
+    figure = finalists_figure([None, 0.3, 0.2], [0.1, 0.25, float("nan")], ["baseline", "01", "02"], "val_log_loss")
+    save_figure(tmp_path / "finalists.png", figure)
+    (ax,) = figure.axes
+    assert [text.get_text() for text in ax.texts] == ["01"]
