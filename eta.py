@@ -324,10 +324,12 @@ def _tuner_points(tuner_dir: Path) -> list[tuple[dict, float, float]]:
 
 
 def start_lines(run_dir: Path, settings: dict[str, Any], gpus: int, search: bool) -> list[str]:
-    """What a run prints before trial 1: on a CPU without a budget, what a run costs and how to bound it; and its
-    expected wall time."""
+    """What a run prints before trial 1: on a CPU without a budget, what a run costs and how to bound it; and,
+    without a budget, its expected wall time."""
+    budget = settings.get("time_budget")
     lines = (
-        cpu_budget_hint(gpus, search, settings.get("time_budget")),
-        start_estimate(run_dir, settings, search=search),
+        cpu_budget_hint(gpus, search, budget),
+        # Under a time budget its plan says what will run; an estimate of the unbounded run would contradict it.
+        None if budget else start_estimate(run_dir, settings, search=search),
     )
     return [line for line in lines if line]
