@@ -12,9 +12,9 @@ machine's: fitted to whatever it has trained, from this run's finished trials an
 finished run beside it, else a timed epoch of the baseline's point (the second of two: the first builds the
 step functions).
 
-The plan splits what is left between search trials and full-length finalists, one finalist per
-TRIALS_PER_FINALIST trials as the finalist protocol does (25 trials, 4 finalists); the baseline's retrain is
-always kept. It is made again before each trial, with the new prices: the search stops starting trials that would
+The plan keeps as many full-length finalists as the time left can retrain, each with its share of the preset's
+trials to be chosen from (the finalist protocol: 4 finalists and the baseline's point for 25 trials, one per 5),
+then gives the rest to search trials; the baseline's retrain is always kept. It is made again before each trial, with the new prices: the search stops starting trials that would
 not leave room for the final stage, and the final stage retrains fewer finalists rather than overrun.
 
 One concern: the budget's arithmetic. It imports the standard library and eta.py (durations) only: no Keras.
@@ -35,7 +35,7 @@ _DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:
 # Relative cost of one epoch: a constant (data and bookkeeping), per million multiply-adds, per million
 # activations, and per million activations normalised (batch_norm). Fitted as the module docstring says.
 WORK_WEIGHTS = {"constant": 1.0, "multiply_adds": 0.0474, "activations": 10.73, "normalised": 38.36}
-TRIALS_PER_FINALIST = 5
+TRIALS_PER_FINALIST = 5  # trials a finalist is chosen from, where max_trials does not say (Hyperband's schedule)
 # Evaluation and report after the retrains (predictions, intervals, figures, Grad-CAM, study.db): measured at
 # about 5 s on generated data and 20 to 40 s on the real data on the 2-core CPU; the largest of this and REPORT_SHARE of the budget is kept for them.
 REPORT_SECONDS = 20.0
@@ -152,18 +152,22 @@ class Budget:
         max_trials: int | None,
         max_finalists: int,
     ) -> Plan:
-        """The most trials (up to max_trials in all) that leave room for the final stage, with one finalist per
-        TRIALS_PER_FINALIST trials; a finalist's retrain is priced at the space's mean work until it is known."""
+        """The most finalists the time left can retrain, each with the trials it needs to be chosen from (the
+        preset's own share: max_trials over the finalists and the baseline's point, else TRIALS_PER_FINALIST); then
+        as many more trials (up to max_trials in all) as the rest holds. A finalist's retrain is priced at the
+        space's mean work until its point is known."""
         trial_seconds = trial_epochs * price.epoch(mean_work)
-        most = (max_trials or 10_000) - trials_done
-        best = Plan(0, 0, trial_seconds, self.final_seconds(price, [baseline_work], final_epochs))
-        for more in range(1, max(most, 0) + 1):
-            finalists = min(max_finalists, (trials_done + more - 1) // TRIALS_PER_FINALIST)
+        most = max((max_trials or 10_000) - trials_done, 0)
+        share = max(max_trials // (max_finalists + 1), 1) if max_trials else TRIALS_PER_FINALIST
+        for finalists in range(max_finalists, -1, -1):
+            needed = max(share * finalists + 1 - trials_done, 0)
             final = self.final_seconds(price, [baseline_work] + [mean_work] * finalists, final_epochs)
-            if more * trial_seconds + final > self.left():
-                break
-            best = Plan(more, finalists, trial_seconds, final)
-        return best
+            room = self.left() - final
+            if finalists and (needed > most or room < needed * trial_seconds):
+                continue
+            more = min(most, max(int(room // trial_seconds), 0)) if trial_seconds > 0 else most
+            return Plan(more, finalists, trial_seconds, final)
+        raise AssertionError("unreachable: the plan without finalists always returns")
 
     def may_start_trial(self, trial_seconds: float, final_seconds: float) -> bool:
         """Whether a trial priced so still leaves the final stage its time."""

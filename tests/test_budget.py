@@ -80,7 +80,7 @@ def planner(seconds: float, clock: FakeClock, *, max_trials: int = 25, finalists
     )
 
 
-def test_the_plan_fills_the_budget_with_one_finalist_per_five_trials() -> None:
+def test_the_plan_keeps_finalists_first_each_with_its_five_trials() -> None:
     clock = FakeClock()
     # 600 s: report 20 s; t trials x 8 s + (1 + f) x 45 s with f = (t - 1) // 5.
     plan = planner(600, clock).plan(0)
@@ -96,11 +96,25 @@ def test_the_plan_fills_the_budget_with_one_finalist_per_five_trials() -> None:
 def test_the_plan_is_made_again_with_the_time_left() -> None:
     clock = FakeClock()
     ahead = planner(400, clock)
-    first = ahead.plan(0)  # 20 x 8 s + (1 + 3) x 45 s + 20 s = 360 s; 21 trials would take a fourth finalist
-    assert (first.trials, first.finalists) == (20, 3)
+    # 4 finalists would need 21 trials (168 s) and 5 retrains and the report (245 s): 413 s. 3 need 16 trials and
+    # 200 s, which leaves room for 25 trials in all: 25 x 8 s + 4 x 45 s + 20 s = 400 s.
+    first = ahead.plan(0)
+    assert (first.trials, first.finalists) == (25, 3)
     clock.now = 200.0  # slower than planned: 10 trials done, 200 s left
-    later = ahead.plan(10)  # 5 x 8 s + (1 + 2) x 45 s + 20 s = 195 s
+    later = ahead.plan(10)  # 3 finalists' 4 retrains alone take 200 s; 2 need 1 more trial: 5 x 8 s + 155 s = 195 s
     assert (later.trials, later.finalists) == (5, 2)
+
+
+def test_finalists_are_not_starved_by_trials_done() -> None:
+    """18 trials done make room for 3 finalists by the protocol's share, but only the baseline's retrain fits the
+    time left: the plan keeps it and fills the rest with trials, instead of planning none."""
+    clock = FakeClock()
+    ahead = planner(1000, clock)
+    clock.now = 1000 - 100.0  # 100 s left: the baseline's retrain and the report (3% of 1000 s) take 75 s
+    plan = ahead.plan(18)
+    assert (plan.trials, plan.finalists) == (3, 0)
+    clock.now = 1000 - 130.0  # 130 s: one finalist more (45 s) fits, with 1 trial
+    assert (ahead.plan(18).trials, ahead.plan(18).finalists) == (1, 1)
 
 
 def test_a_trial_starts_only_where_it_leaves_the_final_stage_its_time() -> None:
