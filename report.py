@@ -133,10 +133,10 @@ def _comparison_section(result: RunResult) -> list[str]:
         []
         if other
         else [
-            f"No finished {_other_kind(result)} run with the same data, image size, seed and protocol was found in "
-            f"`{config.reports_dir}/`; run `python search.py{' --baseline' if result.kind == 'search' else ''}` "
-            "with the same settings to fill that column (it is filled when the later of the two runs writes its "
-            "report).",
+            f"No finished {_other_kind(result)} run on the same split (data, validation fraction and seed) was found "
+            f"in `{config.reports_dir}/`; run `python search.py{' --baseline' if result.kind == 'search' else ''}` "
+            f"with the same data and `--seed {config.seed}` to fill that column (it is filled when the later of the two "
+            "runs writes its report).",
             "",
         ]
     )

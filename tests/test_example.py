@@ -77,3 +77,22 @@ def test_a_card_names_the_folder_it_is_written_to_not_its_run_name(tmp_path, mon
     monkeypatch.chdir(tmp_path / "elsewhere")  # a folder outside the working one is another machine's: no absolute path
     card = render_model_card(RunResult.load(tmp_path / "shared_runs" / "copied"))
     assert set(re.findall(r"--run (\S+)", card)) == {"reports/copied"} and not ABSOLUTE_FOLDER.search(card)
+
+
+def test_the_example_serves_predictions_straight_after_install(tmp_path, monkeypatch, capsys):
+    """What README promises: `python predict.py IMAGES --run reports/example` in a fresh clone, with the threshold
+    printed; the model stays small enough to commit."""
+    from conftest import write_image
+
+    import predict
+
+    assert (EXAMPLE / "model.keras").stat().st_size < 5_000_000
+    commands = re.findall(r"--run (\S+)", (EXAMPLE / "model_card.md").read_text())
+    assert commands and set(commands) == {"reports/example"}
+    images = [write_image(tmp_path / f"xray{number}.jpeg", size=120) for number in range(2)]
+    monkeypatch.chdir(EXAMPLE.parents[1])
+    assert predict.main([*map(str, images), "--run", "reports/example"]) == 0
+    out = capsys.readouterr().out
+    threshold = json.loads((EXAMPLE / "metrics.json").read_text())["test"]["threshold"]
+    assert out.startswith(f"Threshold {threshold:.4f} (chosen on validation by the run's `plateau` rule)")
+    assert out.count("xray") == 2
