@@ -236,7 +236,7 @@ class Planner:
         if need <= self.budget.left():
             return None
         what = "the baseline's trial, its retrain" if search else "the baseline's retrain"
-        enough = duration_text(60 * math.ceil(need / 60))
+        enough = duration_text(60 * math.ceil((need + self.budget.used()) / 60))  # the time already used counts too
         return (
             f"time budget {duration_text(self.budget.seconds)} is too small: {what} ({self.final_epochs} epochs) and "
             f"the report need about {format_duration(need)} here (priced from {self.price.source}); give at least "

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_data(settings)
         run_dir = runs.prepare_run_dir(settings, args.overwrite)
         if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
-            clock.keep_in(run_dir)
+            # A kill loses the time since the clock's last save: under a time budget that time would be spent twice.
+            clock.keep_in(run_dir, every=5.0 if settings.time_budget else 60.0)
         print_estimates(run, run_dir)
         planner = plan_budget(run, hypermodel, splits, run_dir, clock)
         clock.lap("data")
@@ -299,7 +300,8 @@ def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path
         max_finalists=settings.finalists,
         price=price,
     )
-    refusal = planner.too_small(run.kind == "search")
+    # Refused up front only: a resumed run has spent part of its budget already, and its plan shrinks to the rest.
+    refusal = planner.too_small(run.kind == "search") if clock.processes == 1 else None
     if refusal:
         raise ConfigError(refusal)
     return planner  # a search prints its plan before each trial (training.trial_gate)
