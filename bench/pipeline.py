@@ -106,7 +106,7 @@ def measure(variant: str, root: Path, epochs: int) -> dict:
 
     keras.utils.set_random_seed(SEED)
     augmentation = NO_AUGMENTATION if variant == "a" else AUGMENTATION
-    model = ChestXRayHyperModel(IMAGE_SIZE, 3, load_config()["search_space"], augmentation).build(
+    model = ChestXRayHyperModel(IMAGE_SIZE, 3, load_config().search_space.as_dict(), augmentation).build(
         baseline_hyperparameters()
     )
     splits = data.load_splits(root, 0.1, SEED)

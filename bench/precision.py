@@ -133,7 +133,7 @@ def three_layer_model(fused):
 
     from config import load_config
 
-    settings = load_config()["augmentation"]
+    settings = load_config().augmentation.as_dict()
     zoom = (-settings["zoom"], settings["zoom"])
     augmentation = keras.Sequential(
         [
