@@ -7,7 +7,8 @@ ten times in cost, so a trial is priced by its point, not by the mean of the tri
 
 `work` weighs a point's multiply-adds and its activations (batch normalisation's passes over them cost more
 than their arithmetic); its weights were fitted once to 150 recorded trials of six searches on the 2-core CPU
-(bench/results/quality; the median trial within 6 to 15% of its price, the worst within 48%). `scale` is this
+(bench/results/quality; with the scale fitted to each search's own trials, its median trial came within 6 to 15%
+of its price and its worst within 43%, except a search that shared the CPU: 35% and 78%). `scale` is this
 machine's: fitted to whatever it has trained, from this run's finished trials and retrain epochs, else a
 finished run beside it, else a timed epoch of the baseline's point (the second of two: the first builds the
 step functions).
