@@ -5,10 +5,10 @@ python bench/gpu_summary.py REPORTS_DIR LOG_DIR
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -69,4 +69,8 @@ def main(reports: Path, log: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", type=Path, help="REPORTS_DIR: the folder of bench/gpu.sh's runs")
+    parser.add_argument("log", type=Path, help="LOG_DIR: where the runs' small files are copied")
+    arguments = parser.parse_args()
+    main(arguments.reports, arguments.log)
