@@ -196,34 +196,47 @@ def _number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _recorded_trials(run_dir: Path) -> tuple[list[float | None], list[float | None], int]:
-    """A finished search's completed trials (seconds, epochs run) from trials.csv, and how many trials it ran."""
+def _trial_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A finished search's trials.csv, a row per trial ([] when it has none)."""
     try:
         with open(run_dir / "trials.csv", newline="") as file:
-            rows = list(csv.DictReader(file))
+            return list(csv.DictReader(file))
     except OSError:
-        return [], [], 0
+        return []
+
+
+def _recorded_trials(run_dir: Path) -> tuple[list[float | None], list[float | None], int]:
+    """A finished search's completed trials (seconds, epochs run) from trials.csv, and how many trials it ran."""
+    rows = _trial_rows(run_dir)
     done = [row for row in rows if row.get("status") == "COMPLETED"]
     return [_number(row.get("seconds")) for row in done], [_number(row.get("epochs_run")) for row in done], len(rows)
 
 
-def _tuner_trials(tuner_dir: Path) -> tuple[list[float | None], list[float | None], int]:
-    """The run being resumed: its completed trials' (seconds, epochs run) from Keras Tuner's trial.json files, and
-    how many trials ended (failed ones too)."""
-    seconds, epochs, ended = [], [], 0
+def _ended_trial_states(tuner_dir: Path) -> list[dict[str, Any]]:
+    """Keras Tuner's trial.json of every trial that ended (failed ones too), in trial order; unreadable ones left out."""
+    states = []
     for path in sorted(tuner_dir.glob("*/trial_*/trial.json")):
         try:
             trial = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if trial.get("status") not in ENDED:
-            continue
-        ended += 1
-        if trial["status"] == "COMPLETED":
-            metrics = (trial.get("metrics") or {}).get("metrics") or {}
-            seconds.append(_last_value(metrics, "trial_seconds"))
-            epochs.append(_last_value(metrics, "epochs_run"))
-    return seconds, epochs, ended
+        if trial.get("status") in ENDED:
+            states.append(trial)
+    return states
+
+
+def _cost(trial: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """A completed trial's recorded (seconds, epochs run) in its trial.json."""
+    metrics = (trial.get("metrics") or {}).get("metrics") or {}
+    return _last_value(metrics, "trial_seconds"), _last_value(metrics, "epochs_run")
+
+
+def _tuner_trials(tuner_dir: Path) -> tuple[list[float | None], list[float | None], int]:
+    """The run being resumed: its completed trials' (seconds, epochs run) from Keras Tuner's trial.json files, and
+    how many trials ended (failed ones too)."""
+    ended = _ended_trial_states(tuner_dir)
+    costs = [_cost(trial) for trial in ended if trial["status"] == "COMPLETED"]
+    return [seconds for seconds, _ in costs], [epochs for _, epochs in costs], len(ended)
 
 
 def _last_value(metrics: Mapping[str, Any], name: str) -> float | None:
@@ -287,14 +300,9 @@ def _recorded_points(run_dir: Path) -> list[tuple[dict, float, float]]:
     """A finished run's completed trials from trials.csv and its retrain's epochs from history.csv, each with
     its point (the retrain's from best_hyperparameters.yaml)."""
     found = []
-    try:
-        with open(run_dir / "trials.csv", newline="") as file:
-            rows = [row for row in csv.DictReader(file) if row.get("status") == "COMPLETED"]
-    except OSError:
-        rows = []
-    for row in rows:
+    for row in _trial_rows(run_dir):
         seconds, epochs = _number(row.get("seconds")), _number(row.get("epochs_run"))
-        if seconds and epochs:
+        if row.get("status") == "COMPLETED" and seconds and epochs:
             found.append(({key: _value(value) for key, value in row.items()}, epochs, seconds))
     epoch_seconds = _epoch_seconds(run_dir)
     try:
@@ -309,16 +317,9 @@ def _recorded_points(run_dir: Path) -> list[tuple[dict, float, float]]:
 def _tuner_points(tuner_dir: Path) -> list[tuple[dict, float, float]]:
     """The run being resumed: its completed trials' (point, epochs run, seconds) from Keras Tuner's trial.json."""
     found = []
-    for path in sorted(tuner_dir.glob("*/trial_*/trial.json")):
-        try:
-            trial = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if trial.get("status") != "COMPLETED":
-            continue
-        metrics = (trial.get("metrics") or {}).get("metrics") or {}
-        seconds, epochs = _last_value(metrics, "trial_seconds"), _last_value(metrics, "epochs_run")
-        if seconds and epochs:
+    for trial in _ended_trial_states(tuner_dir):
+        seconds, epochs = _cost(trial)
+        if trial["status"] == "COMPLETED" and seconds and epochs:
             found.append((trial["hyperparameters"]["values"], epochs, seconds))
     return found
 
