@@ -154,13 +154,10 @@ def trial_gate(oracle, planner, hypermodel):
     import tuning
     from hypermodel import BASELINE
 
-    def work(values: dict[str, Any]) -> float:
-        return hypermodel.work(values)
-
     def gate(values: dict[str, Any]) -> bool:
         done = tuning.completed_trials(oracle)
         if done:
-            planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
+            planner.reprice([(hypermodel.work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
         trial_epochs = sum(e for _, e, _ in done) / len(done) if done else None
         started = len(oracle.trials)
         plan = planner.plan(started, trial_epochs)
@@ -168,8 +165,8 @@ def trial_gate(oracle, planner, hypermodel):
         planner.budget.plans.append(line)
         print(line, flush=True)
         oracle.budget_planned = started + max(plan.trials, 1)  # the trial header's "Trial k of N"
-        ranked = [work(v) for v in tuning.ranked_points(oracle, BASELINE)]
-        return planner.may_start(work(values), started, ranked, trial_epochs or planner.epochs)
+        ranked = [hypermodel.work(v) for v in tuning.ranked_points(oracle, BASELINE)]
+        return planner.may_start(hypermodel.work(values), started, ranked, trial_epochs or planner.epochs)
 
     return gate
 

@@ -363,22 +363,28 @@ def completed_trials(oracle: kt.Oracle) -> list[tuple[dict[str, Any], float, flo
 
 
 def ranked_points(oracle: kt.Oracle, baseline_values: dict[str, Any]) -> list[dict[str, Any]]:
-    """The completed trials' points other than the baseline's, best first."""
-    ranked = [trial for trial in oracle.get_best_trials(len(oracle.trials)) if trial.status == "COMPLETED"]
+    """The completed trials' points other than the baseline's, best first, each once: the finalists so far."""
+    ranked = _distinct_completed(oracle)
     return [searched_values(t.hyperparameters) for t in ranked if not is_baseline(t.hyperparameters, baseline_values)]
 
 
-def best_trials(tuner: kt.Tuner, count: int = 1) -> list[kt.engine.trial.Trial]:
-    """The best completed trials, best first, each point once (Hyperband scores a point at several budgets); an
-    error naming the cause when every trial failed."""
+def _distinct_completed(oracle: kt.Oracle) -> list[kt.engine.trial.Trial]:
+    """The completed trials, best first, each point once (Hyperband scores a point at several budgets)."""
     trials, seen = [], []
-    for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
+    for trial in oracle.get_best_trials(len(oracle.trials)):
         if trial.status != kt.engine.trial.TrialStatus.COMPLETED:  # Keras Tuner pads the list with these
             continue
         values = searched_values(trial.hyperparameters)
         if values not in seen:
             seen.append(values)
             trials.append(trial)
+    return trials
+
+
+def best_trials(tuner: kt.Tuner, count: int = 1) -> list[kt.engine.trial.Trial]:
+    """The best completed trials, best first, each point once (Hyperband scores a point at several budgets); an
+    error naming the cause when every trial failed."""
+    trials = _distinct_completed(tuner.oracle)
     if not trials:
         failed = [trial for trial in tuner.oracle.trials.values() if trial.message]
         cause = _last_line(failed[-1].message) if failed else "no trial completed"
