@@ -18,7 +18,7 @@ trials to be chosen from (the finalist protocol: 4 finalists and the baseline's 
 then gives the rest to search trials; the baseline's retrain is always kept. It is made again before each trial, with the new prices: the search stops starting trials that would
 not leave room for the final stage, and the final stage retrains fewer finalists rather than overrun.
 
-One concern: the budget's arithmetic. It imports the standard library and eta.py (durations) only: no Keras.
+One concern: the budget's arithmetic. It imports the standard library only: no Keras.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from eta import format_duration
 
 _DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
 
@@ -65,6 +63,20 @@ def duration_text(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return "".join(f"{amount}{unit}" for amount, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if amount) or "0s"
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration as a person reads it: "45s", "12m 30s", "1h 05m" (an estimate has no use for seconds past an hour)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "unknown"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        minutes, seconds = divmod(seconds, 60)
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours}h {minutes:02d}m"
 
 
 def point_work(values: Mapping[str, Any], image_size: int, channels: int) -> float:

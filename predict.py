@@ -95,7 +95,7 @@ def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
             f"--ensemble: {run_dir} holds no saved ensemble (it needs ensemble_size above 1 and a run that saved its "
             f"members in {ENSEMBLE_DIR}/): leave out --ensemble to use its best model"
         )
-    import backends
+    from runtime import backends
 
     config = load_recorded(run_dir / CONFIG_FILE)
     # The run's own backend unless KERAS_BACKEND names another: the model loads under any of them.
@@ -210,7 +210,7 @@ def predict(run: dict[str, Any], images, files: list[Path]):
 def explain_images(run: dict[str, Any], images, table, out_dir: Path) -> int:
     """Write each image at its own size with the Grad-CAM heatmap of its predicted class, captioned with its label,
     P(pneumonia) and the threshold; returns how many."""
-    import explain
+    from reporting import explain
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = (table["p_pneumonia"].to_numpy() >= run["threshold"]).astype(int)

@@ -1,8 +1,8 @@
 """A run folder, reports/<run>/: its layout and file names, whole-file writes, the run's clock (kept there
 across resumes), the results it holds (`RunResult`, read and written in one place, older runs included),
-whether it is finished, the runs index, the resume policy and the lookup of the other kind's run to compare with.
+whether it is finished, the resume policy and the lookup of the other kind's run to compare with.
 
-One concern: the files of runs. It imports config.py and tables.py (for the index), never Keras.
+One concern: the files of runs. It imports config.py and errors.py, never Keras.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import yaml
 
 from config import Settings, dump, load_recorded, recorded
 from errors import ConfigError, RunFilesError  # noqa: F401  (RunFilesError: raised by the writers' callers)
-from tables import cell, duration, markdown_table, maximised
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where tables are read, so `search.py --help` stays instant
@@ -282,63 +281,3 @@ def find_counterpart(settings: Settings, kind: str) -> tuple[str, dict[str, Any]
         if other.get("run", {}).get("kind") != kind and all(other_config.get(key) == now[key] for key in PROTOCOL_KEYS):
             return metrics_file.parent.name, other
     return None
-
-
-def write_index(reports_dir: Path) -> None:
-    """reports/index.md: one row per run folder, finished or not, newest first. A folder whose files cannot be
-    read (copied in part, say) gets a row saying so: another folder never stops a run from finishing."""
-    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob("*/config.yaml"))]
-    rows.sort(key=lambda row: row[0], reverse=True)
-    header = [
-        "run", "finished", "kind", "image size", "trials", "best validation objective",
-        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report", "model card",
-    ]  # fmt: skip
-    text = "\n".join(
-        [
-            "# Runs",
-            "",
-            "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
-            "the test split was predicted once, after every choice was made on validation.",
-            "",
-            markdown_table(header, [cells for _, cells in rows]),
-            "",
-        ]
-    )
-    write_text(reports_dir / "index.md", text)
-
-
-def _index_row(run_dir: Path) -> tuple[str, list[Any]]:
-    """The sort key (when it finished) and the cells of one run folder's row in index.md."""
-    folder = f"[folder]({run_dir.name}/)"
-    if not (run_dir / "metrics.json").exists():
-        return "", [run_dir.name, "unfinished", *[None] * 10, folder, None]
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        run, test = metrics["run"], metrics["test"]
-        trials = read_trials(run_dir / "trials.csv")
-        best = _best_validation_objective(config["objective"], trials, run_dir / "history.csv", run["best_epoch"])
-        cells = [
-            run_dir.name, run["finished"], run["kind"], config["image_size"],
-            "–" if trials is None else len(trials), best,
-            test["accuracy"], test["roc_auc"], test["sensitivity"], test["specificity"],
-            duration(run["wall_seconds"]["total"]), f"[report]({run_dir.name}/report.md)",
-            f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
-        ]  # fmt: skip
-        return run["finished"], cells
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
-        filename = getattr(error, "filename", None)
-        reason = f"unreadable ({Path(filename).name}: {error.strerror})" if filename else f"unreadable ({error!r})"
-        return "", [run_dir.name, reason, *[None] * 10, folder, None]
-
-
-def _best_validation_objective(objective: str, trials: pd.DataFrame | None, history: Path, best_epoch: int) -> str:
-    """The search's best trial score, or for a baseline the kept epoch's validation objective."""
-    import pandas as pd
-
-    if trials is not None:
-        done = trials[trials["status"] == "COMPLETED"]["objective"]
-        value = done.max() if maximised(objective) else done.min()
-    else:
-        value = pd.read_csv(history)[objective].iloc[best_epoch - 1]
-    return f"{objective} {cell(float(value))}"

@@ -28,7 +28,7 @@ import config
 import runs
 from config import BACKENDS, PRECISIONS, Settings
 from errors import ConfigError, RunFilesError, UserError
-from training import CTRL_C
+from pipeline.training import CTRL_C
 
 # Heavy modules (Keras and its backend, Keras Tuner, matplotlib) are imported inside the steps that
 # use them, so `--help` and config mistakes answer at once, and Keras loads the backend chosen.
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = CTRL_C.unraisable
     try:
         run = resolve_run(args, command)
-        import training
-        from final_model import train_and_evaluate
+        from pipeline import training
+        from pipeline.final_model import train_and_evaluate
 
         settings = run.settings
         hypermodel = make_hypermodel(settings)
@@ -162,8 +162,10 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
     kind = "baseline" if args.baseline else "search"
     name = settings.run_name or default_run_name(settings, kind, args.synthetic, args.config)
     settings = settings.replace(run_name=name, **choose_backend(settings, args.backend))
-    import backends  # Keras now loads the chosen backend
-    import compilation
+    from runtime import (
+        backends,  # Keras now loads the chosen backend
+        compilation,
+    )
 
     cache_line = compilation.start(
         settings.backend, compilation.cache_folder(settings.compilation_cache, settings.reports_dir)
@@ -201,7 +203,7 @@ def default_run_name(settings: Settings, kind: str, synthetic: bool, preset: Pat
 def choose_backend(settings: Settings, flag: str | None) -> dict[str, Any]:
     """Settle the Keras backend (--backend, else KERAS_BACKEND, else the config) and load Keras with it; say
     whether TensorBoard logs can be written under it."""
-    import backends
+    from runtime import backends
 
     backend, source = backends.choose(flag, settings.backend)
     backends.activate(backend)
@@ -218,7 +220,7 @@ def choose_backend(settings: Settings, flag: str | None) -> dict[str, Any]:
 
 def choose_precision(settings: Settings, overwrite: bool) -> tuple[str, str]:
     """Settle `precision: auto` on a dtype policy and say why: a resumed run keeps the one it started with."""
-    import precision
+    from runtime import precision
 
     started = None if overwrite else runs.recorded_precision(runs.run_folder(settings))
     if settings.precision == "auto" and started is not None:
@@ -265,8 +267,8 @@ def load_data(settings: Settings) -> dict[str, Any]:
 
 def print_estimates(run: Run, run_dir: Path) -> None:
     """Before trial 1 (a worker leaves it to the chief): a faster preset on a CPU, and the expected wall time."""
-    import backends
-    import eta
+    from pipeline import eta
+    from runtime import backends
 
     if run.settings.distributed.role == "worker":
         return
@@ -281,9 +283,8 @@ def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path
     if not settings.time_budget or settings.distributed.role == "worker":
         return None
     import budget
-    import eta
-    import training
     from hypermodel import BASELINE
+    from pipeline import eta, training
 
     recorded, source = eta.recorded_trainings(run_dir, settings.as_dict())
     price = budget.Price.fitted([(hypermodel.work(point), e, s) for point, e, s in recorded], source)
@@ -326,9 +327,8 @@ def make_hypermodel(settings: Settings):
 
 def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, Any]:
     """metrics.json's "run": what ran, where, how long, and the command that reproduces it."""
-    import backends
-    import compilation
     from hypermodel import BASELINE
+    from runtime import backends, compilation
 
     # What XLA built in this process (a resumed run counts only its own part), on JAX.
     compiled = {"compilation": compilation.COUNTS.as_dict()} if run.settings.backend == "jax" else {}
@@ -354,7 +354,7 @@ def write_report(
     """Write the run's files (the model, then any other ensemble members) and its report, and refresh the
     other kind's report to compare with this one."""
     import data
-    import report
+    from reporting import report
 
     final.metrics["run"] = run_record(run, final.best_epoch, clock)
     if planner is not None:
@@ -378,7 +378,7 @@ def write_report(
     shutil.rmtree(run.dir / runs.RETRAIN_BACKUP, ignore_errors=True)  # the run is finished: nothing to resume
     print(report.console_summary(run.dir, final.metrics["test"]))
     if run.settings.backend == "jax":
-        import compilation
+        from runtime import compilation
 
         print(compilation.summary_line())
 

@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere
 
-from compilation import Compilations  # noqa: E402  (imports no Keras and no JAX)
+from runtime.compilation import Compilations  # (imports no Keras and no JAX)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--synthetic", "--config", "configs/archive/cpu-hyperband.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "2",
         "--image-size", "48", "--final-epochs", "2"]  # fmt: skip
@@ -96,7 +96,7 @@ def main() -> int:
 
 
 def print_table(labels: list[str], counts: list[Compilations], seconds: list[float]) -> None:
-    from tables import markdown_table
+    from reporting.tables import markdown_table
 
     header = ["model", "wall s", "compilations", "compile s", "compile share", "cache hits", "cache misses",
               f"compiled, {MENTIONED_SECONDS} s or more"]  # fmt: skip

@@ -35,8 +35,7 @@ def main() -> None:
 
     mode = sys.argv[1] if len(sys.argv) > 1 else "shared"
     forget = "forget" in sys.argv[2:]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tuning
+    from pipeline import tuning
 
     x = np.random.randint(0, 255, (4700, 48, 48, 3), dtype=np.uint8)
     y = keras.utils.to_categorical(np.random.randint(0, 2, 4700), 2)

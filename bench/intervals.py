@@ -19,15 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import data
+import runs
+from config import load_recorded
+from evaluation import bootstrap_test_metrics, classification_metrics
+from reporting import report, tables
 
-import data  # noqa: E402
-import report  # noqa: E402
-import runs  # noqa: E402
-import tables  # noqa: E402
-from config import load_recorded  # noqa: E402
-from evaluation import bootstrap_test_metrics, classification_metrics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

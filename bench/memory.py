@@ -24,13 +24,11 @@ import ctypes
 import ctypes.util
 import gc
 import os
-import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -77,8 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import search
-    import training
-    import tuning
+    from pipeline import training, tuning
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
     flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]

@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data import patient_id
+from evaluation import choose_threshold, image_log_loss, paired_difference
 
-from data import patient_id  # noqa: E402
-from evaluation import choose_threshold, image_log_loss, paired_difference  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -57,9 +55,9 @@ def train_repeats(args: argparse.Namespace) -> None:
         search.parse_args(["--config", str(args.config), "--seed", str(args.seed), "--data-dir", args.data_dir])
     )
     settings = run.settings.replace(tensorboard=False)
-    import training
     from evaluation import predict_split
     from hypermodel import baseline_hyperparameters, without_augmentation
+    from pipeline import training
 
     hypermodel = search.make_hypermodel(settings)
     splits = search.load_data(settings)

@@ -17,16 +17,14 @@ Only validation is read: nothing here predicts the test split.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from config import Settings, load_recorded
 
-from config import Settings, load_recorded  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = "objective_bench.csv"
 VALIDATION = "objective_bench_validation.csv"
@@ -39,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     # Keys added since the run started keep their legacy values or defaults (they change nothing it did).
     config = load_recorded(args.run_dir / "config.yaml")
-    import backends
+    from runtime import backends
 
     backends.activate(config.backend)
     results, validation = args.run_dir / RESULTS, args.run_dir / VALIDATION
@@ -61,8 +59,7 @@ def main() -> None:
 def best_points(run_dir: Path, config: Settings, count: int) -> list[tuple[str, float, object]]:
     """(trial id, search score, point) of the best distinct points, best first, from the run's tuner state."""
     import search
-    import training
-    import tuning
+    from pipeline import training, tuning
 
     tuner = training.make_tuner(search.make_hypermodel(config), config, run_dir)
     chosen, seen = [], []
@@ -79,7 +76,7 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
     validation P(pneumonia)."""
     import data
     import search
-    import training
+    from pipeline import training
 
     splits = _splits(config)
     model, history, kept = training.retrain(

@@ -28,11 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline import EpochTimer  # noqa: E402  (bench/, beside this script)
+from input_pipeline import EpochTimer  # (bench/, beside this script)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 IMAGE_SIZE, BATCH_SIZE, SEED = 80, 64, 42
 TARGETS = {"fused float32": 1.2, "fused + auto": 2.0}
@@ -55,7 +55,7 @@ def throughput(data_dir: Path, epochs: int) -> None:
     import keras
 
     import data
-    import precision
+    from runtime import precision
 
     auto, reason = precision.resolve("auto")
     splits = data.load_splits(data_dir, 0.1, SEED)

@@ -39,14 +39,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import data
+from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS
+from evaluation import paired_difference
+from reporting.tables import markdown_table
+from runs import is_finished
 
-import data  # noqa: E402
-from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS  # noqa: E402
-from evaluation import paired_difference  # noqa: E402
-from runs import is_finished  # noqa: E402
-from tables import markdown_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
 PAIRED_METRICS = (*METRICS, "log_loss")  # log loss: lower is better, so a negative difference favours tuned

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TOLERANCE = 0.005
 
@@ -33,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import search
-    import training
+    from pipeline import training
 
     common = ["--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     config = search.resolve_run(search.parse_args([*common, "--tuner", "hyperband"])).settings

@@ -12,18 +12,16 @@ and how often it beats the incumbent. Test rows are never read.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data import patient_id
+from evaluation import image_log_loss
+from pipeline import final_model
 
-import final_model  # noqa: E402
-from data import patient_id  # noqa: E402
-from evaluation import image_log_loss  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import keras
+from input_pipeline import EpochTimer  # bench/, beside this script
 
-import keras  # noqa: E402
-from pipeline import EpochTimer  # noqa: E402  (bench/, beside this script)
-
-import data  # noqa: E402
-import training  # noqa: E402
-from config import load_config  # noqa: E402
-from hypermodel import ChestXRayHyperModel, baseline_hyperparameters  # noqa: E402
+import data
+from config import load_config
+from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
+from pipeline import training
 
 
 def main() -> None:

@@ -14,17 +14,15 @@ rule moves little at nearly the same J. Only validation is read.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data import patient_id
+from evaluation import choose_threshold, patient_resamples, percentile_interval, youden_j
 
-from data import patient_id  # noqa: E402
-from evaluation import choose_threshold, patient_resamples, percentile_interval, youden_j  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RULES = ("youden", "youden_or_half", "plateau")
 

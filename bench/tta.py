@@ -11,16 +11,14 @@ loss and Brier score of the plain prediction and of the mean over all views. Onl
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from config import load_recorded
 
-from config import load_recorded  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # (shift x, shift y) as fractions of the side, zoom per axis: small, inside the training augmentation's ranges.
 VIEWS = {
@@ -38,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished run folders holding model.keras")
     args = parser.parse_args()
-    import backends
+    from runtime import backends
 
     backends.activate(backends.choose(None, "tensorflow")[0])
     rows = [row for run_dir in args.runs for row in measure(run_dir)]

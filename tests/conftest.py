@@ -4,16 +4,14 @@ baseline run and a tiny search run beside it for the tests that only read what r
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import data  # noqa: E402
+import data
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
 

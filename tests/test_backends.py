@@ -16,11 +16,12 @@ import pytest
 import yaml
 from conftest import TINY
 
-import backends
 import predict
 from config import ConfigError
+from runtime import backends
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "reporting", "runtime")
 # float32, so that TensorFlow can reproduce its probabilities to 1e-5 (bfloat16 rounds differently per backend).
 JAX_SEARCH = [*TINY, "--tuner", "random", "--max-trials", "2", "--epochs", "1", "--precision", "float32"]
 # The JAX runs are made once, by whichever xdist worker takes this group (pyproject: --dist loadgroup).
@@ -162,9 +163,10 @@ def test_predict_and_grad_cam_run_on_jax(jax_runs, tmp_path):
 def test_no_module_imports_tensorflow_on_jax(tmp_path):
     pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
     modules = sorted(path.stem for path in REPO.glob("*.py"))
+    modules += sorted(f"{path.parent.name}.{path.stem}" for path in REPO.glob("*/*.py") if path.parent.name in PACKAGES)
     code = (
         f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"
-        "import backends, precision\nbackends.gpus(); precision.resolve('auto')\n"
+        "from runtime import backends, precision\nbackends.gpus(); precision.resolve('auto')\n"
         "print('loaded:', 'tensorflow' in sys.modules)"
     )
     done = _run(["-c", code], tmp_path, KERAS_BACKEND="jax")

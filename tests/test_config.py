@@ -147,7 +147,7 @@ def test_a_run_recorded_before_newer_keys_loads_with_their_legacy_values(tmp_pat
 
 
 def test_the_compilation_cache_sits_beside_the_runs_unless_moved_or_off():
-    import compilation
+    from runtime import compilation
 
     assert compilation.cache_folder(True, "reports") == Path("reports") / ".compilation-cache"
     assert compilation.cache_folder(False, "reports") is None

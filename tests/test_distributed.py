@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import distributed
 import search
 from config import Distributed
+from runtime import distributed
 
 SEARCH = Path(search.__file__)
 RUN_DIR = Path("reports/search-random-48px-seed7")  # the name the settings below derive

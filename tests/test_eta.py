@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import eta
-from eta import cpu_budget_hint, eta_text, format_duration, remaining_seconds, start_estimate
+from budget import format_duration
+from pipeline import eta
+from pipeline.eta import cpu_budget_hint, eta_text, remaining_seconds, start_estimate
 
 
 def test_remaining_seconds_is_rate_times_epochs_times_trials() -> None:
@@ -66,7 +67,7 @@ def test_eta_text() -> None:
 def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> None:
     """TrialRecorder's header on a real Keras Tuner oracle: 2 completed trials, 1 failed, the 4th starting."""
     kt = pytest.importorskip("keras_tuner")
-    import tuning
+    from pipeline import tuning
 
     class Base:
         def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
@@ -233,7 +234,7 @@ def test_cpu_budget_hint_names_a_command_that_starts(tmp_path) -> None:
 
 
 def test_eta_imports_neither_keras_nor_pandas() -> None:
-    code = "import sys, eta; print(sorted({'keras', 'pandas', 'tensorflow'} & set(sys.modules)))"
+    code = "import sys; import pipeline.eta; print(sorted({'keras', 'pandas', 'tensorflow'} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=Path(__file__).resolve().parents[1],

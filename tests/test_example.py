@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from model_card import render_model_card
+from reporting.model_card import render_model_card
 from runs import RunResult
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "reports" / "example"

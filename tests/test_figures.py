@@ -13,10 +13,8 @@ from matplotlib.colors import to_rgb
 from sklearn.calibration import calibration_curve
 from test_study import made_up_trials
 
-import figures
-import report
 import runs
-import search_plots
+from reporting import figures, report, search_plots
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "reports" / "example"
 
@@ -118,7 +116,7 @@ def test_only_a_run_on_the_real_data_quotes_the_published_accuracy(data_dir: str
 
 def test_every_threshold_rule_is_said_in_words() -> None:
     from config import THRESHOLD_RULES
-    from tables import threshold_rule
+    from reporting.tables import threshold_rule
 
     for rule in THRESHOLD_RULES:
         assert "fixed" not in threshold_rule(rule), rule  # "fixed at plateau" said the opposite of the rule
@@ -127,8 +125,8 @@ def test_every_threshold_rule_is_said_in_words() -> None:
 
 def test_a_finalist_without_a_search_score_is_left_off_the_finalists_figure(tmp_path) -> None:
     """The baseline's trial can fail (its worker died) and still be retrained as a finalist: no score to place."""
+    from reporting.search_plots import finalists_figure
     from runs import save_figure
-    from search_plots import finalists_figure
 
     figure = finalists_figure([None, 0.3, 0.2], [0.1, 0.25, float("nan")], ["baseline", "01", "02"], "val_log_loss")
     save_figure(tmp_path / "finalists.png", figure)

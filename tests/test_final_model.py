@@ -13,12 +13,12 @@ import pytest
 from conftest import TINY
 from sklearn.metrics import roc_auc_score
 
-import final_model
 import predict
 import search
 from config import ConfigError, load_config
 from evaluation import choose_threshold, image_log_loss
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, weighted_ensemble, without_augmentation
+from pipeline import final_model
 
 
 def test_greedy_selection_averages_models_whose_errors_differ_and_keeps_one_that_dominates():
@@ -71,7 +71,7 @@ def test_the_weighted_ensemble_is_one_keras_model_that_predicts_the_weighted_mea
 
 def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(synthetic_root):
     import data
-    import training
+    from pipeline import training
 
     settings = load_config(None, {"--image-size": ("image_size", 48)}).replace(objective="val_roc_auc")
     splits = data.load_splits(synthetic_root, settings.validation_fraction, settings.seed)

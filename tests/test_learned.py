@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import figures
-import report
 import runs
 from config import load_recorded
+from reporting import figures, report
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "bench" / "results" / "quality"
@@ -132,6 +131,6 @@ def test_a_baseline_run_has_no_such_section(tiny_runs) -> None:
 
 
 def test_search_and_report_do_not_import_optuna_at_start() -> None:
-    code = "import sys, search, report; print('optuna' in sys.modules)"
+    code = "import sys, search; import reporting.report; print('optuna' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import objective  # noqa: E402
+# bench/ scripts are scripts, not modules: load this one from its file.
+_SPEC = importlib.util.spec_from_file_location("objective", Path(__file__).resolve().parents[1] / "bench" / "objective.py")
+objective = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(objective)
 
 
 def test_ensembles_are_the_mean_of_the_top_points_scored_against_the_best(capsys):

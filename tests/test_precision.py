@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import config
-import precision
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, without_augmentation
+from runtime import precision
 
 CONFIG = config.load_config()
 

@@ -14,10 +14,10 @@ import yaml
 from conftest import write_image
 
 import data
-import explain
 import predict
-import runs
 from hypermodel import weighted_ensemble
+from reporting import explain
+from reporting import index as reports_index
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_index_lists_every_run_folder(in_workdir):
     reports = in_workdir.parent
     (reports / "half-done").mkdir()
     (reports / "half-done" / "config.yaml").write_text("seed: 1\n")
-    runs.write_index(reports)
+    reports_index.write_index(reports)
     index = (reports / "index.md").read_text()
     assert f"[report]({in_workdir.name}/report.md)" in index
     assert "| half-done | unfinished |" in index
@@ -207,7 +207,7 @@ def test_a_folder_copied_in_part_does_not_stop_the_index(run_dir, tmp_path):
     (reports / "garbled").mkdir()
     (reports / "garbled" / "config.yaml").write_text("objective: val_auc\n")
     (reports / "garbled" / "metrics.json").write_text("{}")
-    runs.write_index(reports)
+    reports_index.write_index(reports)
     index = (reports / "index.md").read_text()
     assert "[report](whole/report.md)" in index
     assert "| part | unreadable (history.csv: No such file or directory) |" in index

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import report
+from reporting import report
 
 QUALITY = Path(__file__).parents[1] / "bench" / "quality.py"
 SMOKE = ["--", "--synthetic", "--image-size", "48", "--epochs", "1", "--final-epochs", "1", "--max-trials", "2"]

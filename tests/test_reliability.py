@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from conftest import TINY_SEARCH
 
-import figures
 import runs
 import search
-import tuning
 from config import load_config
 from hypermodel import BASELINE, ChestXRayHyperModel, baseline_hyperparameters, without_augmentation
+from pipeline import tuning
+from reporting import figures
 
 REPO = Path(search.__file__).resolve().parent
 TINY = ["--synthetic", "--image-size", "48", "--final-epochs", "1", "--seed", "7"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from resume import RetrainBackup
+from pipeline.resume import RetrainBackup
 from runs import CLOCK_FILE, Stopwatch
 
 RNG = np.random.default_rng(0)

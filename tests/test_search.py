@@ -18,9 +18,9 @@ from conftest import TINY, TINY_BASELINE, write_image
 
 import data
 import search
-import tuning
 from evaluation import choose_threshold
 from hypermodel import BASELINE, ChestXRayHyperModel
+from pipeline import tuning
 
 REPO = Path(search.__file__).resolve().parent
 
@@ -205,7 +205,7 @@ def test_a_class_of_one_patient_is_named_before_anything_trains(workdir, capsys)
 
 
 def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
-    code = "import backends\nbackends.activate('tensorflow')\nimport tensorflow as tf\ntf.config.list_physical_devices('GPU')"
+    code = "from runtime import backends\nbackends.activate('tensorflow')\nimport tensorflow as tf\ntf.config.list_physical_devices('GPU')"
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=environment)
     assert quiet.returncode == 0 and quiet.stderr.strip() == ""
@@ -261,7 +261,7 @@ def test_baseline_and_search_reports_compare_on_test(tiny_runs):
 
 def test_a_run_recorded_before_intervals_still_renders(tiny_runs, tmp_path):
     """Old metrics.json files (no ci95, bootstrap or by_type) render, also as a counterpart."""
-    import report
+    from reporting import report
 
     for run_dir in (tiny_runs.baseline, tiny_runs.search):
         copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns("model.keras", "*.md"))
@@ -370,7 +370,7 @@ def test_changed_settings_do_not_resume_a_run(workdir, capsys, monkeypatch):
 
 
 def test_a_resumed_run_keeps_its_precision(workdir, capsys, monkeypatch):
-    import precision
+    from runtime import precision
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt

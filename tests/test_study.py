@@ -19,10 +19,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-import search_plots
-import study
-import tables
 from hypermodel import BASELINE
+from reporting import search_plots, study, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = ROOT / "bench" / "results" / "quality" / "tuned-search-seed45"  # a committed 25-trial random search
@@ -222,7 +220,7 @@ def test_importances_on_a_committed_search(committed: tuple[pd.DataFrame, dict, 
 
 
 def test_importing_the_modules_does_not_import_optuna() -> None:
-    code = "import sys, study, eta, search_plots; print('optuna' in sys.modules)"
+    code = "import sys; import reporting.study, pipeline.eta, reporting.search_plots; print('optuna' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

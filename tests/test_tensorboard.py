@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-import training
+from pipeline import training
 
 
 def read_events(folder: Path) -> EventAccumulator:

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-import tuning
 from config import load_config
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
+from pipeline import tuning
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the registry is TensorFlow's")

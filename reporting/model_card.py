@@ -12,8 +12,7 @@ import numpy as np
 import yaml
 
 from evaluation import brier_scores
-from runs import RunResult
-from tables import (
+from reporting.tables import (
     METRIC_ROWS,
     finalists_table,
     interval_sentence,
@@ -24,6 +23,7 @@ from tables import (
     type_sensitivity,
     with_interval,
 )
+from runs import RunResult
 
 # No license has been chosen for this project's code or weights; Hugging Face's "other" says so
 # instead of claiming one. The training data's own license (CC BY 4.0) is named in the card.

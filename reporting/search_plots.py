@@ -23,8 +23,8 @@ from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from study import MIN_TRIALS, is_baseline, space_key
-from tables import hyperparameter_columns, maximised
+from reporting.study import MIN_TRIALS, is_baseline, space_key
+from reporting.tables import hyperparameter_columns, maximised
 
 UNUSED = -0.15  # where the parallel coordinates draw a hyperparameter a trial did not use
 BASELINE_STYLE = {"marker": "s", "color": "red", "markersize": 8, "linestyle": "none", "zorder": 3}

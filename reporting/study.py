@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 import runs
-from tables import hyperparameter_columns, maximised
+from reporting.tables import hyperparameter_columns, maximised
 
 if TYPE_CHECKING:
     import optuna

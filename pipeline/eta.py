@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from budget import format_duration
+
 
 def _pairs(seconds: Sequence[float | None], epochs: Sequence[float | None]) -> list[tuple[float, float]]:
     """The (seconds, epochs) of trials that recorded both; a trial without them says nothing of the rate."""
@@ -69,20 +71,6 @@ def remaining_seconds(
     if max_epochs:
         epochs_per_trial = min(epochs_per_trial, max_epochs)
     return remaining_trials * epochs_per_trial * seconds_per_epoch
-
-
-def format_duration(seconds: float | None) -> str:
-    """A duration as a person reads it: "45s", "12m 30s", "1h 05m" (an estimate has no use for seconds past an hour)."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "unknown"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        minutes, seconds = divmod(seconds, 60)
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def eta_text(

@@ -107,7 +107,7 @@ class TrialRecorder:
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
         best = [trial for trial in self.oracle.get_best_trials(1) if trial.score is not None]
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
-        from eta import eta_text  # pure arithmetic, no Keras
+        from pipeline.eta import eta_text  # pure arithmetic, no Keras
 
         # The ended trials' recorded cost, as trials_table reads it; a worker's oracle client holds no trials.
         ended = [t for t in getattr(self.oracle, "trials", {}).values() if t.status not in ("RUNNING", "IDLE")]

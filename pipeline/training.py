@@ -99,8 +99,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     """
     import keras
 
-    import distributed
-    import tuning
+    from pipeline import tuning
+    from runtime import distributed
 
     keras.utils.set_random_seed(settings.seed)
     role = settings.distributed.role
@@ -151,8 +151,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
 def trial_gate(oracle, planner, hypermodel):
     """What the oracle asks before each new trial (tuning.Gated): re-price from the trials finished so far, print
     the plan, and say whether a trial at this point still fits."""
-    import tuning
     from hypermodel import BASELINE
+    from pipeline import tuning
 
     def gate(values: dict[str, Any]) -> bool:
         done = tuning.completed_trials(oracle)
@@ -197,8 +197,8 @@ def budget_deadline(planner: Any, final_stage: bool) -> list:
 
 def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None):
     """The run's tuner, baseline first; it picks up the state already in `run_dir`/tuner."""
-    import tuning
     from hypermodel import BASELINE
+    from pipeline import tuning
 
     return tuning.build_tuner(
         hypermodel,
@@ -217,8 +217,8 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
 
 def _search_result(tuner, settings: Settings) -> tuple[list[Candidate], Any]:
     """The candidates for the final retrain and the trials table, with a warning when trials failed."""
-    import tuning
     from hypermodel import BASELINE
+    from pipeline import tuning
 
     trials = tuning.trials_table(tuner.oracle)
     failed = trials[trials["status"] != "COMPLETED"]
@@ -239,8 +239,8 @@ def _search_result(tuner, settings: Settings) -> tuple[list[Candidate], Any]:
 
 
 def _candidate(trial: Any, trials: Any) -> Candidate:
-    import tuning
     from hypermodel import BASELINE
+    from pipeline import tuning
 
     row = trials[trials["trial_id"] == trial.trial_id].iloc[0]
     last = row.get("last_objective")
@@ -306,9 +306,9 @@ def retrain(
     import keras
     import pandas as pd
 
-    import distributed
-    import tuning
-    from resume import RetrainBackup
+    from pipeline import tuning
+    from pipeline.resume import RetrainBackup
+    from runtime import distributed
 
     keras.utils.set_random_seed(settings.seed)
     with distributed.strategy_scope(settings.distribution):

@@ -50,6 +50,6 @@ def cpu_bf16_flag(cpuinfo: str | None = None) -> str | None:
 
 def gpu_compute_capability() -> tuple[str, tuple[int, int]] | None:
     """The first visible GPU's name and CUDA compute capability, or None without one (the backend's view)."""
-    import backends
+    from runtime import backends
 
     return next(((name, capability) for name, capability in backends.gpus() if capability), None)

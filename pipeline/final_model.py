@@ -60,10 +60,9 @@ def train_and_evaluate(
     """Retrain for final_epochs and evaluate once on test: the finalists and the model chosen among them, or the
     best point (with its runners-up where ensemble_size is above 1). With a time budget (`planner`), only the
     finalists that fit in the time left are retrained, the baseline's point always."""
-    import training
-    import tuning
     from evaluation import evaluate
     from hypermodel import weighted_ensemble, without_augmentation
+    from pipeline import training, tuning
 
     backups = run_dir / RETRAIN_BACKUP
     if planner is not None and settings.finalists:
@@ -96,7 +95,7 @@ def train_and_evaluate(
 
 def finalist_record(candidate: Any, kept_epoch: int) -> dict[str, Any]:
     """What metrics.json keeps of a finalist besides its scores."""
-    import tuning
+    from pipeline import tuning
 
     return {
         "trial_id": candidate.trial_id,

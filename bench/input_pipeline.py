@@ -1,6 +1,6 @@
 """Training throughput of the baseline CNN fed three ways, on the 224-px copy and the full-size originals.
 
-    python bench/pipeline.py [--data-dir ../shared/data/chest_xray] [--fullres-dir ../shared/data/chest_xray_fullres_test]
+    python bench/input_pipeline.py [--data-dir ../shared/data/chest_xray] [--fullres-dir ../shared/data/chest_xray_fullres_test]
                              [--epochs 3] [--repeats 1] [--datasets fullres 224px] [--variants a b c]
 
 (a) the original notebook's pipeline: ImageDataGenerator.flow_from_directory at 80 x 80, batch 64,
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 IMAGE_SIZE, BATCH_SIZE, SEED = 80, 64, 42

@@ -13,12 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-import figures
-import study
 from evaluation import brier_scores, paired_difference
-from model_card import render_model_card
-from runs import REPORT_FILE, RunResult, disk_usage, write_index, write_text
-from tables import (
+from reporting import figures, study
+from reporting.index import write_index
+from reporting.model_card import render_model_card
+from reporting.tables import (
     METRIC_ROWS,
     cell,
     duration,
@@ -33,6 +32,7 @@ from tables import (
     type_sensitivity,
     with_interval,
 )
+from runs import REPORT_FILE, RunResult, disk_usage, write_text
 
 PUBLISHED = {
     "accuracy": 0.9295,

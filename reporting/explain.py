@@ -15,7 +15,7 @@ from keras import ops
 from matplotlib import colormaps
 from PIL import Image
 
-import backends
+from runtime import backends
 
 BATCH = 64
 

@@ -123,7 +123,7 @@ def choose_strategy(distribution: str) -> Any:
     strategy_scope; on JAX, Keras' DataParallel over the GPUs, set for the whole process (None returned)."""
     if distribution == "none":
         return None
-    import backends
+    from runtime import backends
 
     backend, gpus = backends.name(), backends.gpus()
     if len(gpus) < 2:

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, roc_curve
 from sklearn.metrics import auc as area_under
 
-import search_plots
 from data import CLASS_NAMES
 from evaluation import brier_scores
+from reporting import search_plots
 from runs import RunResult, save_figure
 
 EXAMPLES_PER_OUTCOME = 3
@@ -206,7 +206,7 @@ def gradcam_figure(result: RunResult) -> Figure:
     import keras
 
     import data
-    import explain
+    from reporting import explain
 
     model = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True)
     threshold = result.metrics["test"]["threshold"]

@@ -1,0 +1,78 @@
+"""reports/index.md: one row per run folder, rewritten after every run.
+
+One concern: the index of the reports folder. It reads run folders through runs.py and writes with tables.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from reporting.tables import cell, duration, markdown_table, maximised
+from runs import read_trials, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def write_index(reports_dir: Path) -> None:
+    """reports/index.md: one row per run folder, finished or not, newest first. A folder whose files cannot be
+    read (copied in part, say) gets a row saying so: another folder never stops a run from finishing."""
+    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob("*/config.yaml"))]
+    rows.sort(key=lambda row: row[0], reverse=True)
+    header = [
+        "run", "finished", "kind", "image size", "trials", "best validation objective",
+        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report", "model card",
+    ]  # fmt: skip
+    text = "\n".join(
+        [
+            "# Runs",
+            "",
+            "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
+            "the test split was predicted once, after every choice was made on validation.",
+            "",
+            markdown_table(header, [cells for _, cells in rows]),
+            "",
+        ]
+    )
+    write_text(reports_dir / "index.md", text)
+
+
+def _index_row(run_dir: Path) -> tuple[str, list[Any]]:
+    """The sort key (when it finished) and the cells of one run folder's row in index.md."""
+    folder = f"[folder]({run_dir.name}/)"
+    if not (run_dir / "metrics.json").exists():
+        return "", [run_dir.name, "unfinished", *[None] * 10, folder, None]
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        run, test = metrics["run"], metrics["test"]
+        trials = read_trials(run_dir / "trials.csv")
+        best = _best_validation_objective(config["objective"], trials, run_dir / "history.csv", run["best_epoch"])
+        cells = [
+            run_dir.name, run["finished"], run["kind"], config["image_size"],
+            "–" if trials is None else len(trials), best,
+            test["accuracy"], test["roc_auc"], test["sensitivity"], test["specificity"],
+            duration(run["wall_seconds"]["total"]), f"[report]({run_dir.name}/report.md)",
+            f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
+        ]  # fmt: skip
+        return run["finished"], cells
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        filename = getattr(error, "filename", None)
+        reason = f"unreadable ({Path(filename).name}: {error.strerror})" if filename else f"unreadable ({error!r})"
+        return "", [run_dir.name, reason, *[None] * 10, folder, None]
+
+
+def _best_validation_objective(objective: str, trials: pd.DataFrame | None, history: Path, best_epoch: int) -> str:
+    """The search's best trial score, or for a baseline the kept epoch's validation objective."""
+    import pandas as pd
+
+    if trials is not None:
+        done = trials[trials["status"] == "COMPLETED"]["objective"]
+        value = done.max() if maximised(objective) else done.min()
+    else:
+        value = pd.read_csv(history)[objective].iloc[best_epoch - 1]
+    return f"{objective} {cell(float(value))}"
