@@ -317,10 +317,11 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None, note
     if config["tuner"] != "hyperband" and config["max_trials"] is None:
         raise ConfigError(f"max_trials must be set for tuner {config['tuner']}: pass --max-trials N")
     _check_distributed(config["distributed"], origin)
-    if config["finalists"] and config["ensemble_size"] > 1:
+    if config["ensemble_size"] > 1:  # older runs made with it still load, render and serve (load_recorded)
         raise ConfigError(
-            f"{origin.get('finalists', DEFAULT_CONFIG.name)}: finalists {config['finalists']} and ensemble_size "
-            f"{config['ensemble_size']} are two ways to build an ensemble: set ensemble_size: 1 to choose among finalists"
+            f"{origin.get('ensemble_size', DEFAULT_CONFIG.name)}: ensemble_size {config['ensemble_size']} is retired "
+            "(it retrained the best point's runners-up beside it): set ensemble_size: 1 and finalists: N, which "
+            "retrains the N best points beside the baseline's and chooses their ensemble on validation"
         )
     return Settings.from_dict(config)
 

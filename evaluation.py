@@ -287,25 +287,13 @@ def brier_scores(predictions: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def evaluate(model: Any, members: Sequence[Any], splits: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Thresholds from validation; then, and only then, the single prediction of the test split.
-
-    With ensemble members, the ensemble's probability is the mean of every model's (the best one's
-    included), with a threshold of its own, also chosen on validation.
-    """
-    validation = predict_split([model, *members], splits["validation"], settings.batch_size)
-    columns = {"p_pneumonia": validation[0]}
-    if members:
-        columns["p_pneumonia_ensemble"] = np.mean(validation, axis=0)
-    thresholds = {column: validation_threshold(splits, scores, settings) for column, scores in columns.items()}
-    test = predict_split([model, *members], splits["test"], settings.batch_size)  # once, after every choice
-    scores = {"validation": columns, "test": {"p_pneumonia": test[0]}}
-    if members:
-        scores["test"]["p_pneumonia_ensemble"] = np.mean(test, axis=0)
-    metrics = scored(splits, {name: scores[name]["p_pneumonia"] for name in scores}, thresholds["p_pneumonia"])
-    if members:
-        ensemble = {name: scores[name]["p_pneumonia_ensemble"] for name in scores}
-        metrics["ensemble"] = {"size": 1 + len(members), **scored(splits, ensemble, thresholds["p_pneumonia_ensemble"])}
+def evaluate(model: Any, splits: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The threshold from validation; then, and only then, the single prediction of the test split."""
+    (validation,) = predict_split([model], splits["validation"], settings.batch_size)
+    threshold = validation_threshold(splits, validation, settings)
+    (test,) = predict_split([model], splits["test"], settings.batch_size)  # once, after every choice
+    scores = {"validation": {"p_pneumonia": validation}, "test": {"p_pneumonia": test}}
+    metrics = scored(splits, {name: scores[name]["p_pneumonia"] for name in scores}, threshold)
     return metrics, predictions_table(splits, scores)
 
 

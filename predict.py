@@ -2,7 +2,7 @@
 
     python predict.py xray.jpeg more_xrays/ --run reports/search-random-80px-seed42
     python predict.py more_xrays/ --run reports/<run> --csv predictions.csv --explain gradcam/
-    python predict.py more_xrays/ --run reports/<run> --ensemble   # a run with ensemble_size above 1
+    python predict.py more_xrays/ --run reports/<run> --ensemble   # a run made with ensemble_size above 1 (retired)
 
 Files may be JPEG or PNG, grayscale or colour, any size: each is decoded and resized exactly as
 in training. A file that cannot be read is listed with the reason; the others are still predicted.
@@ -16,13 +16,13 @@ and explain.py, never search.py or the report modules.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from config import Settings, load_recorded
+from config import Settings
 from errors import UserError
+from runs import CONFIG_FILE, ENSEMBLE_DIR, METRICS_FILE, MODEL_FILE, REPORT_FILE, RunFolder
 
 # Keras (and its backend: KERAS_BACKEND, else the run's) is imported only once the arguments are known
 # to be usable, so mistakes answer at once. A model saved under any backend loads under any other.
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ensemble",
         action="store_true",
-        help="average the run's ensemble (ensemble_size above 1) at the ensemble's own threshold; "
+        help="average the ensemble of a run made with ensemble_size above 1 (retired) at the ensemble's own threshold; "
         "Grad-CAM still shows the best model",
     )
     return parser.parse_args(argv)
@@ -86,18 +86,17 @@ def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
     """The run's settings, its validation-chosen threshold and its model (with `ensemble`, every member and the
     ensemble's threshold)."""
     check_run_folder(run_dir)
-    from runs import CONFIG_FILE, ENSEMBLE_DIR
-
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    folder = RunFolder(run_dir)
+    metrics = folder.metrics()
     members = sorted((run_dir / ENSEMBLE_DIR).glob("member*.keras"), key=lambda path: int(path.stem[6:]))
     if ensemble and ("ensemble" not in metrics or len(members) != metrics["ensemble"]["size"] - 1):
         raise RunError(
-            f"--ensemble: {run_dir} holds no saved ensemble (it needs ensemble_size above 1 and a run that saved its "
+            f"--ensemble: {run_dir} holds no saved ensemble (only runs made with ensemble_size above 1, now retired, saved their "
             f"members in {ENSEMBLE_DIR}/): leave out --ensemble to use its best model"
         )
     from runtime import backends
 
-    config = load_recorded(run_dir / CONFIG_FILE)
+    config = folder.settings()
     # The run's own backend unless KERAS_BACKEND names another: the model loads under any of them.
     backends.activate(backends.choose(None, config.backend)[0])
     import keras
@@ -107,7 +106,7 @@ def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
         "config": config,
         "threshold": scored["validation"]["threshold"],
         "ensemble": ensemble,
-        "model": keras.saving.load_model(run_dir / "model.keras", safe_mode=True),
+        "model": keras.saving.load_model(folder.file(MODEL_FILE), safe_mode=True),
         "members": [keras.saving.load_model(path, safe_mode=True) for path in members] if ensemble else [],
     }
 
@@ -117,9 +116,9 @@ def check_run_folder(run_dir: Path) -> None:
     reports/example, a run copied without it) is told how to get a model."""
     if not run_dir.is_dir():
         raise RunError(f"--run {run_dir} is not a folder: pass a run's folder under reports/, as search.py prints it")
-    needed = ("config.yaml", "metrics.json", "model.keras")
+    needed = (CONFIG_FILE, METRICS_FILE, MODEL_FILE)
     missing = [name for name in needed if not (run_dir / name).is_file()]
-    if missing == ["model.keras"] and (run_dir / "report.md").is_file():
+    if missing == [MODEL_FILE] and (run_dir / REPORT_FILE).is_file():
         raise RunError(
             f"--run {run_dir} holds a run's report but not its model (a run's model.keras is not committed to git, and "
             "a copied run may leave it out): train one, e.g. in about a minute with `python search.py --smoke`, "

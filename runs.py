@@ -7,12 +7,13 @@ One concern: the files of runs. It imports config.py and errors.py, never Keras.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,17 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.yaml"  # the settings the run was started with; written first
 REPORT_FILE = "report.md"  # written last: its presence means the run finished
-ENSEMBLE_DIR = "ensemble"  # member2.keras, ... beside model.keras (the best point, member 1)
+METRICS_FILE = "metrics.json"  # validation and test figures and the run's record; written last of the tables
+TRIALS_FILE = "trials.csv"  # a search's trials, one row each; a baseline run has none
+HISTORY_FILE = "history.csv"  # the final retrain, one row per epoch
+PREDICTIONS_FILE = "predictions.csv"  # split, file, label, p_pneumonia of every validation and test image
+BEST_POINT_FILE = "best_hyperparameters.yaml"  # the delivered model's point
+MODEL_FILE = "model.keras"  # the delivered model; not committed to git
+CARD_FILE = "model_card.md"
+STUDY_FILE = "study.db"  # a search as an Optuna study: optuna-dashboard sqlite:///study.db
+DATA_SUMMARY_FILE = "data_summary.csv"
+SKIPPED_FILE = "skipped_images.csv"  # images left out as undecodable (--skip-bad-images)
+ENSEMBLE_DIR = "ensemble"  # runs made with ensemble_size above 1 (retired): member2.keras, ... beside model.keras
 RETRAIN_BACKUP = "retrain"  # what an interrupted retrain resumes from; removed once reported
 CLOCK_FILE = "wall_seconds.json"  # the run's time so far, over every process that ran it (`Stopwatch`)
 # Settings that must match for a search and a baseline run to be compared on test: the same data and the same
@@ -37,6 +48,67 @@ CLOCK_FILE = "wall_seconds.json"  # the run's time so far, over every process th
 PROTOCOL_KEYS = ("data_dir", "validation_fraction", "seed")
 # How a run is spread over processes and devices and whether it logs, not what it computes: a run may resume under other values.
 RUNTIME_KEYS = ("distribution", "distributed", "tensorboard", "compilation_cache")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run folder, read by file: every reader of a run (report, index, ETA, study, predict.py, bench/) goes
+    through here, so a file's name and format are known in one place. Readers of optional files return None or []
+    where the file is absent."""
+
+    path: Path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def is_finished(self) -> bool:
+        return is_finished(self.path)
+
+    def config(self) -> dict[str, Any]:
+        """config.yaml as a mapping, with the legacy values of keys the run predates."""
+        return recorded(self.file(CONFIG_FILE))
+
+    def settings(self) -> Settings:
+        return load_recorded(self.file(CONFIG_FILE))
+
+    def metrics(self) -> dict[str, Any]:
+        return json.loads(self.file(METRICS_FILE).read_text())
+
+    def best_point(self) -> dict[str, Any]:
+        return yaml.safe_load(self.file(BEST_POINT_FILE).read_text())
+
+    def trials(self) -> pd.DataFrame | None:
+        return read_trials(self.file(TRIALS_FILE))
+
+    def history(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.read_csv(self.file(HISTORY_FILE))
+
+    def predictions(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.read_csv(self.file(PREDICTIONS_FILE))
+
+    def trial_rows(self) -> list[dict[str, str]]:
+        """trials.csv as text rows without pandas (the ETA reads it before Keras loads); [] when there is none."""
+        return _csv_rows(self.file(TRIALS_FILE))
+
+    def history_rows(self) -> list[dict[str, str]]:
+        """history.csv as text rows without pandas; [] when there is none."""
+        return _csv_rows(self.file(HISTORY_FILE))
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as file:
+            return list(csv.DictReader(file))
+    except OSError:
+        return []
 
 
 class Stopwatch:
@@ -131,36 +203,35 @@ class RunResult:
     def load(cls, run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None) -> RunResult:
         import pandas as pd
 
-        skipped = run_dir / "skipped_images.csv"
-        other_predictions = run_dir.parent / counterpart[0] / "predictions.csv" if counterpart else None
+        folder = RunFolder(run_dir)
+        skipped = folder.file(SKIPPED_FILE)
+        other = RunFolder(run_dir.parent / counterpart[0]) if counterpart else None
         return cls(
             run_dir=run_dir,
-            config=load_recorded(run_dir / CONFIG_FILE),
-            data_summary=pd.read_csv(run_dir / "data_summary.csv", index_col=0),
-            trials=read_trials(run_dir / "trials.csv"),
-            best_hyperparameters=yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text()),
-            history=pd.read_csv(run_dir / "history.csv"),
-            metrics=json.loads((run_dir / "metrics.json").read_text()),
-            predictions=pd.read_csv(run_dir / "predictions.csv"),
+            config=folder.settings(),
+            data_summary=pd.read_csv(folder.file(DATA_SUMMARY_FILE), index_col=0),
+            trials=folder.trials(),
+            best_hyperparameters=folder.best_point(),
+            history=folder.history(),
+            metrics=folder.metrics(),
+            predictions=folder.predictions(),
             counterpart=counterpart,
-            counterpart_predictions=pd.read_csv(other_predictions)
-            if other_predictions and other_predictions.exists()
-            else None,
+            counterpart_predictions=other.predictions() if other and other.file(PREDICTIONS_FILE).exists() else None,
             skipped_images=pd.read_csv(skipped) if skipped.exists() else None,
         )
 
     def save(self) -> None:
         """Write the tables beside the run's config.yaml, metrics.json last (the report is rendered after)."""
-        run_dir = self.run_dir
+        folder = RunFolder(self.run_dir)
         if self.trials is not None:
-            write_csv(run_dir / "trials.csv", self.trials)
+            write_csv(folder.file(TRIALS_FILE), self.trials)
         if self.skipped_images is not None and len(self.skipped_images):
-            write_csv(run_dir / "skipped_images.csv", self.skipped_images)
-        write_csv(run_dir / "data_summary.csv", self.data_summary, index=True)
-        write_text(run_dir / "best_hyperparameters.yaml", yaml.safe_dump(self.best_hyperparameters, sort_keys=False))
-        write_csv(run_dir / "history.csv", self.history)
-        write_csv(run_dir / "predictions.csv", self.predictions)
-        write_text(run_dir / "metrics.json", json.dumps(self.metrics, indent=2))
+            write_csv(folder.file(SKIPPED_FILE), self.skipped_images)
+        write_csv(folder.file(DATA_SUMMARY_FILE), self.data_summary, index=True)
+        write_text(folder.file(BEST_POINT_FILE), yaml.safe_dump(self.best_hyperparameters, sort_keys=False))
+        write_csv(folder.file(HISTORY_FILE), self.history)
+        write_csv(folder.file(PREDICTIONS_FILE), self.predictions)
+        write_text(folder.file(METRICS_FILE), json.dumps(self.metrics, indent=2))
 
 
 @contextmanager
@@ -191,14 +262,10 @@ def save_figure(path: Path, figure: Any) -> None:
         figure.savefig(temporary, dpi=110, bbox_inches="tight")
 
 
-def save_models(run_dir: Path, model: Any, members: Sequence[Any] = ()) -> None:
-    """The kept model as model.keras and an ensemble's other members in ensemble/, each written whole."""
-    with atomic_path(run_dir / "model.keras") as temporary:
+def save_model(run_dir: Path, model: Any) -> None:
+    """The delivered model as model.keras, written whole."""
+    with atomic_path(run_dir / MODEL_FILE) as temporary:
         model.save(temporary)
-    for rank, member in enumerate(members, start=2):
-        (run_dir / ENSEMBLE_DIR).mkdir(exist_ok=True)
-        with atomic_path(run_dir / ENSEMBLE_DIR / f"member{rank}.keras") as temporary:
-            member.save(temporary)
 
 
 def is_finished(run_dir: Path) -> bool:

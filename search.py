@@ -351,7 +351,7 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
 def write_report(
     run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch, planner: Any = None
 ) -> None:
-    """Write the run's files (the model, then any other ensemble members) and its report, and refresh the
+    """Write the run's files (the model, then the tables) and its report, and refresh the
     other kind's report to compare with this one."""
     import data
     from reporting import report
@@ -365,7 +365,7 @@ def write_report(
         final.predictions, counterpart, skipped_images=data.skipped_table(splits),
     )  # fmt: skip
     try:
-        runs.save_models(run.dir, final.model, final.members)
+        runs.save_model(run.dir, final.model)
         result.save()
         report.render(run.dir, counterpart)
         if counterpart:

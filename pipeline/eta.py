@@ -19,13 +19,12 @@ Before trial 1, `start_estimate` gives the whole run's expected wall time from w
 recorded (the run being resumed, or a finished run beside it with the same cost-setting keys), and
 `cpu_budget_hint` tells a CPU user what a run costs and how to bound it (`--time-budget`, budget.py).
 
-One concern: how long a run will take. It imports PyYAML and the standard library only (no Keras, no
-pandas, no clock), so the trial header (tuning.py) and search.py's start can call it at no cost.
+One concern: how long a run will take. It imports PyYAML, the standard library, budget.py and runs.py (run
+folders) only (no Keras, no pandas, no clock), so the trial header (tuning.py) and search.py's start can call it at no cost.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 import yaml
 
 from budget import format_duration
+from runs import CONFIG_FILE, REPORT_FILE, RunFolder
 
 
 def _pairs(seconds: Sequence[float | None], epochs: Sequence[float | None]) -> list[tuple[float, float]]:
@@ -130,7 +130,7 @@ def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool 
             f"in {config['precision']} beside this one to go by"
         )
     else:
-        retrains = max(int(config.get("ensemble_size") or 1), int(config.get("finalists") or 0) + 1)
+        retrains = max(int(config.get("ensemble_size") or 1), int(config.get("finalists") or 0) + 1)  # older runs too
         total += retrains * config["final_epochs"] * retrain[1]
         times = f"{retrains} retrains x " if retrains > 1 else ""
         parts.append(
@@ -163,17 +163,17 @@ def _search_part(run_dir: Path, config: Mapping[str, Any], others: list[Path]) -
 def _comparable_runs(run_dir: Path, config: Mapping[str, Any], keys: Sequence[str]) -> list[Path]:
     """Finished runs beside `run_dir` (report.md written) whose config.yaml matches `config` on `keys`, newest first."""
     found = []
-    for config_file in run_dir.parent.glob("*/config.yaml"):
-        folder = config_file.parent
-        if folder.resolve() == run_dir.resolve() or not (folder / "report.md").is_file():
+    for config_file in run_dir.parent.glob(f"*/{CONFIG_FILE}"):
+        folder = RunFolder(config_file.parent)
+        if folder.path.resolve() == run_dir.resolve() or not folder.is_finished():
             continue
         try:
             recorded = yaml.safe_load(config_file.read_text())
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(recorded, dict) and all(recorded.get(key) == config.get(key) for key in keys):
-            found.append(folder)
-    return sorted(found, key=lambda folder: (folder / "report.md").stat().st_mtime, reverse=True)
+            found.append(folder.path)
+    return sorted(found, key=lambda folder: RunFolder(folder).file(REPORT_FILE).stat().st_mtime, reverse=True)
 
 
 def _number(text: Any) -> float | None:
@@ -184,18 +184,9 @@ def _number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _trial_rows(run_dir: Path) -> list[dict[str, str]]:
-    """A finished search's trials.csv, a row per trial ([] when it has none)."""
-    try:
-        with open(run_dir / "trials.csv", newline="") as file:
-            return list(csv.DictReader(file))
-    except OSError:
-        return []
-
-
 def _recorded_trials(run_dir: Path) -> tuple[list[float | None], list[float | None], int]:
     """A finished search's completed trials (seconds, epochs run) from trials.csv, and how many trials it ran."""
-    rows = _trial_rows(run_dir)
+    rows = RunFolder(run_dir).trial_rows()
     done = [row for row in rows if row.get("status") == "COMPLETED"]
     return [_number(row.get("seconds")) for row in done], [_number(row.get("epochs_run")) for row in done], len(rows)
 
@@ -237,11 +228,7 @@ def _last_value(metrics: Mapping[str, Any], name: str) -> float | None:
 
 def _epoch_seconds(run_dir: Path) -> float | None:
     """The mean wall seconds of a finished run's retrain epochs (history.csv's `seconds`), or None."""
-    try:
-        with open(run_dir / "history.csv", newline="") as file:
-            values = [_number(row.get("seconds")) for row in csv.DictReader(file)]
-    except OSError:
-        return None
+    values = [_number(row.get("seconds")) for row in RunFolder(run_dir).history_rows()]
     known = [value for value in values if value is not None]
     return sum(known) / len(known) if known else None
 
@@ -288,13 +275,13 @@ def _recorded_points(run_dir: Path) -> list[tuple[dict, float, float]]:
     """A finished run's completed trials from trials.csv and its retrain's epochs from history.csv, each with
     its point (the retrain's from best_hyperparameters.yaml)."""
     found = []
-    for row in _trial_rows(run_dir):
+    for row in RunFolder(run_dir).trial_rows():
         seconds, epochs = _number(row.get("seconds")), _number(row.get("epochs_run"))
         if row.get("status") == "COMPLETED" and seconds and epochs:
             found.append(({key: _value(value) for key, value in row.items()}, epochs, seconds))
     epoch_seconds = _epoch_seconds(run_dir)
     try:
-        point = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
+        point = RunFolder(run_dir).best_point()
     except (OSError, yaml.YAMLError):
         point = None
     if epoch_seconds and isinstance(point, dict):

@@ -9,8 +9,7 @@ incumbent: it is replaced only where a paired bootstrap over validation patients
 model's log loss lower (SMAC's intensification races a challenger against the incumbent the same way).
 Then, and only then, the test split is predicted, once, for every finalist.
 
-Without finalists (`finalists: 0`), the best point alone is retrained, with its runners-up beside it where
-ensemble_size is above 1, as before.
+Without finalists (`finalists: 0`), the best point alone is retrained.
 
 One concern: the final model. It imports training.py (the retrains), evaluation.py (the scores), runs.py
 (the retrain backups' folder), hypermodel.py (the saved forms) and data.py (each image's patient).
@@ -45,7 +44,6 @@ class FinalModel:
     """What the run delivers and reports."""
 
     model: Any  # saved as model.keras: the chosen model, without the training-only augmentation
-    members: list  # the ensemble's other members (ensemble_size), saved in ensemble/
     history: pd.DataFrame  # the retrain of the model (an ensemble's heaviest member), per epoch
     best_epoch: int
     point: dict[str, Any]  # the hyperparameters of that model
@@ -58,8 +56,8 @@ def train_and_evaluate(
     planner: Any = None,
 ) -> FinalModel:
     """Retrain for final_epochs and evaluate once on test: the finalists and the model chosen among them, or the
-    best point (with its runners-up where ensemble_size is above 1). With a time budget (`planner`), only the
-    finalists that fit in the time left are retrained, the baseline's point always."""
+    best point alone. With a time budget (`planner`), only the finalists that fit in the time left are retrained,
+    the baseline's point always."""
     from evaluation import evaluate
     from hypermodel import weighted_ensemble, without_augmentation
     from pipeline import training, tuning
@@ -77,20 +75,14 @@ def train_and_evaluate(
         chosen = weighted_ensemble(models, weights, [candidate.trial_id for candidate in candidates])
         _, history, kept = trained[heaviest]
         point = tuning.searched_values(candidates[heaviest].point)
-        return FinalModel(chosen, [], history, kept, point, metrics, predictions)
+        return FinalModel(chosen, history, kept, point, metrics, predictions)
     best = candidates[0].point
     model, history, kept = training.retrain(
         hypermodel, best, splits, settings, backups / "best", run_dir / "tensorboard" / "final", planner
     )
     clock.lap("final_training")
-    members = training.retrain_runners_up(hypermodel, [c.point for c in candidates[1:]], splits, settings, backups)
-    if members:
-        clock.lap("ensemble_training")
-    metrics, predictions = evaluate(model, members, splits, settings)
-    if "ensemble" in metrics:
-        metrics["ensemble"]["points"] = [tuning.searched_values(candidate.point) for candidate in candidates]
-    saved = [without_augmentation(member) for member in members]
-    return FinalModel(without_augmentation(model), saved, history, kept, tuning.searched_values(best), metrics, predictions)
+    metrics, predictions = evaluate(model, splits, settings)
+    return FinalModel(without_augmentation(model), history, kept, tuning.searched_values(best), metrics, predictions)
 
 
 def finalist_record(candidate: Any, kept_epoch: int) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def fit_settings(splits, settings: Settings) -> dict[str, Any]:
 
 def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any = None):
     """Run (or resume) the search; the first trial is the baseline. Returns the candidates for the final retrain
-    (the baseline's point and the `finalists` best others; or the ensemble_size best, best first) and the trials.
+    (the baseline's point and the `finalists` best others; or, with no finalists, the best point) and the trials.
 
     Distributed, the chief serves the search and returns its result; a worker returns (None, None). With a time
     budget (`planner`, budget.Planner), a trial starts only where the plan leaves the final stage its time.
@@ -106,8 +106,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     role = settings.distributed.role
     distributed.configure(settings.distributed)  # Keras Tuner reads it when the tuner is built
     tuner = make_tuner(hypermodel, settings, run_dir, distributed.choose_strategy(settings.distribution))
-    # The trial headers' ETA counts the final retrains too: the finalists, or the best point and its runners-up.
-    tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1 if settings.finalists else settings.ensemble_size)
+    # The trial headers' ETA counts the final retrains too: the finalists, or the best point alone.
+    tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1)
     if planner is not None:
         tuner.oracle.trial_gate = trial_gate(tuner.oracle, planner, hypermodel)
     note = tuning.schedule_note(tuner.oracle, settings.epochs, settings.hyperband_factor)
@@ -227,14 +227,7 @@ def _search_result(tuner, settings: Settings) -> tuple[list[Candidate], Any]:
             f"Warning: {len(failed)} of {len(trials)} trials failed; first error: {failed['error'].iloc[0]}",
             file=sys.stderr,
         )
-    count = settings.ensemble_size
-    chosen = (
-        tuning.finalist_trials(tuner, settings.finalists, BASELINE)
-        if settings.finalists
-        else tuning.best_trials(tuner, count)
-    )
-    if not settings.finalists and len(chosen) < count:
-        print(f"Note: ensemble_size is {count}, but only {len(chosen)} distinct point(s) completed; using those.")
+    chosen = tuning.finalist_trials(tuner, settings.finalists, BASELINE) if settings.finalists else tuning.best_trials(tuner)
     return [_candidate(trial, trials) for trial in chosen], trials
 
 
@@ -369,16 +362,6 @@ def _final_log_dir(backup: Path, rank: int) -> Path:
     """TensorBoard's folder of a finalist: the first is "final", as for a single retrain."""
     run_dir = backup.parents[1]
     return run_dir / "tensorboard" / ("final" if rank == 1 else f"final-{backup.name}")
-
-
-def retrain_runners_up(hypermodel, points, splits, settings: Settings, backup_dir: Path) -> list:
-    """The ensemble's other members: each runner-up point retrained as the best one was (not logged, not saved)."""
-    members = []
-    for rank, hp in enumerate(points, start=2):
-        print(f"\nEnsemble: retraining the number {rank} point of the search ({rank} of {len(points) + 1})")
-        model, _, _ = retrain(hypermodel, hp, splits, settings, backup_dir / f"member{rank}")
-        members.append(model)
-    return members
 
 
 def time_one_epoch(hypermodel, splits, settings: Settings) -> float:

@@ -19,7 +19,7 @@ from sklearn.metrics import auc as area_under
 from data import CLASS_NAMES
 from evaluation import brier_scores
 from reporting import search_plots
-from runs import RunResult, save_figure
+from runs import MODEL_FILE, RunResult, save_figure
 
 EXAMPLES_PER_OUTCOME = 3
 FEW_IMAGES = 10  # a reliability bin with fewer images is drawn hollow: its share of PNEUMONIA is mostly chance
@@ -56,7 +56,7 @@ def draw(result: RunResult) -> None:
     save_figure(run_dir / "calibration.png", calibration_figure(result.predictions))
     if "finalists" in result.metrics:
         save_figure(run_dir / "finalists.png", finalists_figure(result.metrics, objective))
-    if (run_dir / "model.keras").exists() and not (run_dir / "gradcam.png").exists():
+    if (run_dir / MODEL_FILE).exists() and not (run_dir / "gradcam.png").exists():
         save_figure(run_dir / "gradcam.png", gradcam_figure(result))
 
 
@@ -208,7 +208,7 @@ def gradcam_figure(result: RunResult) -> Figure:
     import data
     from reporting import explain
 
-    model = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True)
+    model = keras.saving.load_model(result.run_dir / MODEL_FILE, safe_mode=True)
     threshold = result.metrics["test"]["threshold"]
     examples = test_examples(result.predictions, threshold)
     files = [Path(file) for _, rows in examples for file in rows["file"]]

@@ -5,14 +5,12 @@ One concern: the index of the reports folder. It reads run folders through runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from errors import ConfigError
 from reporting.tables import cell, duration, markdown_table, maximised
-from runs import read_trials, write_text
+from runs import CARD_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, RunFolder, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +19,7 @@ if TYPE_CHECKING:
 def write_index(reports_dir: Path) -> None:
     """reports/index.md: one row per run folder, finished or not, newest first. A folder whose files cannot be
     read (copied in part, say) gets a row saying so: another folder never stops a run from finishing."""
-    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob("*/config.yaml"))]
+    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob(f"*/{CONFIG_FILE}"))]
     rows.sort(key=lambda row: row[0], reverse=True)
     header = [
         "run", "finished", "kind", "image size", "trials", "best validation objective",
@@ -43,36 +41,36 @@ def write_index(reports_dir: Path) -> None:
 
 def _index_row(run_dir: Path) -> tuple[str, list[Any]]:
     """The sort key (when it finished) and the cells of one run folder's row in index.md."""
+    run_folder = RunFolder(run_dir)
     folder = f"[folder]({run_dir.name}/)"
-    if not (run_dir / "metrics.json").exists():
+    if not run_folder.file(METRICS_FILE).exists():
         return "", [run_dir.name, "unfinished", *[None] * 10, folder, None]
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config, metrics = run_folder.config(), run_folder.metrics()
         run, test = metrics["run"], metrics["test"]
-        trials = read_trials(run_dir / "trials.csv")
-        best = _best_validation_objective(config["objective"], trials, run_dir / "history.csv", run["best_epoch"])
+        trials = run_folder.trials()
+        best = _best_validation_objective(config["objective"], trials, run_folder, run["best_epoch"])
         cells = [
             run_dir.name, run["finished"], run["kind"], config["image_size"],
             "–" if trials is None else len(trials), best,
             test["accuracy"], test["roc_auc"], test["sensitivity"], test["specificity"],
-            duration(run["wall_seconds"]["total"]), f"[report]({run_dir.name}/report.md)",
-            f"[card]({run_dir.name}/model_card.md)" if (run_dir / "model_card.md").exists() else None,
+            duration(run["wall_seconds"]["total"]), f"[report]({run_dir.name}/{REPORT_FILE})",
+            f"[card]({run_dir.name}/{CARD_FILE})" if run_folder.file(CARD_FILE).exists() else None,
         ]  # fmt: skip
         return run["finished"], cells
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+    except ConfigError as error:  # config.yaml unreadable or not YAML: the error names the file
+        return "", [run_dir.name, f"unreadable ({error})", *[None] * 10, folder, None]
+    except (OSError, ValueError, KeyError, TypeError) as error:
         filename = getattr(error, "filename", None)
         reason = f"unreadable ({Path(filename).name}: {error.strerror})" if filename else f"unreadable ({error!r})"
         return "", [run_dir.name, reason, *[None] * 10, folder, None]
 
 
-def _best_validation_objective(objective: str, trials: pd.DataFrame | None, history: Path, best_epoch: int) -> str:
+def _best_validation_objective(objective: str, trials: pd.DataFrame | None, folder: RunFolder, best_epoch: int) -> str:
     """The search's best trial score, or for a baseline the kept epoch's validation objective."""
-    import pandas as pd
-
     if trials is not None:
         done = trials[trials["status"] == "COMPLETED"]["objective"]
         value = done.max() if maximised(objective) else done.min()
     else:
-        value = pd.read_csv(history)[objective].iloc[best_epoch - 1]
+        value = folder.history()[objective].iloc[best_epoch - 1]
     return f"{objective} {cell(float(value))}"

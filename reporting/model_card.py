@@ -23,7 +23,7 @@ from reporting.tables import (
     type_sensitivity,
     with_interval,
 )
-from runs import RunResult
+from runs import MODEL_FILE, RunResult
 
 # No license has been chosen for this project's code or weights; Hugging Face's "other" says so
 # instead of claiming one. The training data's own license (CC BY 4.0) is named in the card.
@@ -124,7 +124,7 @@ def _chosen_lines(result: RunResult) -> list[str]:
 
 def _architecture_lines(result: RunResult) -> list[str]:
     """The layers as built, from model.keras when the run kept it, else from best_hyperparameters.yaml."""
-    model_file = result.run_dir / "model.keras"
+    model_file = result.run_dir / MODEL_FILE
     if not model_file.exists():
         chosen = result.best_hyperparameters
         rows = [[name, value] for name, value in chosen.items()]
@@ -286,7 +286,7 @@ def _how_to_use_section(result: RunResult) -> list[str]:
         "(P(normal), P(pneumonia)) per image.",
         "",
     ]
-    if not (result.run_dir / "model.keras").exists():
+    if not (result.run_dir / MODEL_FILE).exists():
         lines += [
             "This folder holds no `model.keras` (a run's model is not committed to git, and a copied run may leave "
             "it out), so these commands need one first: train a model, e.g. in about a minute with "

@@ -32,7 +32,7 @@ from reporting.tables import (
     type_sensitivity,
     with_interval,
 )
-from runs import REPORT_FILE, RunResult, disk_usage, write_text
+from runs import CARD_FILE, MODEL_FILE, REPORT_FILE, STUDY_FILE, RunResult, disk_usage, write_text
 
 PUBLISHED = {
     "accuracy": 0.9295,
@@ -44,7 +44,6 @@ PUBLISHED = {
     ),
 }
 
-STUDY_FILE = "study.db"  # the search as an Optuna study: optuna-dashboard sqlite:///study.db
 RESAMPLES = 20  # bootstrap resamples of the trials behind fANOVA's range (seeded: a re-render gives the same figures)
 
 
@@ -54,14 +53,14 @@ def render(run_dir: Path, counterpart: tuple[str, dict[str, Any]] | None = None)
     figures.draw(result)
     if result.trials is not None:
         _write_study(result)
-    write_text(run_dir / "model_card.md", render_model_card(result))
+    write_text(run_dir / CARD_FILE, render_model_card(result))
     write_text(run_dir / REPORT_FILE, render_markdown(result))
     write_index(run_dir.parent)
 
 
 def console_summary(run_dir: Path, test: dict[str, Any]) -> str:
     """What a finished run prints last: where its report is, its size on disk, and the held-out figures."""
-    model_mb = (run_dir / "model.keras").stat().st_size / 1e6
+    model_mb = (run_dir / MODEL_FILE).stat().st_size / 1e6
     return (
         f"\nReport: {run_dir / REPORT_FILE}\n"
         f"Disk: {disk_usage(run_dir) / 1e6:.1f} MB in {run_dir}, of which model.keras {model_mb:.1f} MB\n"

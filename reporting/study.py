@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 import runs
 from reporting.tables import hyperparameter_columns, maximised
@@ -46,8 +45,9 @@ IMPORTANCE_COLUMNS = ["parameter", "fanova", "fanova_low", "fanova_high", "ped_a
 
 def read_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any], str]:
     """A finished run's trials.csv (trial ids kept as written), its search space and its objective."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return runs.read_trials(run_dir / "trials.csv"), config["search_space"], config["objective"]
+    folder = runs.RunFolder(run_dir)
+    config = folder.config()
+    return folder.trials(), config["search_space"], config["objective"]
 
 
 def space_key(parameter: str) -> str:
@@ -289,8 +289,8 @@ def write_study(
     is named `study_name` (the run's name; by default its folder's); `search_ended` as in `to_study`."""
     import optuna
 
-    path = run_dir / "study.db"
-    temporary = run_dir / f".study.db.{os.getpid()}.tmp"
+    path = run_dir / runs.STUDY_FILE
+    temporary = run_dir / f".{runs.STUDY_FILE}.{os.getpid()}.tmp"
     temporary.unlink(missing_ok=True)
     try:
         with _quiet_optuna():

@@ -89,10 +89,10 @@ def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(syn
     assert training.exact_validation_scores(splits, settings.replace(objective="val_auc")) == []
 
 
-def test_finalists_and_ensemble_size_together_are_refused(tmp_path):
-    path = tmp_path / "both.yaml"
-    path.write_text("finalists: 2\nensemble_size: 3\n")
-    with pytest.raises(ConfigError, match="finalists 2 and ensemble_size 3 are two ways to build an ensemble"):
+def test_ensemble_size_is_retired_for_new_runs(tmp_path):
+    path = tmp_path / "runners-up.yaml"
+    path.write_text("finalists: 0\nensemble_size: 3\n")
+    with pytest.raises(ConfigError, match=r"runners-up.yaml: ensemble_size 3 is retired .* finalists: N"):
         load_config(path)
 
 

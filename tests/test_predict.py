@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from conftest import write_image
 import data
 import predict
 from hypermodel import weighted_ensemble
-from reporting import explain
+from reporting import explain, report
 from reporting import index as reports_index
 
 
@@ -212,3 +213,32 @@ def test_a_folder_copied_in_part_does_not_stop_the_index(run_dir, tmp_path):
     assert "[report](whole/report.md)" in index
     assert "| part | unreadable (history.csv: No such file or directory) |" in index
     assert "| garbled | unreadable (KeyError('run')) |" in index
+
+
+def test_a_run_made_with_ensemble_size_still_renders_and_serves_its_ensemble(in_workdir, tmp_path):
+    # ensemble_size is retired for new runs; a run it made keeps its members in ensemble/ and the ensemble's
+    # figures in metrics.json. Made here from a finished run whose second member is a copy of the first, so the
+    # ensemble's probabilities are the model's.
+    old = tmp_path / "reports" / "made-with-ensemble-size"
+    shutil.copytree(in_workdir, old, ignore=shutil.ignore_patterns("tensorboard"))
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    (old / "config.yaml").write_text(yaml.safe_dump({**config, "ensemble_size": 2}, sort_keys=False))
+    (old / "ensemble").mkdir()
+    shutil.copy2(old / "model.keras", old / "ensemble" / "member2.keras")
+    metrics = json.loads((old / "metrics.json").read_text())
+    point = yaml.safe_load((old / "best_hyperparameters.yaml").read_text())
+    metrics["ensemble"] = {"size": 2, "points": [point, point], **{split: metrics[split] for split in ("validation", "test")}}
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    predictions = pd.read_csv(old / "predictions.csv")
+    predictions["p_pneumonia_ensemble"] = predictions["p_pneumonia"]
+    predictions.to_csv(old / "predictions.csv", index=False)
+
+    report.render(old)
+    assert "## Ensemble of the 2 best points" in (old / "report.md").read_text()
+    test_files = predictions[predictions["split"] == "test"]
+    csv = tmp_path / "ensemble.csv"
+    assert predict.main([*test_files["file"], "--run", str(old), "--ensemble", "--csv", str(csv)]) == 0
+    ours = pd.read_csv(csv)
+    assert ours["p_pneumonia"].to_numpy() == pytest.approx(test_files["p_pneumonia_ensemble"].to_numpy(), abs=1e-5)
+    threshold = metrics["ensemble"]["validation"]["threshold"]
+    assert list(ours["label"]) == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in ours["p_pneumonia"]]

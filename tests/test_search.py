@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -455,62 +454,3 @@ def test_help_lists_every_flag_without_loading_tensorflow():
     assert result.stdout.strip().endswith("False")
 
 
-def test_ensemble_is_reported_beside_the_best_model_and_test_is_predicted_last(workdir, monkeypatch):
-    import data
-    import evaluation
-    from evaluation import classification_metrics
-
-    events = []
-    to_dataset, choose_threshold = data.to_dataset, evaluation.choose_threshold
-    monkeypatch.setattr(
-        data, "to_dataset", lambda split, *a, **k: events.append(split.name) or to_dataset(split, *a, **k)
-    )
-    monkeypatch.setattr(
-        evaluation, "choose_threshold", lambda *a, **k: events.append("threshold") or choose_threshold(*a, **k)
-    )
-    (workdir / "ensemble.yaml").write_text("ensemble_size: 2\nfinalists: 0\nobjective: val_auc\n")
-    flags = ("--config", "ensemble.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "1")
-    assert run(*flags, "--final-epochs", "1") == 0
-    # Both thresholds (best model's, ensemble's) come from validation before test's one prediction.
-    assert events.count("test") == 1
-    assert events[-3:] == ["threshold", "threshold", "test"]
-    run_dir = only_run(workdir / "reports")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    ensemble = metrics["ensemble"]
-    assert ensemble["size"] == 2
-    trials = pd.read_csv(run_dir / "trials.csv").sort_values("objective", ascending=False, kind="stable")
-    assert len(ensemble["points"]) == 2
-    for point, (_, row) in zip(ensemble["points"], trials.head(2).iterrows()):
-        assert point == pytest.approx({name: row[name] for name in point})
-    assert yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text()) == ensemble["points"][0]
-
-    predictions = pd.read_csv(run_dir / "predictions.csv")
-    assert not np.allclose(predictions["p_pneumonia"], predictions["p_pneumonia_ensemble"])
-    for split in ("validation", "test"):
-        rows = predictions[predictions["split"] == split]
-        for column, expected in (("p_pneumonia", metrics[split]), ("p_pneumonia_ensemble", ensemble[split])):
-            recomputed = classification_metrics(
-                rows["label"].to_numpy(), rows[column].to_numpy(), expected["threshold"]
-            )
-            assert recomputed["accuracy"] == pytest.approx(expected["accuracy"])
-            assert recomputed["roc_auc"] == pytest.approx(expected["roc_auc"])
-    report = (run_dir / "report.md").read_text()
-    assert "## Ensemble of the 2 best points" in report
-    # The ensemble's test figures carry their own intervals and types, shown beside the best model's.
-    assert set(ensemble["test"]["ci95"]) == set(evaluation.INTERVAL_METRICS)
-    assert set(ensemble["test"]["by_type"]) == set(metrics["test"]["by_type"]) == {"bacteria", "virus"}
-    low, high = ensemble["test"]["ci95"]["f1"]
-    f1_row = next(line for line in report.splitlines() if line.startswith("| f1 | ") and line.count("[") == 2)
-    assert f1_row.endswith(f"| {ensemble['test']['f1']:.3f} [{low:.3f}, {high:.3f}] |")
-
-    # The ensemble is saved, and predict.py --ensemble gives its probabilities and labels at its own threshold.
-    import predict
-
-    assert [path.name for path in (run_dir / "ensemble").iterdir()] == ["member2.keras"]
-    test_files = predictions[predictions["split"] == "test"]
-    csv = workdir / "ensemble.csv"
-    assert predict.main([*test_files["file"], "--run", str(run_dir), "--ensemble", "--csv", str(csv)]) == 0
-    ours = pd.read_csv(csv)
-    assert ours["p_pneumonia"].to_numpy() == pytest.approx(test_files["p_pneumonia_ensemble"].to_numpy(), abs=1e-5)
-    threshold = ensemble["validation"]["threshold"]
-    assert list(ours["label"]) == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in ours["p_pneumonia"]]
