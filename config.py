@@ -1,5 +1,6 @@
 """Settings: load config.yaml, merge a user's file and command-line flags, validate every key, and
-return them as a frozen tree of dataclasses that nothing writes into afterwards.
+return them as a frozen tree of dataclasses that nothing writes into afterwards. Each key is declared once, as a
+field of those dataclasses; HYPERPARAMETERS declares how the search draws from each search_space entry.
 
 One concern: what a run is asked to do. It imports only PyYAML (no Keras, no TensorFlow), so
 `search.py --help` and config mistakes answer fast, and every other module may import it.
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ EXACT_OBJECTIVES = ("val_roc_auc", "val_log_loss")
 THRESHOLD_RULES = ("youden", "youden_or_half", "plateau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: precision.py chooses
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3 backends; backends.py picks and activates one
+ROLES = ("standalone", "chief", "worker")  # in a distributed search (docs/distributed.md)
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a run name or a worker id: safe as a folder name
 
 
 Check = Callable[[Any, str], Any]
@@ -146,62 +150,14 @@ def _cache_setting(value: Any, key: str) -> bool | str:
     raise ConfigError(f"{key} must be true (a folder beside the runs), false (no cache) or a folder, not {value!r}")
 
 
-SCHEMA: dict[str, Any] = {
-    "data_dir": _optional(_text()),
-    "image_size": _integer(8, 1024),
-    "color_mode": _choice("rgb", "grayscale"),
-    "validation_fraction": _number(0, 1, include_low=False, include_high=False),
-    "class_weights": _boolean,
-    "batch_size": _integer(1),
-    "backend": _choice(*BACKENDS),
-    "precision": _choice(*PRECISIONS),
-    "skip_bad_images": _boolean,
-    "augmentation": {
-        "width_shift": _number(0, 1, include_high=False),
-        "height_shift": _number(0, 1, include_high=False),
-        "shear_degrees": _number(0, 89),
-        "zoom": _number(0, 1, include_high=False),
-    },
-    "tuner": _choice(*TUNERS),
-    "objective": _choice(*OBJECTIVES),
-    "max_trials": _optional(_integer(1)),
-    "epochs": _integer(1),
-    "hyperband_factor": _integer(2),
-    "early_stopping_patience": _integer(1),
-    "seed": _integer(0),
-    "search_space": {
-        "conv_blocks": _range(_integer(1)),
-        "filters": _int_list,
-        "dropout": _range(_number(0, 1, include_high=False), step=True),
-        "dense_layers": _range(_integer(0)),
-        "dense_units": _int_list,
-        "learning_rate": _range(_number(0, 1, include_low=False)),
-        "batch_norm": _list_of(False, True),
-        "pooling": _list_of("flatten", "average"),
-        "brightness": _range(_number(0, 1), step=True),
-        "contrast": _range(_number(0, 1), step=True),
-        "label_smoothing": _range(_number(0, 0.5), step=True),
-    },
-    "final_epochs": _integer(1),
-    "time_budget": _optional(_duration),
-    "final_schedule": _choice("constant", "cosine"),
-    "final_ema_momentum": _optional(_number(0, 1, include_low=False, include_high=False)),
-    "ensemble_size": _integer(1, 10),
-    "finalists": _integer(0, 10),
-    "incumbent_rule": _choice("race", "lower"),
-    "threshold": _threshold,
-    "reports_dir": _text(),
-    "tensorboard": _boolean,
-    "compilation_cache": _cache_setting,
-    "run_name": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
-    "distribution": _choice("none", "mirrored"),
-    "distributed": {
-        "role": _choice("standalone", "chief", "worker"),
-        "oracle_address": _optional(_address),
-        "worker_id": _optional(_text(r"[A-Za-z0-9][A-Za-z0-9._-]*")),
-        "running_trial_timeout": _optional(_integer(1)),
-    },
-}
+def setting(check: Check, *, flag: str | None = None, legacy: Any = dataclasses.MISSING) -> Any:
+    """A settings key, declared once as a field of the dataclasses at the end of this module: its validator, the
+    search.py flag that overrides it, and, for a top-level key older runs' config.yaml lack, the value those runs
+    computed with. SCHEMA, FLAGS and LEGACY_DEFAULTS are read off these fields."""
+    metadata = {"check": check, "flag": flag}
+    if legacy is not dataclasses.MISSING:
+        metadata["legacy"] = legacy
+    return dataclasses.field(metadata=metadata)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -270,24 +226,6 @@ NOTEBOOK_SETTINGS: dict[str, Any] = {
 }
 
 
-FLAGS = {  # config key -> the search.py flag that overrides it
-    "data_dir": "--data-dir",
-    "tuner": "--tuner",
-    "max_trials": "--max-trials",
-    "epochs": "--epochs",
-    "final_epochs": "--final-epochs",
-    "time_budget": "--time-budget",
-    "image_size": "--image-size",
-    "seed": "--seed",
-    "run_name": "--run-name",
-    "reports_dir": "--reports-dir",
-    "distributed.role": "--role",
-    "distributed.oracle_address": "--oracle-address",
-    "distributed.worker_id": "--worker-id",
-    "skip_bad_images": "--skip-bad-images",
-    "precision": "--precision",
-    "backend": "--backend",
-}
 def flag_overrides(arguments: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     """The overrides that `load` takes (flag -> (key, value)) from parsed arguments (argparse's `vars`); a flag
     left out (None) overrides nothing."""
@@ -360,20 +298,6 @@ def dump(settings: Settings) -> str:
     return yaml.safe_dump(settings.as_dict(), sort_keys=False)
 
 
-# What a run recorded before a key existed computed as these values (older runs' config.yaml lack them).
-LEGACY_DEFAULTS: dict[str, Any] = {
-    "precision": "float32",  # before the precision key, every run trained in float32
-    "backend": "tensorflow",  # before the backend key, every run used TensorFlow
-    "final_schedule": "constant",
-    "final_ema_momentum": None,
-    "ensemble_size": 1,
-    "finalists": 0,  # before finalists, the best point alone was retrained
-    "incumbent_rule": "race",
-    "skip_bad_images": False,
-    "time_budget": None,  # before time budgets, every run ran to its end
-}
-
-
 def recorded(path: Path) -> dict[str, Any]:
     """A run's config.yaml as a plain mapping, with the legacy values of keys it predates."""
     return {**LEGACY_DEFAULTS, **read_yaml(path)}
@@ -410,110 +334,206 @@ class Range:
         return bounds if self.step is None else {**bounds, "step": self.step}
 
 
-@dataclass(frozen=True)
-class SearchSpace:
-    conv_blocks: Range
-    filters: tuple[int, ...]
-    dropout: Range
-    dense_layers: Range
-    dense_units: tuple[int, ...]
-    learning_rate: Range
-    batch_norm: tuple[bool, ...]
-    pooling: tuple[str, ...]
-    brightness: Range
-    contrast: Range
-    label_smoothing: Range
-
-    def as_dict(self) -> dict[str, Any]:
-        """The space as config.yaml writes it: ranges as mappings, choices as lists (what hypermodel.py takes)."""
-        return {
-            field.name: value.as_dict() if isinstance(value, Range) else list(value)
-            for field in dataclasses.fields(self)
-            for value in [getattr(self, field.name)]
-        }
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    width_shift: float
-    height_shift: float
-    shear_degrees: float
-    zoom: float
-
-    def as_dict(self) -> dict[str, float]:
-        """The settings as config.yaml writes them (what hypermodel.py takes)."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    role: str
-    oracle_address: str | None
-    worker_id: str | None
-    running_trial_timeout: int | None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every key of config.yaml, validated; docs/config.md documents each."""
-
-    data_dir: str | None
-    image_size: int
-    color_mode: str
-    validation_fraction: float
-    class_weights: bool
-    batch_size: int
-    backend: str
-    precision: str
-    skip_bad_images: bool
-    augmentation: Augmentation
-    tuner: str
-    objective: str
-    max_trials: int | None
-    epochs: int
-    hyperband_factor: int
-    early_stopping_patience: int
-    seed: int
-    search_space: SearchSpace
-    final_epochs: int
-    time_budget: str | None
-    final_schedule: str
-    final_ema_momentum: float | None
-    ensemble_size: int
-    finalists: int
-    incumbent_rule: str
-    threshold: str | float
-    reports_dir: str
-    tensorboard: bool
-    compilation_cache: bool | str
-    run_name: str | None
-    distribution: str
-    distributed: Distributed
+class Section:
+    """A group of keys as config.yaml nests them: a frozen dataclass of `setting` fields and nested sections."""
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Settings:
-        space = {
-            name: Range(**value) if isinstance(value, dict) else tuple(value)
-            for name, value in values["search_space"].items()
-        }
+    def from_dict(cls, values: Mapping[str, Any]) -> Any:
+        """The section from config.yaml's form: sections nested, ranges as Range, lists as tuples."""
+        sections = _sections(cls)
         return cls(
             **{
-                **{field.name: values[field.name] for field in dataclasses.fields(cls)},
-                "augmentation": Augmentation(**values["augmentation"]),
-                "search_space": SearchSpace(**space),
-                "distributed": Distributed(**values["distributed"]),
+                field.name: sections[field.name].from_dict(value) if field.name in sections else _frozen(value)
+                for field in dataclasses.fields(cls)
+                for value in [values[field.name]]
             }
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain YAML-ready values, keys in schema order."""
-        return {
-            **dataclasses.asdict(self),
-            "augmentation": self.augmentation.as_dict(),
-            "search_space": self.search_space.as_dict(),
-            "distributed": dataclasses.asdict(self.distributed),
-        }
+        """Plain YAML-ready values in config.yaml's form, keys in declaration order (what hypermodel.py takes)."""
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+
+def _sections(cls: type) -> dict[str, type[Section]]:
+    """The fields of `cls` that are sections, with their classes (read from the annotations)."""
+    hints = typing.get_type_hints(cls)
+    return {name: hint for name, hint in hints.items() if isinstance(hint, type) and issubclass(hint, Section)}
+
+
+def _frozen(value: Any) -> Any:
+    """A value of config.yaml's as the dataclasses keep it: a range as Range, a list as a tuple."""
+    if isinstance(value, dict):
+        return Range(**value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _plain(value: Any) -> Any:
+    """A kept value as config.yaml writes it (the inverse of _frozen), a section as a mapping."""
+    if isinstance(value, Range | Section):
+        return value.as_dict()
+    return list(value) if isinstance(value, tuple) else value
+
+
+# How a hyperparameter draws from its search_space entry: an integer range; a float range on a grid of `step`
+# (fixed where min == max); a float range on a log scale; a list of False and True (fixed where it holds one); a
+# list of choices. hypermodel.py turns each kind into Keras Tuner's hyperparameter, reporting/study.py into Optuna's.
+KINDS = ("int", "stepped", "log", "boolean", "choice")
+RANGE_KINDS = ("int", "stepped", "log")  # the kinds drawn from a min/max mapping; the others from a list
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter of the search: its name, the search_space key it draws from and its kind. With `per`, it
+    is one per layer: `name`_0 .. `name`_{n-1}, n the most `per` (a count declared before it) allows."""
+
+    name: str
+    key: str
+    kind: str
+    per: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"hyperparameter {self.name}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+
+    def names(self, search_space: Mapping[str, Any]) -> list[str]:
+        """The names it takes over a search space (config.yaml's form): its own, or one per possible layer."""
+        if self.per is None:
+            return [self.name]
+        return [f"{self.name}_{i}" for i in range(search_space[self.per]["max"])]
+
+    def takes(self, parameter: str) -> bool:
+        """Whether `parameter` (a point's or trials.csv's name, such as filters_2) is one of its names."""
+        if self.per is None:
+            return parameter == self.name
+        return re.fullmatch(rf"{re.escape(self.name)}_\d+", parameter) is not None
+
+
+# Every hyperparameter, in the order Keras Tuner declares and so draws them: the order decides which points a
+# seeded random search visits, so a new one goes last. The baseline's values are hypermodel.BASELINE.
+HYPERPARAMETERS = (
+    Hyperparameter("conv_blocks", "conv_blocks", "int"),
+    Hyperparameter("dense_layers", "dense_layers", "int"),
+    Hyperparameter("dropout", "dropout", "stepped"),
+    Hyperparameter("learning_rate", "learning_rate", "log"),
+    Hyperparameter("batch_norm", "batch_norm", "boolean"),
+    Hyperparameter("pooling", "pooling", "choice"),
+    Hyperparameter("brightness", "brightness", "stepped"),
+    Hyperparameter("contrast", "contrast", "stepped"),
+    Hyperparameter("label_smoothing", "label_smoothing", "stepped"),
+    Hyperparameter("filters", "filters", "choice", per="conv_blocks"),
+    Hyperparameter("units", "dense_units", "choice", per="dense_layers"),
+)
+TUNER_PREFIX = "tuner/"  # Keras Tuner's own values in a point and in trials.csv (Hyperband's tuner/epochs, ...)
+
+
+def hyperparameter(parameter: str) -> Hyperparameter | None:
+    """The declaration `parameter` (dropout, filters_2) comes from; None for a name no hyperparameter takes."""
+    return next((declared for declared in HYPERPARAMETERS if declared.takes(parameter)), None)
+
+
+@dataclass(frozen=True)
+class SearchSpace(Section):
+    """The ranges and lists the search draws from; HYPERPARAMETERS says how each is drawn."""
+
+    conv_blocks: Range = setting(_range(_integer(1)))
+    filters: tuple[int, ...] = setting(_int_list)
+    dropout: Range = setting(_range(_number(0, 1, include_high=False), step=True))
+    dense_layers: Range = setting(_range(_integer(0)))
+    dense_units: tuple[int, ...] = setting(_int_list)
+    learning_rate: Range = setting(_range(_number(0, 1, include_low=False)))
+    batch_norm: tuple[bool, ...] = setting(_list_of(False, True))
+    pooling: tuple[str, ...] = setting(_list_of("flatten", "average"))
+    brightness: Range = setting(_range(_number(0, 1), step=True))
+    contrast: Range = setting(_range(_number(0, 1), step=True))
+    label_smoothing: Range = setting(_range(_number(0, 0.5), step=True))
+
+
+@dataclass(frozen=True)
+class Augmentation(Section):
+    """The notebook's ImageDataGenerator shifts, shear and zoom (hypermodel.py applies them in training)."""
+
+    width_shift: float = setting(_number(0, 1, include_high=False))
+    height_shift: float = setting(_number(0, 1, include_high=False))
+    shear_degrees: float = setting(_number(0, 89))
+    zoom: float = setting(_number(0, 1, include_high=False))
+
+
+@dataclass(frozen=True)
+class Distributed(Section):
+    """A distributed search's part for this process (docs/distributed.md)."""
+
+    role: str = setting(_choice(*ROLES), flag="--role")
+    oracle_address: str | None = setting(_optional(_address), flag="--oracle-address")
+    worker_id: str | None = setting(_optional(_text(NAME)), flag="--worker-id")
+    running_trial_timeout: int | None = setting(_optional(_integer(1)))
+
+
+@dataclass(frozen=True)
+class Settings(Section):
+    """Every key of config.yaml, validated, in config.yaml's order; docs/config.md documents each."""
+
+    data_dir: str | None = setting(_optional(_text()), flag="--data-dir")
+    image_size: int = setting(_integer(8, 1024), flag="--image-size")
+    color_mode: str = setting(_choice("rgb", "grayscale"))
+    validation_fraction: float = setting(_number(0, 1, include_low=False, include_high=False))
+    class_weights: bool = setting(_boolean)
+    batch_size: int = setting(_integer(1))
+    backend: str = setting(_choice(*BACKENDS), flag="--backend", legacy="tensorflow")  # before it: TensorFlow
+    precision: str = setting(_choice(*PRECISIONS), flag="--precision", legacy="float32")  # before it: float32
+    skip_bad_images: bool = setting(_boolean, flag="--skip-bad-images", legacy=False)
+    augmentation: Augmentation
+    tuner: str = setting(_choice(*TUNERS), flag="--tuner")
+    objective: str = setting(_choice(*OBJECTIVES))
+    max_trials: int | None = setting(_optional(_integer(1)), flag="--max-trials")
+    epochs: int = setting(_integer(1), flag="--epochs")
+    hyperband_factor: int = setting(_integer(2))
+    early_stopping_patience: int = setting(_integer(1))
+    seed: int = setting(_integer(0), flag="--seed")
+    search_space: SearchSpace
+    final_epochs: int = setting(_integer(1), flag="--final-epochs")
+    time_budget: str | None = setting(_optional(_duration), flag="--time-budget", legacy=None)  # ran to its end
+    final_schedule: str = setting(_choice("constant", "cosine"), legacy="constant")
+    final_ema_momentum: float | None = setting(
+        _optional(_number(0, 1, include_low=False, include_high=False)), legacy=None
+    )
+    ensemble_size: int = setting(_integer(1, 10), legacy=1)
+    finalists: int = setting(_integer(0, 10), legacy=0)  # before finalists, the best point alone was retrained
+    incumbent_rule: str = setting(_choice("race", "lower"), legacy="race")
+    threshold: str | float = setting(_threshold)
+    reports_dir: str = setting(_text(), flag="--reports-dir")
+    tensorboard: bool = setting(_boolean)
+    compilation_cache: bool | str = setting(_cache_setting)
+    run_name: str | None = setting(_optional(_text(NAME)), flag="--run-name")
+    distribution: str = setting(_choice("none", "mirrored"))
+    distributed: Distributed
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values settled (the run's resolve step); this object stays as it was."""
         return dataclasses.replace(self, **changes)
+
+
+def _schema(section: type[Section]) -> dict[str, Any]:
+    """Each key's validator, nested as config.yaml nests the sections, in declaration order."""
+    sections = _sections(section)
+    return {
+        field.name: _schema(sections[field.name]) if field.name in sections else field.metadata["check"]
+        for field in dataclasses.fields(section)
+    }
+
+
+def _leaves(section: type[Section], prefix: str = "") -> Iterator[tuple[str, dataclasses.Field]]:
+    """Every key with its field, sections flattened to dotted names (distributed.role)."""
+    sections = _sections(section)
+    for field in dataclasses.fields(section):
+        if field.name in sections:
+            yield from _leaves(sections[field.name], f"{prefix}{field.name}.")
+        else:
+            yield f"{prefix}{field.name}", field
+
+
+SCHEMA: dict[str, Any] = _schema(Settings)
+FLAGS: dict[str, str] = {name: field.metadata["flag"] for name, field in _leaves(Settings) if field.metadata["flag"]}
+# What a run recorded before a key existed computed as these values (older runs' config.yaml lack them).
+LEGACY_DEFAULTS: dict[str, Any] = {
+    field.name: field.metadata["legacy"] for field in dataclasses.fields(Settings) if "legacy" in field.metadata
+}

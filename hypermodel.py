@@ -3,8 +3,9 @@
 Every hyperparameter's default is the baseline's value, and `baseline_hyperparameters()`
 returns that point, so `build()` on it gives the baseline model exactly.
 
-One concern: the models. It imports Keras, Keras Tuner and augmentation.py, and knows nothing of files:
-the search space and augmentation come in as plain mappings.
+One concern: the models. It imports Keras, Keras Tuner, augmentation.py, config.py (HYPERPARAMETERS: which
+hyperparameters there are and how each is drawn) and runtime/compat.py (Keras' loss tracker), and knows nothing
+of files: the search space and augmentation come in as plain mappings.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import keras_tuner as kt
 import numpy as np
 from keras import layers
 
+import config
 from augmentation import RandomAffine
 from budget import point_work
+from runtime import compat
 
 BASELINE: dict[str, Any] = {
     "conv_blocks": 4,
@@ -68,7 +71,6 @@ class ChestXRayHyperModel(kt.HyperModel):
     ):
         super().__init__(name="chest_xray_cnn")
         self.input_shape = (image_size, image_size, channels)
-        self.space = search_space
         self.augmentation = augmentation
         self.precision = precision  # a Keras dtype policy: float32, mixed_bfloat16 or mixed_float16
         fitting = max_conv_blocks(image_size)
@@ -83,29 +85,24 @@ class ChestXRayHyperModel(kt.HyperModel):
             )
         # Deeper networks would shrink the feature map below 1 x 1: clamp instead of failing a trial.
         self.max_blocks = min(search_space["conv_blocks"]["max"], fitting)
+        # The space as Keras Tuner draws from it (config.yaml's form), its depth (and so its filters_i) clamped.
+        self.space = {**search_space, "conv_blocks": {**search_space["conv_blocks"], "max": self.max_blocks}}
         self._check_baseline_inside()
 
     def _check_baseline_inside(self) -> None:
-        space = self.space
-        ranges = (
-            "conv_blocks",
-            "dropout",
-            "dense_layers",
-            "learning_rate",
-            "brightness",
-            "contrast",
-            "label_smoothing",
-        )
-        for key in ranges:
-            if not space[key]["min"] <= BASELINE[key] <= space[key]["max"]:
-                raise ValueError(f"search_space.{key} must include the baseline's {BASELINE[key]}: widen its min/max")
-        for key in ("batch_norm", "pooling"):
-            if BASELINE[key] not in space[key]:
-                raise ValueError(f"search_space.{key} must include the baseline's {BASELINE[key]}: add it to its list")
-        for key, prefix in (("filters", "filters_"), ("dense_units", "units_")):
-            missing = sorted({v for k, v in BASELINE.items() if k.startswith(prefix)} - set(space[key]))
-            if missing:
-                raise ValueError(f"search_space.{key} must include the baseline's {missing}: add them to its list")
+        """Every hyperparameter's default is the baseline's value, so its search_space entry must hold it."""
+        for parameter in config.HYPERPARAMETERS:
+            where, bounds = f"search_space.{parameter.key}", self.space[parameter.key]
+            if parameter.per is not None:
+                missing = sorted({v for k, v in BASELINE.items() if parameter.takes(k)} - set(bounds))
+                if missing:
+                    raise ValueError(f"{where} must include the baseline's {missing}: add them to its list")
+                continue
+            value, is_range = BASELINE[parameter.name], parameter.kind in config.RANGE_KINDS
+            if is_range and not bounds["min"] <= value <= bounds["max"]:
+                raise ValueError(f"{where} must include the baseline's {value}: widen its min/max")
+            if not is_range and value not in bounds:
+                raise ValueError(f"{where} must include the baseline's {value}: add it to its list")
 
     def work(self, values: dict[str, Any]) -> float:
         """One epoch's relative cost at a point (budget.point_work), for pricing a time budget."""
@@ -117,7 +114,7 @@ class ChestXRayHyperModel(kt.HyperModel):
         import random
 
         hp = kt.HyperParameters()
-        self.build(hp)  # declares the whole space
+        self.declare(hp)  # the whole space
         draws = random.Random(seed)
         return float(
             np.mean([self.work({h.name: h.random_sample(draws.random()) for h in hp.space}) for _ in range(samples)])
@@ -136,15 +133,35 @@ class ChestXRayHyperModel(kt.HyperModel):
         finally:
             keras.mixed_precision.set_global_policy(previous)
 
+    def declare(self, hp: kt.HyperParameters) -> dict[str, Any]:
+        """Declare config.HYPERPARAMETERS on `hp`, in their order (the order decides which points a seeded random
+        search visits), each with the baseline's value as its default; return the point's values.
+
+        A per-layer one (filters_i, units_i) is declared for every layer its count allows, active only when the
+        count reaches it, so Keras Tuner knows the whole space before the first trial; inactive ones are None.
+        """
+        point: dict[str, Any] = {}
+        for parameter in config.HYPERPARAMETERS:
+            bounds = self.space[parameter.key]
+            if parameter.per is None:
+                point[parameter.name] = _declare(hp, parameter.kind, parameter.name, bounds)
+                continue
+            most = self.space[parameter.per]["max"]
+            for i, name in enumerate(parameter.names(self.space)):
+                with hp.conditional_scope(parameter.per, list(range(i + 1, most + 1))):
+                    point[name] = _declare(hp, parameter.kind, name, bounds)
+        return point
+
     def _build_model(self, hp: kt.HyperParameters, ema_momentum: float | None = None) -> keras.Model:
-        point = self._scalar_hyperparameters(hp)
+        point = self.declare(hp)
         inputs = keras.Input(self.input_shape, name="pixels")
         x = self._augmentation(point["brightness"], point["contrast"])(inputs)
         x = layers.Rescaling(1.0 / 255)(x)
-        x = self._conv_blocks(hp, x, point["conv_blocks"], point["batch_norm"])
+        filters = [point[f"filters_{i}"] for i in range(point["conv_blocks"])]
+        x = self._conv_blocks(x, filters, point["batch_norm"])
         x = layers.GlobalAveragePooling2D()(x) if point["pooling"] == "average" else layers.Flatten()(x)
         x = layers.Dropout(point["dropout"])(x)
-        x = self._dense_layers(hp, x, point["dense_layers"])
+        x = self._dense_layers(x, [point[f"units_{i}"] for i in range(point["dense_layers"])])
         # In float32 even in a mixed run: a bfloat16 probability has 8 bits of mantissa, so values
         # near 1 would tie and blur the ROC AUC and the threshold; loss and metrics follow it.
         outputs = layers.Dense(2, activation="softmax", name="probabilities", dtype="float32")(x)
@@ -163,65 +180,23 @@ class ChestXRayHyperModel(kt.HyperModel):
         )
         return count_weighted_rows_only(model)
 
-    def _scalar_hyperparameters(self, hp: kt.HyperParameters) -> dict[str, Any]:
-        """Every hyperparameter but the per-layer ones, declared in the order Keras Tuner has always drawn them
-        (the order decides which points a seeded random search visits)."""
-        space = self.space
-        dense_range = space["dense_layers"]
-        return {
-            "conv_blocks": hp.Int(
-                "conv_blocks", space["conv_blocks"]["min"], self.max_blocks, default=BASELINE["conv_blocks"]
-            ),
-            "dense_layers": hp.Int(
-                "dense_layers", dense_range["min"], dense_range["max"], default=BASELINE["dense_layers"]
-            ),
-            "dropout": hp.Float(
-                "dropout",
-                space["dropout"]["min"],
-                space["dropout"]["max"],
-                step=space["dropout"]["step"],
-                default=BASELINE["dropout"],
-            ),
-            "learning_rate": hp.Float(
-                "learning_rate",
-                space["learning_rate"]["min"],
-                space["learning_rate"]["max"],
-                sampling="log",
-                default=BASELINE["learning_rate"],
-            ),
-            "batch_norm": hp.Boolean("batch_norm", default=BASELINE["batch_norm"])
-            if len(space["batch_norm"]) == 2
-            else hp.Fixed("batch_norm", space["batch_norm"][0]),
-            "pooling": hp.Choice("pooling", space["pooling"], default=BASELINE["pooling"]),
-            **{key: _stepped(hp, key, space[key], BASELINE[key]) for key in ("brightness", "contrast", "label_smoothing")},
-        }
-
-    def _conv_blocks(self, hp: kt.HyperParameters, x: Any, blocks: int, batch_norm: bool) -> Any:
-        """Conv2D 3x3 ReLU + MaxPool blocks. Every block's hyperparameter is declared, active only when the depth
-        reaches it, so Keras Tuner knows the whole space before the first trial."""
-        choices = self.space["filters"]
-        for i in range(self.max_blocks):
-            with hp.conditional_scope("conv_blocks", list(range(i + 1, self.max_blocks + 1))):
-                filters = hp.Choice(f"filters_{i}", choices, default=BASELINE.get(f"filters_{i}", choices[0]))
-            if i < blocks and batch_norm:
+    def _conv_blocks(self, x: Any, filters: list[int], batch_norm: bool) -> Any:
+        """Conv2D 3x3 ReLU + MaxPool blocks, one per entry of `filters`."""
+        for width in filters:
+            if batch_norm:
                 # The normalisation's shift replaces the convolution's bias.
-                x = layers.Conv2D(filters, 3, use_bias=False)(x)
+                x = layers.Conv2D(width, 3, use_bias=False)(x)
                 x = layers.BatchNormalization()(x)
                 x = layers.Activation("relu")(x)
-                x = layers.MaxPooling2D(2)(x)
-            elif i < blocks:
-                x = layers.Conv2D(filters, 3, activation="relu")(x)
-                x = layers.MaxPooling2D(2)(x)
+            else:
+                x = layers.Conv2D(width, 3, activation="relu")(x)
+            x = layers.MaxPooling2D(2)(x)
         return x
 
-    def _dense_layers(self, hp: kt.HyperParameters, x: Any, dense: int) -> Any:
-        """Dense ReLU layers, each declared as the conv blocks are."""
-        most, choices = self.space["dense_layers"]["max"], self.space["dense_units"]
-        for i in range(most):
-            with hp.conditional_scope("dense_layers", list(range(i + 1, most + 1))):
-                units = hp.Choice(f"units_{i}", choices, default=BASELINE.get(f"units_{i}", choices[0]))
-            if i < dense:
-                x = layers.Dense(units, activation="relu")(x)
+    def _dense_layers(self, x: Any, units: list[int]) -> Any:
+        """Dense ReLU layers, one per entry of `units`."""
+        for width in units:
+            x = layers.Dense(width, activation="relu")(x)
         return x
 
     def _augmentation(self, brightness: float, contrast: float) -> keras.Layer:
@@ -245,11 +220,21 @@ class ChestXRayHyperModel(kt.HyperModel):
         )
 
 
-def _stepped(hp: kt.HyperParameters, name: str, bounds: dict[str, float], default: float) -> float:
-    """A stepped float hyperparameter, or a fixed value when the range is a single point."""
-    if bounds["min"] == bounds["max"]:
+def _declare(hp: kt.HyperParameters, kind: str, name: str, bounds: Any) -> Any:
+    """Keras Tuner's hyperparameter for one of `kind` (config.KINDS) over its search_space entry, declared on `hp`
+    with the baseline's value as default; a stepped range of one point, or a boolean list of one value, is fixed."""
+    default = BASELINE.get(name)
+    if kind == "int":
+        return hp.Int(name, bounds["min"], bounds["max"], default=default)
+    if kind == "log":
+        return hp.Float(name, bounds["min"], bounds["max"], sampling="log", default=default)
+    if kind == "stepped" and bounds["min"] == bounds["max"]:
         return hp.Fixed(name, bounds["min"])
-    return hp.Float(name, bounds["min"], bounds["max"], step=bounds["step"], default=default)
+    if kind == "stepped":
+        return hp.Float(name, bounds["min"], bounds["max"], step=bounds["step"], default=default)
+    if kind == "boolean":
+        return hp.Boolean(name, default=default) if len(bounds) == 2 else hp.Fixed(name, bounds[0])
+    return hp.Choice(name, bounds, default=BASELINE.get(name, bounds[0]))  # past the baseline's layers: the first
 
 
 def without_augmentation(model: keras.Model) -> keras.Model:
@@ -294,7 +279,7 @@ def count_weighted_rows_only(model: keras.Model) -> keras.Model:
         # Every trainer has just added this batch's loss to the epoch's mean with the batch's row count as its
         # weight; the padding rows' share comes back out (Keras offers no public hook for that weight).
         loss = compute_loss(x, y, y_pred, sample_weight, training=False)
-        model._loss_tracker.update_state(loss, sample_weight=-ops.cast(padding, loss.dtype))
+        compat.loss_tracker(model).update_state(loss, sample_weight=-ops.cast(padding, loss.dtype))
         return keras_metrics(x, y, y_pred, ops.cast(ops.not_equal(sample_weight, 0), "float32"))
 
     model.compute_loss = compute_loss

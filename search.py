@@ -26,7 +26,7 @@ from typing import Any
 
 import config
 import runs
-from config import BACKENDS, PRECISIONS, Settings
+from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
 from pipeline.training import CTRL_C
 
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline", action="store_true", help="no search: train the notebook's CNN under its own settings (80 x 80 RGB, constant rate)"
     )
-    parser.add_argument("--tuner", choices=("hyperband", "random", "bayesian"), help="search algorithm")
+    parser.add_argument("--tuner", choices=TUNERS, help="search algorithm")
     parser.add_argument("--max-trials", type=int, help="most trials to run (hyperband: caps its schedule)")
     parser.add_argument("--epochs", type=int, help="most epochs per trial")
     parser.add_argument("--final-epochs", type=int, help="epochs of the final retrain (default 45)")
@@ -141,9 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dtype policy (default auto: mixed bfloat16 or float16 where the CPU or GPU computes it natively)",
     )
     distributed = parser.add_argument_group("distributed search (docs/distributed.md)")
-    distributed.add_argument(
-        "--role", choices=("standalone", "chief", "worker"), help="chief serves the search, workers run its trials"
-    )
+    distributed.add_argument("--role", choices=ROLES, help="chief serves the search, workers run its trials")
     distributed.add_argument("--oracle-address", metavar="HOST:PORT", help="where the chief listens for workers")
     distributed.add_argument("--worker-id", help="this worker's name, unique per worker (reuse it on restart)")
     parser.add_argument(

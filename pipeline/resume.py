@@ -6,7 +6,8 @@ writes its weights and its epoch counter as two files, one after the other, so a
 the two resumes one epoch off. `RetrainBackup` keeps all of it, and commits each epoch with a
 single rename of its state file, which names the weight files that belong to it.
 
-One concern: that backup. It imports Keras and runs.py (whole-file writes).
+One concern: that backup. It imports Keras, runs.py (whole-file writes) and runtime/compat.py (the
+epoch a resumed fit starts at).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import keras
 
 from runs import write_text
+from runtime import compat
 
 
 class RetrainBackup(keras.callbacks.Callback):
@@ -53,7 +55,7 @@ class RetrainBackup(keras.callbacks.Callback):
         if not self.model.optimizer.built:  # its variables must exist to receive the saved ones
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self.folder / self.state["latest"])
-        self.model._initial_epoch = self.state["epoch"]  # as BackupAndRestore does: fit starts there
+        compat.start_fit_at(self.model, self.state["epoch"])
         print(f"Resuming the retrain after epoch {self.state['epoch']} (backed up in {self.folder}).", flush=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

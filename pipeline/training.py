@@ -242,7 +242,7 @@ def _candidate(trial: Any, trials: Any) -> Candidate:
         trial.hyperparameters,
         trial.score,
         None if last is None or last != last else float(last),
-        tuning.is_baseline(trial.hyperparameters, BASELINE),
+        tuning.is_baseline_point(trial.hyperparameters, BASELINE),
     )
 
 

@@ -1,6 +1,7 @@
 """Keras Tuner's tuners, set up so the baseline is the first trial and every trial's cost is kept.
 
-One concern: Keras Tuner. It imports Keras, Keras Tuner, errors.py and runs.py (whole-file writes) of ours.
+One concern: Keras Tuner. It imports Keras, Keras Tuner, config.py (TUNER_PREFIX), errors.py, runs.py (whole-file
+writes) and runtime/compat.py (Keras Tuner's and TensorFlow's private names) of ours.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import ctypes
 import ctypes.util
 import gc
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,10 +20,10 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
+from config import TUNER_PREFIX
 from errors import SearchError
 from runs import write_text
-
-TUNER_PREFIX = "tuner/"  # Keras Tuner's Hyperband bookkeeping values
+from runtime import compat
 
 
 class BaselineFirst:
@@ -33,7 +33,7 @@ class BaselineFirst:
         super().__init__(*args, **kwargs)
         self.baseline_values = baseline_values
 
-    def _random_values(self) -> dict[str, Any] | None:
+    def _random_values(self) -> dict[str, Any] | None:  # Keras Tuner's private hook (compat.HOOKS)
         if not self.trials:
             return dict(self.baseline_values)
         return super()._random_values()
@@ -61,10 +61,10 @@ class WholeFiles:
     """
 
     def save(self) -> None:
-        write_json_whole(self._get_oracle_fname(), self.get_state())
+        write_json_whole(compat.oracle_file(self), self.get_state())
 
-    def _save_trial(self, trial: kt.engine.trial.Trial) -> None:
-        write_json_whole(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+    def _save_trial(self, trial: kt.engine.trial.Trial) -> None:  # Keras Tuner's private hook (compat.HOOKS)
+        write_json_whole(compat.trial_file(self, trial.trial_id), trial.get_state())
 
 
 def write_json_whole(path: str, state: dict[str, Any]) -> None:
@@ -87,11 +87,13 @@ class BaselineFirstBayesianOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.B
 class TrialRecorder:
     """Tuner mixin: prints progress and records each trial's epochs and seconds with its metrics."""
 
+    retrain_epochs: int | None = None  # the final retrains' epochs in all, which the ETA counts too
+
     def save(self) -> None:
         # As kt.Tuner.save, with the tuner's own JSON replaced whole (see WholeFiles).
-        if not self._is_worker():
+        if not compat.is_worker(self):
             self.oracle.save()
-        write_json_whole(self._get_tuner_fname(), self.get_state())
+        write_json_whole(compat.tuner_file(self), self.get_state())
 
     def on_search_begin(self) -> None:
         super().on_search_begin()
@@ -116,12 +118,12 @@ class TrialRecorder:
             [t.metrics.get_last_value(name) if t.metrics.exists(name) else None for t in done]
             for name in ("trial_seconds", "epochs_run")
         )
-        max_epochs = getattr(_unwrapped(self.oracle), "max_epochs", None)  # Hyperband's; None for the others
+        max_epochs = getattr(compat.local_oracle(self.oracle), "max_epochs", None)  # Hyperband's; None for the others
         # Under a time budget the plan printed above says what is left; an ETA for max_trials would contradict it.
         eta = (
             "ETA: within the time budget (the plan above)"
             if getattr(self.oracle, "trial_gate", None)
-            else eta_text(seconds, epochs, planned, max_epochs, len(ended), getattr(self, "retrain_epochs", None))
+            else eta_text(seconds, epochs, planned, max_epochs, len(ended), self.retrain_epochs)
         )
         print(
             f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed} | "
@@ -157,7 +159,7 @@ class CheckpointCleanup:
     """
 
     def delete_checkpoint(self, trial_id: str) -> None:
-        Path(self._get_checkpoint_fname(trial_id)).unlink(missing_ok=True)
+        Path(compat.checkpoint_file(self, trial_id)).unlink(missing_ok=True)
 
     def on_search_end(self) -> None:
         super().on_search_end()
@@ -182,39 +184,15 @@ class MemoryRelease:
     """
 
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
-        self._gradients_before = set(custom_gradient_entries())
+        self._gradients_before = set(compat.custom_gradient_entries())
         super().on_trial_begin(trial)
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
         keras.backend.clear_session(free_memory=False)  # one full collection below, once the gradients are gone
-        forget_custom_gradients(getattr(self, "_gradients_before", set()))
+        compat.forget_custom_gradients(getattr(self, "_gradients_before", set()))
         gc.collect()
         _release_freed_memory()
-
-
-def _gradient_registry() -> dict[str, Any]:
-    """TensorFlow's registry of gradient functions by op type name; empty where it has none (other backends)."""
-    if keras.backend.backend() != "tensorflow":
-        return {}
-    from tensorflow.python.framework import ops
-
-    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
-    return registry if isinstance(registry, dict) else {}
-
-
-def custom_gradient_entries() -> list[str]:
-    """The gradient functions tf.custom_gradient has registered so far (one per traced call)."""
-    return [name for name in _gradient_registry() if name.startswith("CustomGradient-")]
-
-
-def forget_custom_gradients(keep: set[str]) -> int:
-    """Drop tf.custom_gradient's registrations other than `keep`, so their graphs can be freed; how many."""
-    registry = _gradient_registry()
-    stale = [name for name in custom_gradient_entries() if name not in keep]
-    for name in stale:
-        registry.pop(name, None)
-    return len(stale)
 
 
 def _release_freed_memory() -> None:
@@ -226,12 +204,9 @@ def _release_freed_memory() -> None:
         pass
 
 
-class HyperbandTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, kt.Hyperband):
-    """Hyperband keeps checkpoints until the search ends: promoted trials start from their parent's weights."""
-
-    def __init__(self, oracle: kt.Oracle, **kwargs: Any):
-        # kt.Hyperband.__init__ would build its own oracle; ours puts the baseline first.
-        kt.Tuner.__init__(self, oracle=oracle, **kwargs)
+class HyperbandTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, compat.HyperbandWithOracle):
+    """Hyperband keeps checkpoints until the search ends: promoted trials start from their parent's weights.
+    Its oracle is built beforehand, as for the other searches: ours puts the baseline first."""
 
 
 class SearchTuner(CheckpointCleanup, MemoryRelease, TrialRecorder, kt.Tuner):
@@ -261,7 +236,7 @@ def build_tuner(
     common = {"objective": goal, "seed": seed, "baseline_values": baseline_values}
     if kind == "hyperband":
         oracle = BaselineFirstHyperbandOracle(max_epochs=epochs, factor=hyperband_factor, **common)
-        oracle.max_trials = max_trials  # Hyperband takes no max_trials; the base Oracle honours it.
+        compat.cap_trials(oracle, max_trials)  # Hyperband takes no max_trials
         tuner_class = HyperbandTuner
     elif kind == "random":
         oracle = BaselineFirstRandomSearchOracle(max_trials=max_trials, **common)
@@ -282,25 +257,23 @@ def build_tuner(
 def planned_trials(oracle: kt.Oracle) -> int | None:
     """How many trials the search will run: max_trials, or Hyperband's schedule if smaller."""
     schedule = hyperband_schedule(oracle)
+    max_trials = compat.local_oracle(oracle).max_trials
     if schedule is None:
-        return _unwrapped(oracle).max_trials
-    max_trials = _unwrapped(oracle).max_trials
+        return max_trials
     return min(schedule, max_trials) if max_trials else schedule
 
 
 def hyperband_schedule(oracle: kt.Oracle) -> int | None:
     """The trials in Hyperband's own schedule for its max_epochs and factor; None for other searches."""
-    oracle = _unwrapped(oracle)
+    oracle = compat.local_oracle(oracle)
     if not isinstance(oracle, kt.oracles.HyperbandOracle):
         return None
-    brackets = range(oracle._get_num_brackets())
-    schedule = sum(oracle._get_size(b, r) for b in brackets for r in range(oracle._get_num_rounds(b)))
-    return schedule * oracle.hyperband_iterations
+    return compat.hyperband_iteration_trials(oracle) * oracle.hyperband_iterations
 
 
 def schedule_note(oracle: kt.Oracle, epochs: int, factor: int) -> str | None:
     """One sentence when Hyperband's schedule, not max_trials, decides how many trials run, or cuts it short."""
-    schedule, max_trials = hyperband_schedule(oracle), _unwrapped(oracle).max_trials
+    schedule, max_trials = hyperband_schedule(oracle), compat.local_oracle(oracle).max_trials
     if schedule is None or max_trials is None or schedule == max_trials:
         return None
     settings = f"Hyperband's schedule for epochs {epochs} and hyperband_factor {factor} has {schedule} trial(s)"
@@ -309,16 +282,12 @@ def schedule_note(oracle: kt.Oracle, epochs: int, factor: int) -> str | None:
     return f"Note: {settings}; max_trials {max_trials} stops it after {max_trials}, before the schedule ends."
 
 
-def _unwrapped(oracle: kt.Oracle) -> kt.Oracle:
-    return getattr(oracle, "_oracle", oracle)  # a worker's OracleClient wraps its local copy
-
-
 def run_search(tuner: kt.Tuner, train: Any, validation: Any, **fit_kwargs: Any) -> None:
     """tuner.search(), with Keras Tuner's stop after repeated failures turned into one sentence."""
     try:
         tuner.search(train, validation_data=validation, **fit_kwargs)
     except RuntimeError as error:
-        if "consecutive failures" not in str(error):
+        if not compat.stopped_by_failures(error):
             raise
         raise SearchError(
             f"the search stopped after repeated failed trials; last error: {_last_line(str(error))}"
@@ -365,7 +334,8 @@ def completed_trials(oracle: kt.Oracle) -> list[tuple[dict[str, Any], float, flo
 def ranked_points(oracle: kt.Oracle, baseline_values: dict[str, Any]) -> list[dict[str, Any]]:
     """The completed trials' points other than the baseline's, best first, each once: the finalists so far."""
     ranked = _distinct_completed(oracle)
-    return [searched_values(t.hyperparameters) for t in ranked if not is_baseline(t.hyperparameters, baseline_values)]
+    others = [t for t in ranked if not is_baseline_point(t.hyperparameters, baseline_values)]
+    return [searched_values(t.hyperparameters) for t in others]
 
 
 def _distinct_completed(oracle: kt.Oracle) -> list[kt.engine.trial.Trial]:
@@ -396,12 +366,13 @@ def finalist_trials(tuner: kt.Tuner, count: int, baseline_values: dict[str, Any]
     """The baseline's trial first, then the `count` best completed trials at other points: what the finalist
     protocol retrains for final_epochs each."""
     ranked = best_trials(tuner, len(tuner.oracle.trials))
-    baseline = [trial for trial in tuner.oracle.trials.values() if is_baseline(trial.hyperparameters, baseline_values)]
-    others = [trial for trial in ranked if not is_baseline(trial.hyperparameters, baseline_values)]
+    trials = tuner.oracle.trials.values()
+    baseline = [trial for trial in trials if is_baseline_point(trial.hyperparameters, baseline_values)]
+    others = [trial for trial in ranked if not is_baseline_point(trial.hyperparameters, baseline_values)]
     return baseline[:1] + others[:count]
 
 
-def is_baseline(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> bool:
+def is_baseline_point(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> bool:
     """Whether a point is the baseline's (its active values; inactive ones do not count)."""
     values = searched_values(hp)
     return all(values.get(name) == value for name, value in baseline_values.items() if name in values)

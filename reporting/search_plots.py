@@ -23,7 +23,7 @@ from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from reporting.study import MIN_TRIALS, is_baseline, space_key
+from reporting.study import MIN_TRIALS, is_baseline_trial, space_key
 from reporting.tables import hyperparameter_columns, maximised
 
 UNUSED = -0.15  # where the parallel coordinates draw a hyperparameter a trial did not use
@@ -33,7 +33,7 @@ VALUE_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad
 
 def _completed(trials: pd.DataFrame) -> pd.DataFrame:
     done = trials[(trials["status"] == "COMPLETED") & trials["objective"].notna()]
-    return done.assign(baseline=[is_baseline(trial_id) for trial_id in done["trial_id"]])
+    return done.assign(baseline=[is_baseline_trial(trial_id) for trial_id in done["trial_id"]])
 
 
 def _note(figure: Figure, text: str) -> Figure:

@@ -8,9 +8,9 @@ of fANOVA to show how much that answer moves:
 
     optuna-dashboard sqlite:///reports/<run>/study.db
 
-One concern: the search read back as an Optuna study. It imports numpy, pandas, PyYAML, runs.py (reading
-trials.csv) and tables.py (which columns are hyperparameters) and, inside its functions only, Optuna, so
-importing it (and search.py) stays instant.
+One concern: the search read back as an Optuna study. It imports numpy, pandas, PyYAML, config.py (how each
+hyperparameter is drawn), runs.py (reading trials.csv) and tables.py (which columns are hyperparameters) and,
+inside its functions only, Optuna, so importing it (and search.py) stays instant.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -28,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+import config
 import runs
+from config import TUNER_PREFIX
 from reporting.tables import hyperparameter_columns, maximised
 
 if TYPE_CHECKING:
     import optuna
 
-TUNER_PREFIX = "tuner/"  # Hyperband's bookkeeping columns in trials.csv
 # Fewer completed trials than these and an importance says nothing (PED-ANOVA compares the best
 # five trials with the rest, so it needs twice as many).
 MIN_TRIALS = 8
@@ -52,14 +52,11 @@ def read_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any], str]:
 
 def space_key(parameter: str) -> str:
     """The search_space key a hyperparameter draws from: filters_2 from `filters`, units_1 from `dense_units`."""
-    if re.fullmatch(r"filters_\d+", parameter):
-        return "filters"
-    if re.fullmatch(r"units_\d+", parameter):
-        return "dense_units"
-    return parameter
+    declared = config.hyperparameter(parameter)
+    return parameter if declared is None else declared.key
 
 
-def is_baseline(trial_id: Any) -> bool:
+def is_baseline_trial(trial_id: Any) -> bool:
     """Trial 0 ("00", "0000") evaluates the baseline: BaselineFirst puts it first."""
     try:
         return int(str(trial_id)) == 0
@@ -68,28 +65,27 @@ def is_baseline(trial_id: Any) -> bool:
 
 
 def distributions(search_space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The Optuna distribution of every hyperparameter the search space (as in config.yaml) defines."""
+    """The Optuna distribution of every hyperparameter config.HYPERPARAMETERS draws from the search space (as in
+    config.yaml; an older run's lacks some keys), one per possible layer for the per-layer ones, as hypermodel.py
+    declares them to Keras Tuner."""
+    result: dict[str, Any] = {}
+    for parameter in config.HYPERPARAMETERS:
+        if parameter.key in search_space and (parameter.per is None or parameter.per in search_space):
+            drawn = _distribution(parameter.kind, search_space[parameter.key])
+            result.update(dict.fromkeys(parameter.names(search_space), drawn))
+    return result
+
+
+def _distribution(kind: str, bounds: Any) -> optuna.distributions.BaseDistribution:
+    """Optuna's distribution for a hyperparameter of `kind` (config.KINDS) over its search_space entry."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    result: dict[str, Any] = {}
-    for key, bounds in search_space.items():
-        if isinstance(bounds, list):
-            result[key] = CategoricalDistribution(bounds)
-        elif key == "learning_rate":  # hypermodel.py samples it on a log scale
-            result[key] = FloatDistribution(bounds["min"], bounds["max"], log=True)
-        elif "step" in bounds:
-            result[key] = FloatDistribution(bounds["min"], bounds["max"], step=bounds["step"])
-        elif all(isinstance(bounds[end], int) for end in ("min", "max")):
-            result[key] = IntDistribution(bounds["min"], bounds["max"])
-        else:
-            result[key] = FloatDistribution(bounds["min"], bounds["max"])
-    # One filters_i per possible conv block and one units_i per possible dense layer, as in hypermodel.py.
-    for count, key, prefix in (("conv_blocks", "filters", "filters_"), ("dense_layers", "dense_units", "units_")):
-        if count in search_space and key in result:
-            for i in range(search_space[count]["max"]):
-                result[f"{prefix}{i}"] = result[key]
-            del result[key]
-    return result
+    if kind in config.RANGE_KINDS:
+        low, high = bounds["min"], bounds["max"]
+        if kind == "int":
+            return IntDistribution(low, high)
+        return FloatDistribution(low, high, log=kind == "log", step=bounds["step"] if kind == "stepped" else None)
+    return CategoricalDistribution(bounds)
 
 
 def _cast(value: Any, distribution: Any) -> Any:
@@ -134,7 +130,7 @@ def _user_attrs(row: pd.Series) -> dict[str, Any]:
         "seconds": number("seconds", float),
         "epochs_run": number("epochs_run", int),
         "last_objective": number("last_objective", float),  # the last epoch's score (runs since it was recorded)
-        "baseline": is_baseline(row["trial_id"]),
+        "baseline": is_baseline_trial(row["trial_id"]),
     }
     if _present(row.get("error")):
         attrs["error"] = str(row["error"])

@@ -5,7 +5,8 @@ built: the chief serves the oracle over gRPC, and each worker asks it for hyperp
 trains, and sends back its metrics. `configure` sets them from the `distributed:` config block,
 so users pass `--role`, `--oracle-address` and `--worker-id` instead.
 
-One concern: processes and devices. It imports Keras Tuner, config.py and tuning.py (its error type).
+One concern: processes and devices. It imports Keras Tuner, config.py, errors.py and compat.py (Keras Tuner's
+gRPC service and the oracle's bookkeeping of running trials).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import keras_tuner as kt
 
 from config import Distributed
 from errors import SearchError
+from runtime import compat
 
 ENVIRONMENT = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 CHIEF_ID = "chief"  # Keras Tuner treats any tuner id containing "chief" as the chief
@@ -48,14 +50,11 @@ def serve_oracle(tuner: kt.Tuner, address: str, running_trial_timeout: int | Non
     one was handed out get `running_trial_timeout` seconds, and are then recorded as failed.
     """
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
 
     oracle = tuner.oracle
     tuner.save()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    servicer = compat.add_oracle_service(server, oracle)
     try:
         server.add_insecure_port(address)
     except RuntimeError:
@@ -67,9 +66,9 @@ def serve_oracle(tuner: kt.Tuner, address: str, running_trial_timeout: int | Non
     print(f"Chief: serving the search on {address}; workers join with --role worker --oracle-address {address}")
     try:
         handed_out = None
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+        while not (compat.no_trial_left(servicer) and compat.chief_may_stop(oracle)):
             time.sleep(1)
-            if not servicer.stop_triggered:  # set when a worker was told there is no trial left
+            if not compat.no_trial_left(servicer):
                 continue
             if handed_out is None:
                 handed_out = time.monotonic()
@@ -94,9 +93,9 @@ def chief_connection(address: str | None) -> Iterator[None]:
         ) from None
 
 
-@kt.synchronized
+@compat.with_oracle_lock
 def _say_who_is_awaited(oracle: kt.Oracle, timeout: int | None) -> None:
-    for tuner_id, trial in oracle.ongoing_trials.items():
+    for tuner_id, trial in compat.running_trials(oracle).items():
         limit = "as long as it takes" if timeout is None else f"at most {timeout} s"
         print(
             f"Chief: every trial is handed out; waiting {limit} for trial {trial.trial_id} on worker {tuner_id}. "
@@ -105,16 +104,15 @@ def _say_who_is_awaited(oracle: kt.Oracle, timeout: int | None) -> None:
         )
 
 
-@kt.synchronized
+@compat.with_oracle_lock
 def _give_up_running_trials(oracle: kt.Oracle, timeout: int) -> None:
     """Record trials whose worker sent nothing in time as failed, so the chief can report."""
-    for tuner_id, trial in list(oracle.ongoing_trials.items()):
+    for tuner_id, trial in list(compat.running_trials(oracle).items()):
         trial.status = kt.engine.trial.TrialStatus.FAILED
         trial.message = f"worker {tuner_id} sent no result within {timeout} s after the last trial was handed out"
         print(f"Warning: trial {trial.trial_id} failed: {trial.message}.", flush=True)
-        oracle.end_trial(trial)  # also removes it from ongoing_trials
-    # Workers that asked for a trial and were never heard of again.
-    oracle.tuner_ids.clear()
+        oracle.end_trial(trial)  # also removes it from the running trials
+    compat.forget_waiting_workers(oracle)
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 import config
 from config import ConfigError, load_config
@@ -153,3 +154,61 @@ def test_the_compilation_cache_sits_beside_the_runs_unless_moved_or_off():
     assert compilation.cache_folder(False, "reports") is None
     assert compilation.cache_folder("/scratch/xla", "reports") == Path("/scratch/xla")
     assert compilation.start("tensorflow", Path("anywhere")) is None  # nothing compiles ahead of time there
+
+
+def test_each_key_is_declared_once_as_a_field():
+    import dataclasses
+
+    def field_names(section: type) -> list[str]:
+        return [field.name for field in dataclasses.fields(section)]
+
+    # SCHEMA, FLAGS and LEGACY_DEFAULTS are read off the dataclasses, in their order (config.yaml's).
+    assert list(config.SCHEMA) == field_names(config.Settings)
+    assert list(config.SCHEMA["search_space"]) == field_names(config.SearchSpace)
+    assert list(config.SCHEMA["distributed"]) == field_names(config.Distributed)
+    assert config.FLAGS["distributed.worker_id"] == "--worker-id" and config.FLAGS["image_size"] == "--image-size"
+    assert config.LEGACY_DEFAULTS == {
+        "backend": "tensorflow",
+        "precision": "float32",
+        "skip_bad_images": False,
+        "time_budget": None,
+        "final_schedule": "constant",
+        "final_ema_momentum": None,
+        "ensemble_size": 1,
+        "finalists": 0,
+        "incumbent_rule": "race",
+    }
+    assert list(yaml.safe_load(config.dump(load_config()))) == list(config.SCHEMA)
+
+
+def test_every_flag_of_a_key_is_a_search_py_option():
+    import search
+
+    options = vars(search.parse_args([]))
+    assert all(flag[2:].replace("-", "_") in options for flag in config.FLAGS.values())
+    parsed = vars(search.parse_args(["--tuner", "bayesian", "--role", "chief", "--skip-bad-images"]))
+    assert config.flag_overrides(parsed) == {
+        "--tuner": ("tuner", "bayesian"),
+        "--role": ("distributed.role", "chief"),
+        "--skip-bad-images": ("skip_bad_images", True),
+    }
+
+
+def test_every_search_space_key_is_drawn_by_one_declared_hyperparameter():
+    import dataclasses
+
+    declared = config.HYPERPARAMETERS
+    assert sorted(h.key for h in declared) == sorted(field.name for field in dataclasses.fields(config.SearchSpace))
+    space = load_config().search_space.as_dict()
+    for position, hyperparameter in enumerate(declared):
+        bounds = space[hyperparameter.key]
+        if hyperparameter.kind in config.RANGE_KINDS:  # a min/max mapping, with a step for a stepped one
+            assert isinstance(bounds, dict) and ("step" in bounds) == (hyperparameter.kind == "stepped"), hyperparameter
+        else:
+            assert isinstance(bounds, list), hyperparameter
+        if hyperparameter.per:  # its count is an integer range declared before it (Keras Tuner's condition)
+            count = next(h for h in declared[:position] if h.name == hyperparameter.per)
+            assert count.kind == "int" and count.per is None
+    assert config.hyperparameter("units_2").key == "dense_units" and config.hyperparameter("filters") is None
+    with pytest.raises(ValueError, match="kind must be one of"):
+        config.Hyperparameter("momentum", "momentum", "uniform")

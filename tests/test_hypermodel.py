@@ -211,3 +211,22 @@ def test_the_saved_model_is_a_plain_keras_model(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert type(loaded) is type(keras.Model(model.inputs, model.outputs))
     assert "compute_loss" not in vars(loaded)  # the padding-aware loss is the trained instance's alone
+
+
+def test_keras_tuner_declares_the_space_in_the_order_it_has_always_drawn_it():
+    # The order decides which points a seeded random search visits: a new hyperparameter goes last.
+    space = kt.HyperParameters()
+    hypermodel(image_size=48).declare(space)
+    assert [parameter.name for parameter in space.space] == [
+        "conv_blocks", "dense_layers", "dropout", "learning_rate", "batch_norm", "pooling", "brightness", "contrast",
+        "label_smoothing", "filters_0", "filters_1", "filters_2", "filters_3", "units_0", "units_1", "units_2",
+    ]  # fmt: skip
+    declared = {parameter.name: parameter for parameter in space.space}
+    assert declared["filters_3"].conditions[0].values == [4]  # active only in the deepest networks
+    assert declared["units_2"].default == 64  # past the baseline's layers: the first choice
+    # A point drawn by seed as Keras Tuner's oracles draw them, the same as before HYPERPARAMETERS declared the space.
+    assert random_point(hypermodel(image_size=48), 7).values == {
+        "conv_blocks": 2, "dense_layers": 1, "dropout": 0.2, "learning_rate": 0.0013893292827173778,
+        "batch_norm": False, "pooling": "flatten", "brightness": 0.0, "contrast": 0.0, "label_smoothing": 0.1,
+        "filters_0": 32, "filters_1": 64, "units_0": 64,
+    }  # fmt: skip

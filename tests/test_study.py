@@ -13,13 +13,16 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import keras_tuner as kt
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from hypermodel import BASELINE
+import config
+from hypermodel import BASELINE, ChestXRayHyperModel
 from reporting import search_plots, study, tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,3 +314,62 @@ def test_optuna_dashboard_opens_the_study_file(written: Path, committed: tuple[p
             server.kill()
             server.wait()
         server.stderr.close()
+
+
+def _as_optuna(parameter: kt.engine.hyperparameters.HyperParameter) -> Any:
+    """What a Keras Tuner hyperparameter draws, as the Optuna distribution that should mirror it; a Fixed one's value."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    kinds = kt.engine.hyperparameters
+    if isinstance(parameter, kinds.Int):
+        return IntDistribution(parameter.min_value, parameter.max_value)
+    if isinstance(parameter, kinds.Float):
+        log = parameter.sampling == "log"
+        return FloatDistribution(parameter.min_value, parameter.max_value, log=log, step=parameter.step)
+    if isinstance(parameter, kinds.Boolean):
+        return CategoricalDistribution([False, True])
+    if isinstance(parameter, kinds.Choice):
+        return CategoricalDistribution(parameter.values)
+    return parameter.value
+
+
+def _both_forms(search_space: dict) -> tuple[dict, dict]:
+    """Keras Tuner's hyperparameters (hypermodel.py) and Optuna's distributions (study.py) of one search space."""
+    declared = kt.HyperParameters()
+    ChestXRayHyperModel(80, 1, search_space, {}).declare(declared)
+    return {parameter.name: parameter for parameter in declared.space}, study.distributions(search_space)
+
+
+@pytest.mark.parametrize("preset", [None, "configs/smoke.yaml", "configs/archive/cpu-hyperband.yaml"])
+def test_one_declaration_makes_both_the_keras_tuner_and_the_optuna_forms(preset: str | None) -> None:
+    search_space = config.load(ROOT / preset if preset else None).search_space.as_dict()
+    search_space["brightness"] = {"min": 0.0, "max": 0.0, "step": 0.1}  # a fixed one too
+    tuner_form, optuna_form = _both_forms(search_space)
+    assert list(tuner_form) == list(optuna_form)
+    for name, parameter in tuner_form.items():
+        mirrored, distribution = _as_optuna(parameter), optuna_form[name]
+        if isinstance(parameter, kt.engine.hyperparameters.Fixed):  # Optuna's: a range or list of that one value
+            assert distribution.single() and mirrored in (getattr(distribution, "choices", None) or [distribution.low])
+        else:
+            assert distribution == mirrored, name
+        assert study.space_key(name) == config.hyperparameter(name).key
+
+
+def test_a_new_declared_hyperparameter_reaches_both_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    added = (
+        config.Hyperparameter("weight_decay", "weight_decay", "log"),
+        config.Hyperparameter("kernel", "kernel_sizes", "choice", per="conv_blocks"),
+    )
+    monkeypatch.setattr(config, "HYPERPARAMETERS", config.HYPERPARAMETERS + added)
+    monkeypatch.setitem(BASELINE, "weight_decay", 1e-4)
+    search_space = {
+        **config.load().search_space.as_dict(),
+        "weight_decay": {"min": 1e-6, "max": 1e-2},
+        "kernel_sizes": [3, 5],
+    }
+    tuner_form, optuna_form = _both_forms(search_space)
+    new = ["weight_decay", "kernel_0", "kernel_1", "kernel_2", "kernel_3"]
+    assert list(tuner_form)[-5:] == list(optuna_form)[-5:] == new  # drawn last: earlier seeded points stay put
+    assert tuner_form["weight_decay"].sampling == "log" and optuna_form["weight_decay"].log
+    assert tuner_form["kernel_3"].conditions[0].values == [4] and optuna_form["kernel_3"].choices == (3, 5)
+    assert study.space_key("kernel_2") == "kernel_sizes"
