@@ -3,6 +3,7 @@
     python bench/compile.py                          # a tiny synthetic search on JAX, here (CPU or GPU)
     python bench/compile.py -- --config configs/archive/cpu-hyperband.yaml --data-dir data/chest_xray   # any search.py flags
     python bench/compile.py --reports-dir /tmp/warm  # twice: the second run finds a warm compilation cache
+    python bench/compile.py --smoke                  # a check: one 1-epoch trial and a 1-epoch retrain
 
 It runs search.py in this process on the JAX backend (by default a 3-trial, 2-epoch random configs/archive/cpu-hyperband.yaml search on
 the synthetic data at 48 px, with a 2-epoch retrain, in a fresh temporary reports folder) and listens to JAX's
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--synthetic", "--config", "configs/archive/cpu-hyperband.yaml", "--tuner", "random", "--max-trials", "3", "--epochs", "2",
         "--image-size", "48", "--final-epochs", "2"]  # fmt: skip
+SMOKE = ["--synthetic", "--config", "configs/archive/cpu-hyperband.yaml", "--tuner", "random", "--max-trials", "1",
+         "--epochs", "1", "--image-size", "48", "--final-epochs", "1"]  # fmt: skip
 MENTIONED_SECONDS = 0.5  # the many sub-second jits of single operations are counted, not named
 
 
@@ -66,15 +69,16 @@ class CompileLog:
         return counted_build
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--reports-dir",
         help="where the run (and the compilation cache beside it) goes; give the same folder twice to see a warm "
         "cache (default: a fresh temporary folder, so a cold cache)",
     )
+    parser.add_argument("--smoke", action="store_true", help="a check: one 1-epoch trial and a 1-epoch retrain")
     parser.add_argument("search_flags", nargs="*", help="after --: search.py flags instead of the tiny search's")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import jax.monitoring
 
@@ -88,7 +92,7 @@ def main() -> int:
     os.chdir(ROOT)
     with tempfile.TemporaryDirectory() as temporary:
         reports = args.reports_dir or temporary
-        flags = [*(args.search_flags or TINY), "--backend", "jax", "--reports-dir", reports]
+        flags = [*(args.search_flags or (SMOKE if args.smoke else TINY)), "--backend", "jax", "--reports-dir", reports]
         code = search.main([*flags, "--run-name", "compile-bench", "--overwrite"])
     log.next_row()
     print_table(log.labels[:-1], log.counts[:-1], log.seconds[:-1])

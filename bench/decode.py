@@ -2,6 +2,7 @@
 
     python bench/decode.py [--folder ../shared/data/chest_xray_fullres_test] [--image-size 80] [--repeats 3]
                            [--channels 3] [--limit N]
+    python bench/decode.py --smoke    # a check: generated images at 48 px, 1 repeat
 
 Decoders, each on every file of the folder (searched recursively; the first `--limit` files if given):
 - data.decode_images: Pillow, JPEGs at least 4 times larger than the image size shrunk 4 or 8 times
@@ -21,6 +22,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,16 +96,28 @@ def timed(
     return len(files) / statistics.median(seconds), images
 
 
-def main() -> None:
-    import data
-
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray_fullres_test")
     parser.add_argument("--image-size", type=int, default=80)
     parser.add_argument("--channels", type=int, default=3, choices=[1, 3])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, help="decode only the first N files")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few seconds' check on generated images")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        import data
+
+        with tempfile.TemporaryDirectory() as scratch:
+            args.folder, args.image_size, args.repeats = data.make_synthetic_dataset(Path(scratch), seed=3), 48, 1
+            compare(args)
+        return
+    compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Every decoder's speed on the folder, then its pixels against TensorFlow's."""
+    import data
 
     files = sorted(path for path in args.folder.rglob("*") if path.suffix.lower() in data.IMAGE_SUFFIXES)
     files = files[: args.limit]

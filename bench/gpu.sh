@@ -8,6 +8,7 @@
 #                                          # retrain, the same search again on the warm compilation cache,
 #                                          # and bench/compile.py; logs and a summary land in LOG_DIR
 #   bash bench/gpu.sh run LOG_DIR --tiny   # anywhere: the same steps on a tiny synthetic setting, a check
+#   bash bench/gpu.sh --help               # this text
 #
 # The device tool copies the repository with `carry: ["data/chest_xray", "bench/wheels"]`.
 set -euo pipefail
@@ -62,8 +63,14 @@ run() {
     "$PYTHON" bench/gpu_summary.py "$reports" "$log" | tee "$log/summary.md"
 }
 
+usage() {  # the usage line, then the comment at the top of this file
+    echo "usage: bash bench/gpu.sh prepare [DATA] | run LOG_DIR [--tiny]"
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
 case ${1:-} in
+    -h|--help) usage ;;
     prepare) shift; prepare "$@" ;;
     run) shift; [ $# -ge 1 ] || { echo "usage: bash bench/gpu.sh run LOG_DIR [--tiny]" >&2; exit 2; }; run "$@" ;;
-    *) echo "usage: bash bench/gpu.sh prepare [DATA] | run LOG_DIR [--tiny]" >&2; exit 2 ;;
+    *) usage >&2; exit 2 ;;
 esac

@@ -2,6 +2,7 @@
 
     python bench/importance.py                              # every bench/results/**/trials.csv beside a config.yaml
     python bench/importance.py reports/run-a reports/run-b  # these finished runs
+    python bench/importance.py --smoke                      # a check: two committed searches, 2 resamples
 
 Per search, study.importances reads trials.csv and config.yaml and gives each hyperparameter's
 fANOVA importance (with its bootstrap range) and PED-ANOVA's; this prints the fANOVA figures side
@@ -20,14 +21,20 @@ import pandas as pd
 from reporting import study
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE_RUNS = [
+    ROOT / "bench" / "results" / "quality" / name for name in ("tuned-search-seed45", "finalists-search-seed49")
+]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="finished search folders (default: the committed ones)")
     parser.add_argument("--resamples", type=int, default=20, help="bootstrap resamples of each search's trials")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a check: two committed searches, 2 resamples")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs, args.resamples = SMOKE_RUNS, 2
     runs = args.runs or committed_searches()
     if not runs:
         raise SystemExit("no search folder with trials.csv and config.yaml found")

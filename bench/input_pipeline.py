@@ -2,6 +2,8 @@
 
     python bench/input_pipeline.py [--data-dir ../shared/data/chest_xray] [--fullres-dir ../shared/data/chest_xray_fullres_test]
                              [--epochs 3] [--repeats 1] [--datasets fullres 224px] [--variants a b c]
+    python bench/input_pipeline.py --smoke     # a check: generated images at 48 px, 2 epochs, every variant here
+    python bench/input_pipeline.py --from-raw bench/results/pipeline-fullres.json   # a committed table again
 
 (a) the original notebook's pipeline: ImageDataGenerator.flow_from_directory at 80 x 80, batch 64,
     its augmentation, decoding every file every epoch;
@@ -15,6 +17,7 @@
 
 Each variant runs in its own process after a warm-up (a few steps on its own pipeline).
 The full-size folder has no train/test split; here it serves as a train set, for this benchmark only.
+--smoke runs every variant in this process on a generated dataset (as 224px): it checks the code, not the speed.
 """
 
 from __future__ import annotations
@@ -45,36 +48,52 @@ AUGMENTATION = {"width_shift": 0.2, "height_shift": 0.2, "shear_degrees": 0.2, "
 NO_AUGMENTATION = dict.fromkeys(AUGMENTATION, 0.0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
     parser.add_argument("--fullres-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray_fullres_test")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, at least 2 (epoch 1 decodes)")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each variant; figures are medians")
     parser.add_argument("--datasets", nargs="+", default=["fullres", "224px"], choices=["fullres", "224px"])
     parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c", "t"])
     parser.add_argument("--variant", choices=["a", "b", "c", "t"], help=argparse.SUPPRESS)  # one run, in a child
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--from-raw", type=Path, help="re-print a table from a saved 'raw:' JSON line (name=path)")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds' check on generated images, in this process"
+    )
+    args = parser.parse_args(argv)
     if args.from_raw:
         runs = json.loads(args.from_raw.read_text())
         report(args.from_raw.stem, args.from_raw, runs)
         return
     if args.variant:
-        print(json.dumps(measure(args.variant, args.root, args.epochs)))
+        print(json.dumps(measure(args.variant, args.root, args.epochs, args.image_size)))
         return
 
     with tempfile.TemporaryDirectory() as scratch:
-        roots = {"224px": args.data_dir, "fullres": fullres_layout(args.fullres_dir, Path(scratch))}
+        if args.smoke:
+            import data
+
+            generated = Path(scratch) / "generated"
+            args.data_dir = data.make_synthetic_dataset(generated, train_patients=8, test_patients=2, seed=1)
+            args.datasets, args.image_size, args.epochs, args.repeats = ["224px"], 48, 2, 1
+            run = measure  # every variant here: a check of the code, not of the speed
+        else:
+            run = child
+        roots = {"224px": args.data_dir}
+        if "fullres" in args.datasets:
+            roots["fullres"] = fullres_layout(args.fullres_dir, Path(scratch))
         print(
-            f"Training throughput, baseline CNN at {IMAGE_SIZE} px, batch {BATCH_SIZE}, {args.epochs} epochs; images/s"
+            f"Training throughput, baseline CNN at {args.image_size} px, batch {BATCH_SIZE}, {args.epochs} epochs; "
+            "images/s"
         )
         for name in args.datasets:
             runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
             for _ in range(args.repeats):  # variants take turns, so a slow spell of the machine hits all alike
                 for variant in args.variants:
-                    runs[variant].append(child(variant, roots[name], args.epochs))
+                    runs[variant].append(run(variant, roots[name], args.epochs, args.image_size))
             report(name, roots[name], runs)
 
 
@@ -87,25 +106,27 @@ def fullres_layout(folder: Path, scratch: Path) -> Path:
     return scratch
 
 
-def child(variant: str, root: Path, epochs: int) -> dict:
+def child(variant: str, root: Path, epochs: int, image_size: int) -> dict:
+    """measure() in a process of its own."""
     command = [sys.executable, __file__, "--variant", variant, "--root", str(root), "--epochs", str(epochs)]
+    command += ["--image-size", str(image_size)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f"variant {variant} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(variant: str, root: Path, epochs: int) -> dict:
+def measure(variant: str, root: Path, epochs: int, image_size: int = IMAGE_SIZE) -> dict:
     """Seconds per epoch (and of the one-off decode) of one way of feeding the model."""
     import keras
 
+    import config
     import data
-    from config import load_config
     from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
 
     keras.utils.set_random_seed(SEED)
     augmentation = NO_AUGMENTATION if variant == "a" else AUGMENTATION
-    model = ChestXRayHyperModel(IMAGE_SIZE, 3, load_config().search_space.as_dict(), augmentation).build(
+    model = ChestXRayHyperModel(image_size, 3, config.load().search_space.as_dict(), augmentation).build(
         baseline_hyperparameters()
     )
     splits = data.load_splits(root, 0.1, SEED)
@@ -117,25 +138,29 @@ def measure(variant: str, root: Path, epochs: int) -> dict:
         generator = tf_keras.preprocessing.image.ImageDataGenerator(**GENERATOR)
         flow = generator.flow_from_directory(
             root / "train",
-            target_size=(IMAGE_SIZE, IMAGE_SIZE),
+            target_size=(image_size, image_size),
             batch_size=BATCH_SIZE,
             class_mode="categorical",
             seed=SEED,
         )
         train, images = flow, flow.samples
-        model.fit(flow, epochs=1, steps_per_epoch=3, class_weight=weights, verbose=0)  # warm-up
+        model.fit(flow, epochs=1, steps_per_epoch=min(3, len(flow)), class_weight=weights, verbose=0)  # warm-up
         flow.reset()
     else:
         pool = {name: splits[name] for name in ("train", "validation")}  # what training needs; test is decoded later
-        data.decode_images(splits["train"].files[:BATCH_SIZE], IMAGE_SIZE, 3)  # warm-up of the decoder
+        data.decode_images(splits["train"].files[:BATCH_SIZE], image_size, 3)  # warm-up of the decoder
         warm = data.Split("warm", splits["train"].files[:BATCH_SIZE], splits["train"].labels[:BATCH_SIZE])
-        warm.images = data.decode_images(warm.files, IMAGE_SIZE, 3)
+        warm.images = data.decode_images(warm.files, image_size, 3)
         warm_batches = (
-            tf_data_batches(warm, shuffle=False) if variant == "t" else data.to_dataset(warm, BATCH_SIZE, class_weights=weights)
+            tf_data_batches(warm, shuffle=False)
+            if variant == "t"
+            else data.to_dataset(warm, BATCH_SIZE, class_weights=weights)
         )
-        model.fit(warm_batches, epochs=1, class_weight=keras_class_weight(warm_batches, weights), shuffle=False, verbose=0)
+        model.fit(
+            warm_batches, epochs=1, class_weight=keras_class_weight(warm_batches, weights), shuffle=False, verbose=0
+        )
         started = time.perf_counter()
-        data.decode_splits(pool, IMAGE_SIZE, "rgb")
+        data.decode_splits(pool, image_size, "rgb")
         decode_seconds = time.perf_counter() - started
         train, images = in_memory_batches(variant, splits["train"], weights), len(splits["train"])
     timer = EpochTimer()

@@ -2,6 +2,7 @@
 
     python bench/intervals.py reports/example                  # print the figures with their intervals
     python bench/intervals.py reports/example --write          # also add them to metrics.json, re-render the run
+    python bench/intervals.py --smoke                          # a check: a committed run, printed only
 
 For runs written before search.py recorded `ci95` and `by_type` (docs/results.md). The threshold is
 the one in the run's metrics.json, chosen on validation; the test probabilities are the run's own,
@@ -22,21 +23,28 @@ import pandas as pd
 import data
 import runs
 from config import load_recorded
-from evaluation import bootstrap_test_metrics, classification_metrics
-from reporting import report, tables
+from reporting import tables
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE_RUN = ROOT / "bench" / "results" / "search-hyperband-seed42"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders, e.g. reports/example")
+    parser.add_argument("runs", nargs="*", type=Path, help="finished run folders, e.g. reports/example")
     parser.add_argument("--write", action="store_true", help="add the intervals to metrics.json and re-render")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help=f"a check: {SMOKE_RUN.name} (committed), nothing written")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs, args.write = [SMOKE_RUN], False
+    if not args.runs:
+        parser.error("give at least one run folder (or --smoke)")
     for run_dir in args.runs:
         metrics = with_intervals(run_dir)
         print_figures(run_dir, metrics)
         if args.write:
+            from reporting import report
+
             runs.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
             report.render(run_dir, counterpart_of(run_dir, metrics))
             print(f"Wrote {run_dir / 'metrics.json'}, re-rendered {run_dir / 'report.md'} and model_card.md")
@@ -45,6 +53,8 @@ def main() -> int:
 
 def with_intervals(run_dir: Path) -> dict[str, Any]:
     """The run's metrics.json with `ci95`, `bootstrap` and `by_type` added under `test` (and the ensemble's)."""
+    from evaluation import bootstrap_test_metrics, classification_metrics
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     predictions = pd.read_csv(run_dir / "predictions.csv")
     test = predictions[predictions["split"] == "test"]

@@ -2,11 +2,13 @@
 
     python bench/memory.py [--data-dir ../shared/data/chest_xray] [--trials 20] [--image-size 48]
                            [--precision float32] [--no-tensorboard] [--census] [--tracemalloc]
+    python bench/memory.py --smoke    # a check: 2 trials on generated images
 
 Runs search.py's own search step (random search, 1 epoch per trial) in this process and
 prints the resident set size (RSS) after each trial, then what building the retrain's
 datasets adds. Keras Tuner users report memory growing across trials (keras-tuner
-issues 873, 1031, 395); the target is under 100 MB of growth after trial 3.
+issues 873, 1031, 395); the target is under 100 MB of growth after trial 3 (--smoke's 2 trials count from
+trial 1).
 
 Beside RSS, each line shows glibc's heap in use (mallinfo2: live malloc'd bytes, whoever
 allocated them), the Python objects the garbage collector tracks and, with --tracemalloc,
@@ -30,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SETTLED = 3  # growth is counted from this trial on (the first trials fill caches that stay)
 
 
 def rss_mb() -> float:
@@ -63,7 +66,7 @@ def type_census() -> collections.Counter:
     return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
     parser.add_argument("--trials", type=int, default=20)
@@ -72,8 +75,22 @@ def main() -> None:
     parser.add_argument("--no-tensorboard", action="store_true", help="run the trials without TensorBoard logging")
     parser.add_argument("--census", action="store_true", help="print the Python types that grew after trial 3")
     parser.add_argument("--tracemalloc", action="store_true", help="also trace Python's own allocations (slower)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few seconds' check: 2 trials on generated images")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        import data
 
+        with tempfile.TemporaryDirectory() as scratch:
+            generated = Path(scratch) / "generated"
+            args.data_dir = data.make_synthetic_dataset(generated, train_patients=8, test_patients=2, seed=4)
+            args.trials = 2
+            measure(args)
+        return
+    measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
+    """RSS after each trial of the search, then what the retrain's datasets add."""
     import search
     from pipeline import training, tuning
 
@@ -91,6 +108,7 @@ def main() -> None:
 
     readings: list[float] = []
     censuses: dict[int, collections.Counter] = {}
+    settled = max(1, min(SETTLED, args.trials - 1))  # trial 3, or the first in a shorter check
     build_tuner = tuning.build_tuner
 
     def measured_tuner(*args_, **kwargs):
@@ -107,27 +125,31 @@ def main() -> None:
             if args.tracemalloc:
                 line += f" | Python-traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB"
             print(line, flush=True)
-            if args.census and len(readings) in (3, args.trials):
+            if args.census and len(readings) in (settled, args.trials):
                 censuses[len(readings)] = type_census()
 
         tuner.on_trial_end = record
         return tuner
 
     tuning.build_tuner = measured_tuner
-    with tempfile.TemporaryDirectory() as run_dir:
-        training.search(hypermodel, splits, config, Path(run_dir))
+    try:
+        with tempfile.TemporaryDirectory() as run_dir:
+            training.search(hypermodel, splits, config, Path(run_dir))
+    finally:
+        tuning.build_tuner = build_tuner
     before = rss_mb()
     settings = training.fit_settings(splits, config)  # what retrain() builds
     print(f"RSS after building the retrain's datasets: {rss_mb():.0f} MB ({rss_mb() - before:+.0f} MB)")
     del settings
 
     print(f"\n{len(readings)} trials of 1 epoch at {args.image_size} px (random search on {args.data_dir})")
-    if len(readings) > 3:
-        print(f"RSS growth from trial 3 to trial {len(readings)}: {readings[-1] - readings[2]:+.0f} MB")
-        print(f"RSS peak after trial 3: {max(readings[3:]) - readings[2]:+.0f} MB above trial 3")
+    if len(readings) > settled:
+        growth, peak = readings[-1] - readings[settled - 1], max(readings[settled:]) - readings[settled - 1]
+        print(f"RSS growth from trial {settled} to trial {len(readings)}: {growth:+.0f} MB")
+        print(f"RSS peak after trial {settled}: {peak:+.0f} MB above trial {settled}")
     if len(censuses) == 2:
-        grown = censuses[args.trials] - censuses[3]
-        print(f"Python types that grew from trial 3 to trial {args.trials} (objects gained):")
+        grown = censuses[args.trials] - censuses[settled]
+        print(f"Python types that grew from trial {settled} to trial {args.trials} (objects gained):")
         for name, gained in grown.most_common(15):
             print(f"  {gained:+7d}  {name}")
 

@@ -3,6 +3,7 @@
     python bench/noise_floor.py --config configs/archive/finalists.yaml --seed 42 --training-seeds 42 43 44 \
         --data-dir ../shared/data/chest_xray --out bench/results/noise_floor/seed42
     python bench/noise_floor.py --out bench/results/noise_floor/seed42 --table-only
+    python bench/noise_floor.py --smoke    # a check: 2 repeats of 1 epoch on generated images at 48 px
 
 The split (validation patients) comes from `--seed` and never changes; each repeat trains the point (the
 baseline's, or `--point` as JSON) for final_epochs under the preset's retrain settings with its own training seed
@@ -21,6 +22,7 @@ import argparse
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,27 +34,50 @@ from evaluation import choose_threshold, image_log_loss, paired_difference
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs/archive/finalists.yaml", help="the preset")
     parser.add_argument("--seed", type=int, default=42, help="the split's seed (a development seed)")
     parser.add_argument("--training-seeds", type=int, nargs="+", default=[42, 43, 44], help="one repeat each")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/chest_xray"))
     parser.add_argument("--point", help="JSON of the hyperparameters to retrain (default: the baseline's point)")
-    parser.add_argument("--out", type=Path, required=True, help="folder of the repeats' files")
+    parser.add_argument("--out", type=Path, help="folder of the repeats' files (required; --smoke uses a scratch one)")
     parser.add_argument("--table-only", action="store_true", help="print the table from the repeats in --out")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds' check: 2 one-epoch repeats, generated data"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        smoke(args)
+        return
+    if args.out is None:
+        parser.error("--out is required")
     if not args.table_only:
         train_repeats(args)
     print_table(args.out)
 
 
-def train_repeats(args: argparse.Namespace) -> None:
+def smoke(args: argparse.Namespace) -> None:
+    """The same repeats and table on a generated dataset at 48 px, one epoch each, in a scratch folder."""
+    import tempfile
+
+    import data
+
+    with tempfile.TemporaryDirectory() as scratch:
+        generated = data.make_synthetic_dataset(Path(scratch) / "generated", train_patients=8, test_patients=2, seed=5)
+        args.data_dir = str(generated)
+        args.seed, args.training_seeds, args.point = 5, [1, 2], None
+        args.out = Path(scratch) / "repeats"  # never a folder of kept repeats
+        train_repeats(args, ["--image-size", "48", "--final-epochs", "1"])
+        print_table(args.out)
+
+
+def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
     """Each missing repeat: retrain, then save the validation predictions and what the retrain kept."""
     import search
 
     run = search.resolve_run(
-        search.parse_args(["--config", str(args.config), "--seed", str(args.seed), "--data-dir", args.data_dir])
+        search.parse_args(["--config", str(args.config), "--seed", str(args.seed), "--data-dir", args.data_dir, *flags])
     )
     settings = run.settings.replace(tensorboard=False)
     from evaluation import predict_split

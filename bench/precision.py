@@ -2,11 +2,12 @@
 
     python bench/precision.py [--data-dir ../shared/data/chest_xray] [--epochs 6]
     python bench/precision.py --whole-runs [--seed 42]   # also: search.py --baseline in float32, then auto
+    python bench/precision.py --smoke                    # a check: generated images at 48 px, 1 timed epoch
 
 The variants train in one process on the real train split at 80 x 80 RGB, batch 64, as
 search.py feeds them, taking turns epoch by epoch (each round starting with the next one), so
 that whatever else slows the machine slows them alike. Each variant's first epoch (tracing) is
-left out, and each epoch is timed inside fit() (pipeline.EpochTimer), without fit()'s own start and
+left out, and each epoch is timed inside fit() (input_pipeline.EpochTimer), without fit()'s own start and
 end; the figures are the median images/s of the epochs after it, and of the fastest (the least
 disturbed), with their ratios to today's. A fourth variant, float32 without any
 augmentation, shows the most that fusing the augmentation layers can gain.
@@ -25,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,20 +40,30 @@ IMAGE_SIZE, BATCH_SIZE, SEED = 80, 64, 42
 TARGETS = {"fused float32": 1.2, "fused + auto": 2.0}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
     parser.add_argument("--epochs", type=int, default=6, help="timed epochs per variant, after one untimed")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     parser.add_argument("--whole-runs", action="store_true", help="also time search.py --baseline, float32 then auto")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the whole runs")
     parser.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
-    args = parser.parse_args()
-    throughput(args.data_dir, args.epochs)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds' check on generated images (no whole runs)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        import data
+
+        with tempfile.TemporaryDirectory() as scratch:
+            generated = data.make_synthetic_dataset(Path(scratch), train_patients=8, test_patients=2, seed=2)
+            throughput(generated, epochs=1, image_size=48, rounds=2)
+        return
+    throughput(args.data_dir, args.epochs, args.image_size)
     if args.whole_runs:
         whole_runs(args.data_dir, args.seed, args.reports_dir)
 
 
-def throughput(data_dir: Path, epochs: int) -> None:
+def throughput(data_dir: Path, epochs: int, image_size: int = IMAGE_SIZE, rounds: int = 50) -> None:
+    """The four variants taking turns epoch by epoch; `rounds` batches time the augmentation alone."""
     import keras
 
     import data
@@ -60,16 +72,16 @@ def throughput(data_dir: Path, epochs: int) -> None:
     auto, reason = precision.resolve("auto")
     splits = data.load_splits(data_dir, 0.1, SEED)
     train = {"train": splits["train"]}
-    data.decode_splits(train, IMAGE_SIZE, "rgb")
+    data.decode_splits(train, image_size, "rgb")
     weights = data.class_weights(splits["train"].labels)
     dataset = data.to_dataset(splits["train"], BATCH_SIZE, shuffle=True, seed=SEED, class_weights=weights)
     keras.utils.set_random_seed(SEED)
     models = {
-        "today (float32, three layers)": three_layer_model(build("float32")),
-        "fused float32": build("float32"),
-        "fused + auto": build(auto),
+        "today (float32, three layers)": three_layer_model(build("float32", image_size)),
+        "fused float32": build("float32", image_size),
+        "fused + auto": build(auto, image_size),
         # What no augmentation at all would cost: the most that fusing its layers can gain.
-        "float32, no augmentation": build("float32", augment=False),
+        "float32, no augmentation": build("float32", image_size, augment=False),
     }
     seconds: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
@@ -85,7 +97,7 @@ def throughput(data_dir: Path, epochs: int) -> None:
     rates = {name: statistics.median(images / s for s in times) for name, times in seconds.items()}
     fastest = {name: images / min(times) for name, times in seconds.items()}
     today, today_fastest = rates["today (float32, three layers)"], fastest["today (float32, three layers)"]
-    print(f"\nBaseline CNN at {IMAGE_SIZE} px RGB, batch {BATCH_SIZE}, {images} train images of {data_dir}")
+    print(f"\nBaseline CNN at {image_size} px RGB, batch {BATCH_SIZE}, {images} train images of {data_dir}")
     print(f"auto = {auto} ({reason}); variants take turns epoch by epoch, median of {epochs} epochs after the first\n")
     print(f"  {'variant':32}{'images/s':>10}{'x today':>9}{'fastest':>9}{'x today':>9}   epoch seconds")
     for name, rate in rates.items():
@@ -93,7 +105,7 @@ def throughput(data_dir: Path, epochs: int) -> None:
             f"  {name:32}{rate:>10.0f}{rate / today:>9.2f}{fastest[name]:>9.0f}{fastest[name] / today_fastest:>9.2f}"
             f"   {', '.join(f'{s:.1f}' for s in seconds[name])}"
         )
-    augmentation_alone(models["today (float32, three layers)"], models["fused float32"], splits["train"].images)
+    augmentation_alone(models["today (float32, three layers)"], models["fused float32"], splits["train"].images, rounds)
     for name, target in TARGETS.items():
         ratio = rates[name] / today
         print(f"{name} {ratio:.2f}x today's vs target {target:.1f}x: {'met' if ratio >= target else 'not met'}")
@@ -116,13 +128,14 @@ def augmentation_alone(today, fused, images, rounds: int = 50) -> None:
     print(f"augmentation alone, ms per batch of {BATCH_SIZE}: " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items()))
 
 
-def build(policy: str, augment: bool = True):
-    from config import load_config
+def build(policy: str, image_size: int = IMAGE_SIZE, augment: bool = True):
+    """The baseline's point with the fused augmentation layer (or none) under a dtype policy."""
+    import config
     from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
 
-    config = load_config()
-    augmentation = config.augmentation.as_dict() if augment else dict.fromkeys(config.augmentation.as_dict(), 0.0)
-    hypermodel = ChestXRayHyperModel(IMAGE_SIZE, 3, config.search_space.as_dict(), augmentation, policy)
+    settings = config.load()
+    augmentation = settings.augmentation.as_dict() if augment else dict.fromkeys(settings.augmentation.as_dict(), 0.0)
+    hypermodel = ChestXRayHyperModel(image_size, 3, settings.search_space.as_dict(), augmentation, policy)
     return hypermodel.build(baseline_hyperparameters())
 
 
@@ -131,9 +144,9 @@ def three_layer_model(fused):
     import keras
     from keras import layers
 
-    from config import load_config
+    import config
 
-    settings = load_config().augmentation.as_dict()
+    settings = config.load().augmentation.as_dict()
     zoom = (-settings["zoom"], settings["zoom"])
     augmentation = keras.Sequential(
         [

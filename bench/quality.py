@@ -3,7 +3,7 @@
     python bench/quality.py --seeds 42 43                  # the default protocol (config.yaml) on seeds 42 and 43
     python bench/quality.py --config configs/archive/tuned.yaml --seeds 45 46 47 --table-only --reports-dir bench/results/quality
     python bench/quality.py --seeds 42 --keep bench/results/quality   # also copy each finished run's small files there
-    python bench/quality.py --seeds 1 -- --synthetic --epochs 1 --final-epochs 1   # a smoke test
+    python bench/quality.py --smoke --config configs/archive/tuned.yaml --seeds 1   # a check: tiny runs, generated data
 
 --seeds has no default: which seeds a protocol is judged on is decided before its runs (fresh seeds are never
 run by accident). For each seed it runs, one after the other, through search.py as a user would:
@@ -69,11 +69,15 @@ KEPT_FILES = (
 )
 SEED_HOURS = 2.5  # issue 15: baseline and tuned run of one seed together, on a 2-core CPU
 REGRET_TARGET = 0.015  # issue 22: tuned mean threshold regret on test
+# --smoke: every run on search.py's generated images, 48 px, one epoch a trial and a retrain, two trials.
+SMOKE_FLAGS = ["--synthetic", "--image-size", "48", "--epochs", "1", "--final-epochs", "1", "--max-trials", "2"]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the tuned runs' preset (default: config.yaml)")
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="the tuned runs' preset (default: config.yaml)"
+    )
     # Seeds 42 to 44 were used to develop the protocol; the frozen preset is reported on seeds never used before.
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds the protocol is judged on")
     parser.add_argument("--data-dir", default="../shared/data/chest_xray")
@@ -85,8 +89,11 @@ def main() -> int:
         help="copy each finished run's report files (not its model) into KEEP/<run>, to be tabulated elsewhere "
         "with --table-only --reports-dir KEEP",
     )
+    parser.add_argument("--smoke", action="store_true", help="a check: tiny runs on generated images (SMOKE_FLAGS)")
     parser.add_argument("search_flags", nargs="*", help="after --: more flags for every search.py run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.search_flags = [*SMOKE_FLAGS, *args.search_flags]
 
     runs = planned_runs(args.config, args.seeds)
     if not args.table_only:
@@ -224,7 +231,10 @@ def judged_models(run: dict, metrics: dict) -> list[tuple[str, dict, str]]:
         baseline = next(finalist for finalist in metrics["finalists"] if finalist["is_baseline"])
         return [("tuned", metrics, "p_pneumonia"), (SAME_PROTOCOL, baseline, f"p_finalist_{baseline['trial_id']}")]
     if run["kind"] == "tuned" and "ensemble" in metrics:
-        return [("tuned", metrics["ensemble"], "p_pneumonia_ensemble"), ("tuned, best point alone", metrics, "p_pneumonia")]
+        return [
+            ("tuned", metrics["ensemble"], "p_pneumonia_ensemble"),
+            ("tuned, best point alone", metrics, "p_pneumonia"),
+        ]
     return [(run["kind"], metrics, "p_pneumonia")]
 
 
@@ -336,7 +346,9 @@ def paired_differences(runs: list[dict], reports_dir: Path, against: str = "base
             rows = _test_rows(run_dir / "predictions.csv")
             for kind, judged, column in judged_models(run, json.loads((run_dir / "metrics.json").read_text())):
                 tests[kind, run["seed"]] = (rows, judged["test"]["threshold"], column)
-    seeds = sorted({seed for kind, seed in tests if kind == "tuned"} & {seed for kind, seed in tests if kind == against})
+    seeds = sorted(
+        {seed for kind, seed in tests if kind == "tuned"} & {seed for kind, seed in tests if kind == against}
+    )
     if not seeds:
         return None
     shared = sorted(

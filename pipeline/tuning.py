@@ -179,7 +179,7 @@ class MemoryRelease:
     for every tf.custom_gradient it traces (two per fit(): the train and the test step) and
     never removes it; that function's closure holds the traced graph, and the graph holds the
     model's variables, so every trial's weights and optimizer slots outlived the trial
-    (bench/fit_growth.py shows it without Keras Tuner). The entries a trial added are dropped
+    (bench/experiments/fit_growth.py shows it without Keras Tuner). The entries a trial added are dropped
     when it ends: nothing computes gradients through a finished trial's graphs.
     """
 

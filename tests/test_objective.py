@@ -1,4 +1,4 @@
-"""bench/objective.py: ensembles of the retrained points, scored on validation against the best alone."""
+"""bench/experiments/objective.py: ensembles of the retrained points, scored on validation against the best alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 # bench/ scripts are scripts, not modules: load this one from its file.
-_SPEC = importlib.util.spec_from_file_location("objective", Path(__file__).resolve().parents[1] / "bench" / "objective.py")
+_SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "experiments" / "objective.py"
+_SPEC = importlib.util.spec_from_file_location("objective", _SCRIPT)
 objective = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(objective)
 

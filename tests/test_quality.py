@@ -15,7 +15,7 @@ import pytest
 from reporting import report
 
 QUALITY = Path(__file__).parents[1] / "bench" / "quality.py"
-SMOKE = ["--", "--synthetic", "--image-size", "48", "--epochs", "1", "--final-epochs", "1", "--max-trials", "2"]
+SMOKE = ("--smoke",)  # tiny runs on generated images: quality.SMOKE_FLAGS for every search.py run
 # The tuned protocol of seeds 45-47 (one retrain): the fastest search to run end to end, and its runs are named tuned-*.
 TUNED = ("--config", str(Path(__file__).parents[1] / "configs" / "archive" / "tuned.yaml"))
 
@@ -62,7 +62,10 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     result = quality(tmp_path, "--table-only", *TUNED, "--seeds", "1", "2", "3", "4")
     assert result.returncode == 0, result.stderr
     assert "| baseline | 4 | 0.900 ± 0.062 | 0.975 ± 0.010 |" in result.stdout
-    assert "| tuned | 3 | 0.920 ± 0.020 | 0.985 ± 0.000 | 0.960 ± 0.000 | 0.900 ± 0.000 | 0.000 | 1.00 h |" in result.stdout
+    assert (
+        "| tuned | 3 | 0.920 ± 0.020 | 0.985 ± 0.000 | 0.960 ± 0.000 | 0.900 ± 0.000 | 0.000 | 1.00 h |"
+        in result.stdout
+    )
     # Threshold regret: the baselines' missed NORMAL images (0.6) sit below every PNEUMONIA one (0.9), so a
     # threshold between them is right for all; at 0.5 seed 1 misses 25% of the NORMAL patients, 12.5% of images.
     assert re.search(r"\| baseline \| 1 \| baseline-80px-seed1 \|.*\| 0\.125 \|$", result.stdout, re.MULTILINE)
@@ -188,7 +191,11 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
     assert "| tuned | 1 | finalists-search-seed1 | 0.930 | 0.990 |" in result.stdout
     assert "| baseline point, tuned protocol | 1 | finalists-search-seed1 | 0.900 | 0.980 |" in result.stdout
     first, second = result.stdout.split("Tuned minus the notebook baseline")[1].split("what the search itself adds")
-    assert next(line for line in first.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.150")
-    assert next(line for line in second.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.050")
+    assert (
+        next(line for line in first.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.150")
+    )
+    assert (
+        next(line for line in second.splitlines() if line.startswith("| seed 1 |")).split(" | ")[1].startswith("+0.050")
+    )
     assert "log_loss" in second.splitlines()[2]  # the header of the paired table
     assert "seed 1: baseline and tuned 2.40 h vs target 2.5 h: met" in result.stdout  # 1 + 1 + the 0.4 h before

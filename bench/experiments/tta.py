@@ -1,11 +1,12 @@
 """Test-time augmentation, measured on validation: a run's model on each validation image as it is, and
 averaged over a few small shifts and zooms (never a flip: the heart is on one side).
 
-    python bench/tta.py reports/<run> [reports/<other run> ...]
+    python bench/experiments/tta.py reports/<run> [reports/<other run> ...]
 
 For each finished run (its model.keras), the validation split of its seed is decoded as the run decoded
 it; the model predicts it as it is, and under each view below; the figures are validation ROC AUC, log
 loss and Brier score of the plain prediction and of the mean over all views. Only validation is read.
+A one-off: its figures (docs/results.md) were recorded at commit ff2671d.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import numpy as np
 import pandas as pd
 
 from config import load_recorded
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # (shift x, shift y) as fractions of the side, zoom per axis: small, inside the training augmentation's ranges.
 VIEWS = {
@@ -32,10 +31,10 @@ VIEWS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished run folders holding model.keras")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from runtime import backends
 
     backends.activate(backends.choose(None, "tensorflow")[0])

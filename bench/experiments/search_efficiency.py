@@ -1,12 +1,13 @@
 """Hyperband against random search on the same space, seed and budget of epochs, on the real data.
 
-    python bench/search_efficiency.py [--data-dir ../shared/data/chest_xray] [--image-size 48] [--epochs 3] [--factor 3]
+    python bench/experiments/search_efficiency.py [--data-dir ../shared/data/chest_xray] [--image-size 48] [--epochs 3] [--factor 3]
 
 Both run search.py's own search step (baseline first, early stopping, class weights) on the
 full real train/validation split at a small image size. Hyperband runs its schedule first;
 random search then gets as many trials of `--epochs` epochs as fit in the epochs Hyperband
 spent. Prints each one's best validation objective against the epochs spent so far, and how
 many epochs Hyperband needed to come within 0.005 of random search's best.
+A one-off: its figures (docs/performance.md) were recorded at commit f475382.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ import os
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TOLERANCE = 0.005
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--epochs", type=int, default=3, help="most epochs per trial (Hyperband's max_epochs)")
     parser.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import search
     from pipeline import training

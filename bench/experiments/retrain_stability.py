@@ -1,12 +1,13 @@
 """How steady is a retrain on validation? Finished runs compared from their history.csv and predictions.csv.
 
-    python bench/retrain_stability.py reports/<run> [reports/<other run> ...] [--last 10]
+    python bench/experiments/retrain_stability.py reports/<run> [reports/<other run> ...] [--last 10]
 
 Per run: the kept epoch and its validation AUC and loss (history.csv), the validation log loss and Brier
 score of the kept model's predictions (predictions.csv, validation rows), and how much validation
 accuracy, AUC and loss move over the last `--last` epochs (standard deviation, and the largest change
 from one epoch to the next). Written to compare weight averaging (final_ema_momentum) with plain
 weights on the same seed. Only validation is read.
+A one-off: its figures (docs/results.md) were recorded at commit 166d7fd.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished run folders")
     parser.add_argument("--last", type=int, default=10, help="epochs at the end whose swings are measured")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(pd.DataFrame([steadiness(run_dir, args.last) for run_dir in args.runs]).to_string(index=False))
 
 

@@ -1,10 +1,11 @@
 """What TensorBoard logging costs an epoch: the baseline model trained with and without it.
 
-    python bench/tensorboard_overhead.py [--data-dir ../shared/data/chest_xray] [--epochs 3]
+    python bench/experiments/tensorboard_overhead.py [--data-dir ../shared/data/chest_xray] [--epochs 3]
 
 Both ways train the same model on the same in-memory data as search.py does; each way gets a
 fresh model, the first epoch (tracing) is left out, and the two ways alternate so that drift in
 the machine's speed hits both. Target: logging adds at most 5% to an epoch.
+A one-off: its figures (docs/performance.md) were recorded at commit 42990a4.
 """
 
 from __future__ import annotations
@@ -12,23 +13,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
-import keras
-from input_pipeline import EpochTimer  # bench/, beside this script
 
-import data
-from config import load_config
-from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
-from pipeline import training
+def epoch_timer():
+    """A Keras callback collecting each epoch's wall time."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.seconds.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/data/chest_xray")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per fit; the first is left out")
     parser.add_argument("--rounds", type=int, default=2, help="fits of each way, alternating")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+
+    import keras
+
+    import data
+    from config import load_config
+    from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
+    from pipeline import training
 
     config = load_config(None, {"--data-dir": ("data_dir", args.data_dir)})
     splits = data.load_splits(data.resolve_data_dir(config.data_dir), config.validation_fraction, config.seed)
@@ -42,7 +61,7 @@ def main() -> None:
             for way in epoch_seconds:
                 keras.utils.clear_session()
                 model = hypermodel.build(baseline_hyperparameters())
-                timer = EpochTimer()
+                timer = epoch_timer()
                 logging = training.tensorboard_logging(way.startswith("with "), Path(logs) / str(round_))
                 model.fit(epochs=args.epochs, callbacks=[timer, *logging], **settings)
                 epoch_seconds[way] += timer.seconds[1:]

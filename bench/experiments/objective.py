@@ -1,6 +1,6 @@
 """Does the search's objective predict the retrained model? Retrain a finished search's best points and rank them again.
 
-    python bench/objective.py reports/<search run> [--top 5]
+    python bench/experiments/objective.py reports/<search run> [--top 5]
 
 Reads the run's config.yaml and Keras Tuner state, takes its `--top` best distinct points by the
 search's objective, retrains each from scratch as search.py's final training does (final_epochs,
@@ -12,6 +12,7 @@ ROC AUC and log loss, with paired 95% intervals over resampled validation patien
 point is added to `objective_bench.csv` (scores) and `objective_bench_validation.csv` (its validation
 probabilities) in the run folder as it finishes, so a stopped benchmark goes on where it stopped.
 Only validation is read: nothing here predicts the test split.
+A one-off: its figures (docs/results.md) were recorded at commit f7a5665.
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ import pandas as pd
 
 from config import Settings, load_recorded
 
-ROOT = Path(__file__).resolve().parents[1]
-
 RESULTS = "objective_bench.csv"
 VALIDATION = "objective_bench_validation.csv"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished search run folder")
     parser.add_argument("--top", type=int, default=5, help="how many of the best distinct points to retrain")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # Keys added since the run started keep their legacy values or defaults (they change nothing it did).
     config = load_recorded(args.run_dir / "config.yaml")
     from runtime import backends

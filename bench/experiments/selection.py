@@ -1,12 +1,13 @@
 """Which incumbent rule carries over to unseen validation patients? Split-half checks on a finalist run.
 
-    python bench/selection.py reports/<finalist run> [--splits 200]
+    python bench/experiments/selection.py reports/<finalist run> [--splits 200]
 
 From the run's predictions.csv, validation rows only (a column per finalist): the validation patients are split
 in two halves at random; the final model is chosen on one half by each rule and scored (log loss) on the other.
 Rules: the incumbent alone (the baseline's point), the greedy ensemble (incumbent_rule: lower), the raced one
 (incumbent_rule: race), and all finalists averaged with equal weights. Prints each rule's mean held-out log loss
 and how often it beats the incumbent. Test rows are never read.
+A one-off: its figures (docs/results.md) were recorded at commit e79f6a7.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from data import patient_id
 from evaluation import image_log_loss
 from pipeline import final_model
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run with finalists")
     parser.add_argument("--splits", type=int, default=200, help="random halvings of the validation patients")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     validation = pd.read_csv(args.run_dir / "predictions.csv").query("split == 'validation'")
     columns = [column for column in validation.columns if column.startswith("p_finalist_")]
     labels = validation["label"].to_numpy()

@@ -1,6 +1,6 @@
 """Per-trial overhead of a search, and how fast `python search.py --help` answers.
 
-    python bench/overhead.py [--data-dir ../shared/data/chest_xray] [--epochs 5] [--trials 2] [--inter-op N]
+    python bench/experiments/overhead.py [--data-dir ../shared/data/chest_xray] [--epochs 5] [--trials 2] [--inter-op N]
 
 Runs trials the way Keras Tuner does (clear the session, build, compile, fit with validation)
 on the real data at 80 x 80 and splits each trial's wall time into:
@@ -9,6 +9,7 @@ on the real data at 80 x 80 and splits each trial's wall time into:
   epochs    the epochs themselves, validation included, minus the above;
   end       from the last epoch's end until fit() returns (the stall seen at the end of some fits).
 Overhead = build + first + end, as a share of the trial.
+A one-off: its figures (docs/performance.md) were recorded at commit f475382.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "chest_xray")
     parser.add_argument("--epochs", type=int, default=5)
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=80)
     parser.add_argument("--inter-op", type=int, help="tf.config.threading inter-op threads (default: TF's)")
     parser.add_argument("--help-runs", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     help_seconds = time_help(args.help_runs)
     print(f"python search.py --help: median {statistics.median(help_seconds):.2f} s over {len(help_seconds)} runs "
@@ -84,9 +85,7 @@ def trial_overhead(args: argparse.Namespace) -> None:
         model = hypermodel.build(baseline_hyperparameters())
         built = time.perf_counter()
         clock = StepClock()
-        model.fit(
-            train, validation_data=validation, epochs=args.epochs, callbacks=[clock], verbose=0
-        )
+        model.fit(train, validation_data=validation, epochs=args.epochs, callbacks=[clock], verbose=0)
         ended = time.perf_counter()
         steps = clock.step_seconds
         ordinary = statistics.median(steps[1:])

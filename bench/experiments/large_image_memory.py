@@ -1,13 +1,15 @@
 """Peak memory of decoding very large images (10,000 x 10,000 JPEG) with data.decode_images.
 
-    python bench/large_image_memory.py            # 1, 4 and 16 copies, each in a fresh process
+    python bench/experiments/large_image_memory.py            # 1, 4 and 16 copies, each in a fresh process
 
 Prints the growth of the process's peak resident memory (ru_maxrss) during the decode, so a
 change to the decode pipeline can be checked for how many full-size frames it holds at once.
+A one-off: its figures (docs/reliability.md) were recorded at commit 62e8caf.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import subprocess
@@ -42,9 +44,13 @@ def measure(image: Path, copies: int, image_size: int) -> None:
     )
 
 
-def main() -> None:
-    if len(sys.argv) == 4:  # a child: image path, copies, image size
-        measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, nargs="+", default=[1, 4, 16], help="copies decoded, one process each")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # image path, copies, image size
+    args = parser.parse_args(argv)
+    if args.child:
+        measure(Path(args.child[0]), int(args.child[1]), int(args.child[2]))
         return
     from PIL import Image
 
@@ -55,8 +61,8 @@ def main() -> None:
         huge.save(path, quality=90)
         del huge
         print(f"{path.stat().st_size / 1e6:.1f} MB grayscale JPEG, decoded to RGB at 80 px; {os.cpu_count()} cores")
-        for copies in (1, 4, 16):
-            subprocess.run([sys.executable, __file__, str(path), str(copies), "80"], check=True)
+        for copies in args.copies:
+            subprocess.run([sys.executable, __file__, "--child", str(path), str(copies), "80"], check=True)
 
 
 if __name__ == "__main__":

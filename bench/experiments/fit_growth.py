@@ -1,22 +1,23 @@
 """Resident memory across repeated fit() calls of a tiny model: does TensorFlow/Keras itself grow?
 
-    python bench/fit_growth.py shared    # one tf.data dataset for every fit
-    python bench/fit_growth.py rebuilt   # a new dataset for every fit
-    python bench/fit_growth.py shared forget  # and drop tf.custom_gradient's registrations (tuning.MemoryRelease)
+    python bench/experiments/fit_growth.py shared    # one tf.data dataset for every fit
+    python bench/experiments/fit_growth.py rebuilt   # a new dataset for every fit
+    python bench/experiments/fit_growth.py shared forget  # and drop tf.custom_gradient's registrations (tuning.MemoryRelease)
 
 Each round clears the Keras session, builds a tiny model, fits it for 5 steps, deletes it,
 collects garbage and trims the heap, then prints RSS; the growth per fit after round 3 is
 what remains per fit() whatever this project does between trials. It also prints how many of
 TensorFlow's traced graphs (FuncGraph) stay alive: without `forget`, TensorFlow's gradient
 registry keeps each fit's train and test step graphs, and with them the model's variables.
+A one-off: its figures (docs/performance.md, Memory) were recorded at commit c9704af.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import gc
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -27,15 +28,25 @@ def rss_mb() -> float:
     return next(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "mode", nargs="?", default="shared", choices=("shared", "rebuilt"), help="one dataset or one a fit"
+    )
+    parser.add_argument("forget", nargs="?", choices=("forget",), help="drop tf.custom_gradient's registrations")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    mode, forget = args.mode, args.forget is not None
+
     import keras
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.framework.func_graph import FuncGraph
 
-    mode = sys.argv[1] if len(sys.argv) > 1 else "shared"
-    forget = "forget" in sys.argv[2:]
-    from pipeline import tuning
+    from runtime import compat
 
     x = np.random.randint(0, 255, (4700, 48, 48, 3), dtype=np.uint8)
     y = keras.utils.to_categorical(np.random.randint(0, 2, 4700), 2)
@@ -62,7 +73,7 @@ def main() -> None:
         del model, data
         keras.backend.clear_session()
         if forget:
-            tuning.forget_custom_gradients(set())
+            compat.forget_custom_gradients(set())
         gc.collect()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         readings.append(rss_mb())
