@@ -164,17 +164,19 @@ class Budget:
         trials_done: int,
         max_trials: int | None,
         max_finalists: int,
+        repeats: int = 1,
     ) -> Plan:
         """The most finalists the time left can retrain, each with the trials it needs to be chosen from (the
         preset's own share: max_trials over the finalists and the baseline's point, else TRIALS_PER_FINALIST); then
         as many more trials (up to max_trials in all) as the rest holds. A finalist's retrain is priced at the
-        space's mean work until its point is known."""
+        space's mean work until its point is known. The baseline's point is retrained `repeats` times (the delivered
+        model averages them), each finalist once: a challenger's further repeats run only while they fit."""
         trial_seconds = trial_epochs * price.epoch(mean_work)
         most = max((max_trials or 10_000) - trials_done, 0)
         share = max(max_trials // (max_finalists + 1), 1) if max_trials else TRIALS_PER_FINALIST
         for finalists in range(max_finalists, -1, -1):
             needed = max(share * finalists + 1 - trials_done, 0)
-            final = self.final_seconds(price, [baseline_work] + [mean_work] * finalists, final_epochs)
+            final = self.final_seconds(price, [baseline_work] * repeats + [mean_work] * finalists, final_epochs)
             room = self.left() - final
             if finalists and (needed > most or room < needed * trial_seconds):
                 continue
@@ -217,6 +219,7 @@ class Planner:
     max_trials: int | None
     max_finalists: int
     price: Price
+    repeats: int = 1  # retrains of the baseline's point in the final stage (pipeline/repeats.py)
 
     def reprice(self, observations: Sequence[tuple[float, float, float]], source: str) -> None:
         """Prices from this run's own finished trainings (work, epochs, seconds), once it has any."""
@@ -232,11 +235,12 @@ class Planner:
             trials_done=trials_done,
             max_trials=self.max_trials,
             max_finalists=self.max_finalists,
+            repeats=self.repeats,
         )
 
     def minimum_final_seconds(self) -> float:
-        """The final stage at its smallest: the baseline's retrain and the report."""
-        return self.budget.final_seconds(self.price, [self.baseline_work], self.final_epochs)
+        """The final stage at its smallest: the baseline's retrain (each of its repeats) and the report."""
+        return self.budget.final_seconds(self.price, [self.baseline_work] * self.repeats, self.final_epochs)
 
     def minimum_seconds(self, search: bool = True) -> float:
         """The least a run needs: the baseline's trial (a search's first), its retrain and the report."""
@@ -273,6 +277,7 @@ class Planner:
         plan = self.plan(trials_done, trial_epochs)
         works = [self.baseline_work, *finalist_works[: plan.finalists]]
         works += [self.mean_work] * (plan.finalists + 1 - len(works))
+        works += [self.baseline_work] * (self.repeats - 1)
         final = self.budget.final_seconds(self.price, works, self.final_epochs)
         cost = self.epochs * self.price.epoch(work)
         if trials_done == 0 or self.budget.may_start_trial(cost, final):
@@ -284,8 +289,10 @@ class Planner:
         return False
 
     def finalists_that_fit(self, works: Sequence[float]) -> int:
-        """How many of the candidates (the baseline's point first) the final stage retrains; records the cut."""
-        count = self.budget.affordable(self.price, works, self.final_epochs)
+        """How many of the candidates (the baseline's point first) the final stage retrains once each, beside the
+        baseline's further repeats; records the cut."""
+        extra = self.repeats - 1
+        count = max(self.budget.affordable(self.price, [works[0]] * extra + list(works), self.final_epochs) - extra, 1)
         if count < len(works):
             self.budget.cuts.append(
                 f"{len(works) - count} of {len(works) - 1} finalists not retrained: "
@@ -293,3 +300,16 @@ class Planner:
             )
         return count
 
+    def repeat_fits(self, work: float, later_incumbent_repeats: int, what: str) -> bool:
+        """Before a further repeat of a finalist: whether it fits beside the incumbent's repeats still to come and
+        the report. Records the cut when it does not."""
+        need = self.budget.final_seconds(
+            self.price, [work] + [self.baseline_work] * later_incumbent_repeats, self.final_epochs
+        )
+        if need <= self.budget.left():
+            return True
+        self.budget.cuts.append(
+            f"{what} not retrained: about {format_duration(need)} needed with what must follow it, "
+            f"{format_duration(self.budget.left())} left"
+        )
+        return False

@@ -498,6 +498,7 @@ class Settings(Section):
     )
     ensemble_size: int = setting(_integer(1, 10), legacy=1)
     finalists: int = setting(_integer(0, 10), legacy=0)  # before finalists, the best point alone was retrained
+    repeats: int = setting(_integer(1, 10), legacy=1)  # before repeats, each finalist was retrained once
     incumbent_rule: str = setting(_choice("race", "lower"), legacy="race")
     threshold: str | float = setting(_threshold)
     reports_dir: str = setting(_text(), flag="--reports-dir")

@@ -298,6 +298,7 @@ def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path
         max_trials=settings.max_trials,
         max_finalists=settings.finalists,
         price=price,
+        repeats=settings.repeats,
     )
     # Refused up front only: a resumed run has spent part of its budget already, and its plan shrinks to the rest.
     refusal = planner.too_small(run.kind == "search") if clock.processes == 1 else None

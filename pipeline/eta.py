@@ -130,7 +130,8 @@ def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool 
             f"in {config['precision']} beside this one to go by"
         )
     else:
-        retrains = max(int(config.get("ensemble_size") or 1), int(config.get("finalists") or 0) + 1)  # older runs too
+        finalists = (int(config.get("finalists") or 0) + 1) * int(config.get("repeats") or 1)
+        retrains = max(int(config.get("ensemble_size") or 1), finalists)  # ensemble_size: older runs
         total += retrains * config["final_epochs"] * retrain[1]
         times = f"{retrains} retrains x " if retrains > 1 else ""
         parts.append(

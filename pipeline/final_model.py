@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation import (
+    classification_metrics,
     image_log_loss,
     paired_difference,
     predict_split,
@@ -60,22 +61,23 @@ def train_and_evaluate(
     the baseline's point always."""
     from evaluation import evaluate
     from hypermodel import weighted_ensemble, without_augmentation
-    from pipeline import training, tuning
+    from pipeline import repeats, training, tuning
 
     backups = run_dir / RETRAIN_BACKUP
     if planner is not None and settings.finalists:
         candidates = candidates[: planner.finalists_that_fit([hypermodel.work(tuning.searched_values(c.point)) for c in candidates])]
     if settings.finalists and len(candidates) > 1:
-        trained = training.retrain_finalists(hypermodel, candidates, splits, settings, backups, planner)
+        finalists, comparisons = repeats.retrain_repeats(hypermodel, candidates, splits, settings, backups, planner)
         clock.lap("final_training")
-        records = [finalist_record(candidate, kept) for candidate, (_, _, kept) in zip(candidates, trained)]
-        models = [without_augmentation(model) for model, _, _ in trained]
-        metrics, predictions, weights = evaluate_finalists(models, records, splits, settings)
-        heaviest = int(np.argmax(weights))
-        chosen = weighted_ensemble(models, weights, [candidate.trial_id for candidate in candidates])
-        _, history, kept = trained[heaviest]
-        point = tuning.searched_values(candidates[heaviest].point)
-        return FinalModel(chosen, history, kept, point, metrics, predictions)
+        metrics, predictions, weights = evaluate_finalists(finalists, splits, settings)
+        if settings.repeats > 1:
+            metrics["selection"]["racing"] = comparisons
+        heaviest = finalists[int(np.argmax(weights))]
+        members = [(model, weight / len(f.models), _member_name(f, k)) for f, weight in zip(finalists, weights)
+                   for k, model in enumerate(f.models, start=1)]  # fmt: skip
+        chosen = weighted_ensemble(*(list(column) for column in zip(*members)))
+        point = tuning.searched_values(heaviest.candidate.point)
+        return FinalModel(chosen, heaviest.histories[0], heaviest.kept_epochs[0], point, metrics, predictions)
     best = candidates[0].point
     model, history, kept = training.retrain(
         hypermodel, best, splits, settings, backups / "best", run_dir / "tensorboard" / "final", planner
@@ -85,18 +87,28 @@ def train_and_evaluate(
     return FinalModel(without_augmentation(model), history, kept, tuning.searched_values(best), metrics, predictions)
 
 
-def finalist_record(candidate: Any, kept_epoch: int) -> dict[str, Any]:
-    """What metrics.json keeps of a finalist besides its scores."""
+def _member_name(finalist: Any, repeat: int) -> str:
+    """A member's name in the delivered model: its trial, and its repeat where the finalist has several."""
+    trial_id = finalist.candidate.trial_id
+    return trial_id if len(finalist.models) == 1 else f"{trial_id}_r{repeat}"
+
+
+def finalist_record(finalist: Any) -> dict[str, Any]:
+    """What metrics.json keeps of a finalist besides its scores (its first repeat's kept epoch)."""
     from pipeline import tuning
 
-    return {
+    candidate = finalist.candidate
+    record = {
         "trial_id": candidate.trial_id,
         "is_baseline": candidate.is_baseline,
         "point": tuning.searched_values(candidate.point),
         "search_score": candidate.search_score,
         "search_last_score": candidate.search_last_score,
-        "kept_epoch": kept_epoch,
+        "kept_epoch": finalist.kept_epochs[0],
     }
+    if finalist.left_race:
+        record["left_race"] = finalist.left_race
+    return record
 
 
 SELECTION_ROUNDS = 10  # greedy additions: weights in tenths; more rounds fit validation's noise finer
@@ -158,35 +170,67 @@ def choose(
 
 
 def evaluate_finalists(
-    models: Sequence[Any], finalists: Sequence[dict[str, Any]], splits: dict[str, Any], settings: Settings
+    finalists: Sequence[Any], splits: dict[str, Any], settings: Settings
 ) -> tuple[dict[str, Any], pd.DataFrame, list[float]]:
-    """Choose the final model on validation, then predict test once for every finalist. Returns metrics.json's
-    figures (the chosen model's at the top, each finalist's under "finalists", the choice under "selection"),
-    predictions.csv, and each finalist's weight in the chosen model."""
+    """Choose the final model on validation, then predict test once for every repeat of every finalist. A finalist
+    is scored by its repeats' mean; one that left the race clearly worse takes no part in the choice. Returns
+    metrics.json's figures (the chosen model's at the top, each finalist's under "finalists", each with its repeats
+    where it has several, the choice under "selection"), predictions.csv, and each finalist's weight."""
     import data
 
     labels = np.asarray(splits["validation"].labels)
-    validation = predict_split(models, splits["validation"], settings.batch_size)
+    validation = [finalist.mean_validation() for finalist in finalists]
     patients = [data.patient_id(path) for path in splits["validation"].files]
-    selection = choose(labels, validation, patients, settings.incumbent_rule)
-    weights = np.asarray(selection["weights"])
+    racing = [i for i, finalist in enumerate(finalists) if not finalist.clearly_worse]
+    selection = choose(labels, [validation[i] for i in racing], patients, settings.incumbent_rule)
+    weights = np.zeros(len(finalists))
+    weights[racing] = selection["weights"]
     chosen_validation = np.average(validation, axis=0, weights=weights)
-    test = predict_split(models, splits["test"], settings.batch_size)  # once, after every choice
+    repeat_tests = [predict_split(finalist.models, splits["test"], settings.batch_size) for finalist in finalists]
+    test = [np.mean(each, axis=0) for each in repeat_tests]  # once, after every choice
     chosen_test = np.average(test, axis=0, weights=weights)
 
-    metrics = scored(splits, {"validation": chosen_validation, "test": chosen_test}, validation_threshold(splits, chosen_validation, settings))
+    threshold = validation_threshold(splits, chosen_validation, settings)
+    metrics = scored(splits, {"validation": chosen_validation, "test": chosen_test}, threshold)
     metrics["finalists"] = [
         {
-            **finalist,
+            **finalist_record(finalist),
             "weight": float(weight),
             **scored(splits, {"validation": ours, "test": theirs}, validation_threshold(splits, ours, settings)),
+            **_repeat_records(finalist, tests, splits, settings),
         }
-        for finalist, weight, ours, theirs in zip(finalists, weights, validation, test)
+        for finalist, weight, ours, theirs, tests in zip(finalists, weights, validation, test, repeat_tests)
     ]
-    metrics["selection"] = selection
-    columns = [f"p_finalist_{finalist['trial_id']}" for finalist in finalists]
-    scores = {
-        "validation": {"p_pneumonia": chosen_validation, **{columns[i]: p for i, p in enumerate(validation)}},
-        "test": {"p_pneumonia": chosen_test, **{columns[i]: p for i, p in enumerate(test)}},
-    }
-    return metrics, predictions_table(splits, scores), weights.tolist()
+    greedy = np.zeros(len(finalists))
+    greedy[racing] = selection["greedy_weights"]
+    metrics["selection"] = {**selection, "greedy_weights": greedy.tolist(), "weights": weights.tolist()}
+    columns = _prediction_columns(finalists, chosen_validation, chosen_test, test, repeat_tests)
+    return metrics, predictions_table(splits, columns), weights.tolist()
+
+
+def _repeat_records(finalist: Any, tests: Sequence[np.ndarray], splits: dict[str, Any], settings: Settings) -> dict:
+    """Each repeat's training seed, kept epoch and figures at its own validation threshold (none for one repeat)."""
+    if len(finalist.models) == 1:
+        return {}
+    records = []
+    for k, (seed, kept, ours, theirs) in enumerate(zip(finalist.seeds, finalist.kept_epochs, finalist.validation, tests)):
+        threshold = validation_threshold(splits, ours, settings)
+        records.append({
+            "repeat": k + 1, "training_seed": seed, "kept_epoch": kept,
+            "validation": classification_metrics(splits["validation"].labels, ours, threshold),
+            "test": classification_metrics(splits["test"].labels, theirs, threshold),
+        })  # fmt: skip
+    return {"repeats": records}
+
+
+def _prediction_columns(finalists, chosen_validation, chosen_test, test, repeat_tests) -> dict[str, dict[str, np.ndarray]]:
+    """predictions.csv's columns: the chosen model's, each finalist's (its repeats' mean) and, where a finalist has
+    several repeats, each repeat's."""
+    scores = {"validation": {"p_pneumonia": chosen_validation}, "test": {"p_pneumonia": chosen_test}}
+    for finalist, theirs, tests in zip(finalists, test, repeat_tests):
+        column = f"p_finalist_{finalist.candidate.trial_id}"
+        scores["validation"][column], scores["test"][column] = finalist.mean_validation(), theirs
+        if len(finalist.models) > 1:
+            for k, (ours, other) in enumerate(zip(finalist.validation, tests), start=1):
+                scores["validation"][f"{column}_r{k}"], scores["test"][f"{column}_r{k}"] = ours, other
+    return scores

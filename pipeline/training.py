@@ -106,8 +106,8 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     role = settings.distributed.role
     distributed.configure(settings.distributed)  # Keras Tuner reads it when the tuner is built
     tuner = make_tuner(hypermodel, settings, run_dir, distributed.choose_strategy(settings.distribution))
-    # The trial headers' ETA counts the final retrains too: the finalists, or the best point alone.
-    tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1)
+    # The trial headers' ETA counts the final retrains too: the finalists (each repeat), or the best point alone.
+    tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1) * settings.repeats
     if planner is not None:
         tuner.oracle.trial_gate = trial_gate(tuner.oracle, planner, hypermodel)
     note = tuning.schedule_note(tuner.oracle, settings.epochs, settings.hyperband_factor)
@@ -341,24 +341,7 @@ def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list
     ]
 
 
-def retrain_finalists(
-    hypermodel, candidates: list[Candidate], splits, settings: Settings, backup_root: Path, planner: Any = None
-) -> list:
-    """Each finalist retrained for final_epochs under the protocol, keeping its own best epoch on validation; a
-    killed run resumes finalist by finalist (each backed up in its own folder). Returns (model, history, kept
-    epoch) per finalist, in the candidates' order."""
-    trained = []
-    for rank, candidate in enumerate(candidates, start=1):
-        what = "the baseline's point" if candidate.is_baseline else f"trial {candidate.trial_id}"
-        print(f"\nFinalist {rank} of {len(candidates)}: {what}, retrained for {settings.final_epochs} epochs")
-        backup = backup_root / f"finalist-{candidate.trial_id}"
-        trained.append(
-            retrain(hypermodel, candidate.point, splits, settings, backup, _final_log_dir(backup, rank), planner)
-        )
-    return trained
-
-
-def _final_log_dir(backup: Path, rank: int) -> Path:
+def final_log_dir(backup: Path, rank: int) -> Path:
     """TensorBoard's folder of a finalist: the first is "final", as for a single retrain."""
     run_dir = backup.parents[1]
     return run_dir / "tensorboard" / ("final" if rank == 1 else f"final-{backup.name}")

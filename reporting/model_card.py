@@ -18,6 +18,7 @@ from reporting.tables import (
     interval_sentence,
     is_synthetic,
     markdown_table,
+    members_table,
     selection_sentence,
     threshold_rule,
     type_sensitivity,
@@ -213,6 +214,9 @@ def _evaluation_section(result: RunResult) -> list[str]:
             finalists_table(result.metrics),
             "",
         ]
+        members = members_table(result.metrics)
+        if members:
+            lines += ["The delivered model's members: each repeat of each finalist and its weight:", "", members, ""]
     by_type = test.get("by_type", {})
     if by_type:
         type_rows = [

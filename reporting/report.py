@@ -27,6 +27,8 @@ from reporting.tables import (
     is_synthetic,
     markdown_table,
     maximised,
+    members_table,
+    racing_sentence,
     selection_sentence,
     threshold_rule,
     type_sensitivity,
@@ -323,10 +325,27 @@ def _finalists_section(result: RunResult) -> list[str]:
         "",
         selection_sentence(result.metrics),
         "",
+        *_repeats_lines(result.metrics),
         "Why the search's best trial and the retrained model differ: a finalist below the diagonal scored lower after "
         "the full retrain than in the search (for a loss, better), one above it higher.",
         "",
         "![search score against retrained validation score](finalists.png)",
+        "",
+    ]
+
+
+def _repeats_lines(metrics: dict[str, Any]) -> list[str]:
+    """For finalists retrained several times: every member of the delivered model, and the race."""
+    members = members_table(metrics)
+    if members is None:
+        return []
+    return [
+        "The delivered model averages repeats: each finalist retrained with training seeds of its own (the split never "
+        "changes), a finalist scored by its repeats' mean, each repeat weighing its finalist's weight over its repeats.",
+        "",
+        members,
+        "",
+        racing_sentence(metrics) or "",
         "",
     ]
 

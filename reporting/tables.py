@@ -142,3 +142,53 @@ def selection_sentence(metrics: dict[str, Any]) -> str:
         f"minus the ensemble's is {race['difference']:+.4f} [{low:+.4f}, {high:+.4f}] (paired 95% interval over "
         f"validation patients): {outcome} the baseline's point."
     )
+
+
+def finalist_name(finalist: dict[str, Any]) -> str:
+    return "the baseline's point" if finalist["is_baseline"] else f"trial {finalist['trial_id']}"
+
+
+def members_table(metrics: dict[str, Any]) -> str | None:
+    """Each repeat of each finalist: its training seed, kept epoch, weight in the delivered model and figures at
+    its own validation-chosen threshold; None for a run whose finalists were retrained once."""
+    finalists = metrics.get("finalists") or []
+    if not any("repeats" in finalist for finalist in finalists):
+        return None
+    header = [
+        "finalist", "repeat", "training seed", "kept epoch", "weight in the model", "validation log loss",
+        "validation ROC AUC", "threshold", "test accuracy", "test ROC AUC",
+    ]  # fmt: skip
+    rows = []
+    for finalist in finalists:
+        repeats = finalist.get("repeats") or [{"repeat": 1, "training_seed": None, "kept_epoch": finalist["kept_epoch"],
+                                               "validation": finalist["validation"], "test": finalist["test"]}]  # fmt: skip
+        for repeat in repeats:
+            rows.append([
+                finalist_name(finalist), repeat["repeat"], repeat["training_seed"], repeat["kept_epoch"],
+                finalist["weight"] / len(repeats), repeat["validation"]["log_loss"], repeat["validation"]["roc_auc"],
+                repeat["validation"]["threshold"], repeat["test"]["accuracy"], repeat["test"]["roc_auc"],
+            ])  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def racing_sentence(metrics: dict[str, Any]) -> str | None:
+    """Every comparison of a challenger with the incumbent on their repeats' mean, in words; None without racing."""
+    racing = metrics.get("selection", {}).get("racing")
+    if racing is None:
+        return None
+    if not racing:
+        return "Racing: no challenger had a repeat to compare (the finalists were retrained once each)."
+    parts = []
+    for record in racing:
+        low, high = record["ci95"]
+        verdict = "clearly worse: out of the race" if record["clearly_worse"] else "races on"
+        parts.append(
+            f"round {record['round']}, trial {record['trial_id']} over {record['repeats']} repeat"
+            f"{'s' if record['repeats'] != 1 else ''}: {record['difference']:+.4f} [{low:+.4f}, {high:+.4f}], {verdict}"
+        )
+    return (
+        "Racing (challenger's validation log loss minus the incumbent's, each the mean of their repeats, paired 95% "
+        "interval over validation patients; a challenger whose whole interval lies above 0 gets no more repeats): "
+        + "; ".join(parts)
+        + "."
+    )

@@ -176,6 +176,7 @@ def test_each_key_is_declared_once_as_a_field():
         "final_ema_momentum": None,
         "ensemble_size": 1,
         "finalists": 0,
+        "repeats": 1,
         "incumbent_rule": "race",
     }
     assert list(yaml.safe_load(config.dump(load_config()))) == list(config.SCHEMA)

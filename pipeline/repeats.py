@@ -1,0 +1,137 @@
+"""Repeats and racing: each finalist retrained several times, each time with a training seed of its own, and the
+challengers raced against the incumbent (the baseline's point) on their repeats' mean.
+
+One retrain is a noisy witness: the baseline's point retrained nine times on one split, with nine training seeds,
+scored a validation log loss of 0.058 to 0.077 (docs/results.md, "The noise floor of one retrain"), as far apart
+as two different points often are. So a point is judged by the mean of its repeats' probabilities, as SMAC's
+intensification judges a challenger on a growing number of seeds before it replaces the incumbent (Hutter et al.
+2011), and the delivered model averages repeats, as deep ensembles do (Lakshminarayanan et al. 2017).
+
+Round 1 retrains every finalist once, the incumbent first; each later round retrains the incumbent again and every
+challenger still in the race. After each round a challenger is compared with the incumbent over the same number of
+repeats, paired over validation patients; it leaves the race once the paired 95% interval shows its log loss
+higher (clearly worse). With a time budget, a round's extra repeats start only while they fit. Every comparison
+is recorded. With `repeats: 1` nothing is raced and the finalists are retrained once, as before.
+
+One concern: the finalists' retrains. It imports training.py (the retrain), evaluation.py (validation scores)
+and data.py (each image's patient); it never reads the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from evaluation import paired_difference, predict_split
+
+if TYPE_CHECKING:
+    from config import Settings
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The training seed of a finalist's repeat: the run's own seed for the first (so one repeat trains exactly as a
+    run without repeats), then seed + 1000 x (repeat - 1). Only the run's seed ever chooses the split."""
+    return seed + 1000 * (repeat - 1)
+
+
+@dataclass
+class Finalist:
+    """One finalist point and its repeats so far, in order."""
+
+    candidate: Any  # training.Candidate
+    models: list = field(default_factory=list)
+    histories: list = field(default_factory=list)
+    kept_epochs: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    validation: list[np.ndarray] = field(default_factory=list)  # each repeat's validation P(pneumonia)
+    left_race: str | None = None  # why it stopped getting repeats, if it did before the last round
+    clearly_worse: bool = False  # left the race so: it takes no part in the final choice
+
+    @property
+    def name(self) -> str:
+        return "the baseline's point" if self.candidate.is_baseline else f"trial {self.candidate.trial_id}"
+
+    def mean_validation(self, count: int | None = None) -> np.ndarray:
+        """The mean P(pneumonia) of its first `count` repeats (all by default) on validation."""
+        return np.mean(self.validation[:count], axis=0)
+
+
+def retrain_repeats(
+    hypermodel: Any, candidates: Sequence[Any], splits: dict[str, Any], settings: Settings, backup_root: Path,
+    planner: Any = None,
+) -> tuple[list[Finalist], list[dict[str, Any]]]:
+    """Every finalist retrained in rounds, the incumbent (the first candidate) first in each; challengers raced
+    against it from round 2 on. Returns the finalists with their repeats and every comparison made. A killed run
+    resumes repeat by repeat: each has a backup folder of its own."""
+    import data
+    from hypermodel import without_augmentation
+    from pipeline import training, tuning
+
+    finalists = [Finalist(candidate) for candidate in candidates]
+    labels = np.asarray(splits["validation"].labels)
+    patients = [data.patient_id(path) for path in splits["validation"].files]
+    comparisons: list[dict[str, Any]] = []
+    for repeat in range(1, settings.repeats + 1):
+        for rank, finalist in enumerate(finalists, start=1):
+            if finalist.left_race:
+                continue
+            work = hypermodel.work(tuning.searched_values(finalist.candidate.point))
+            later = settings.repeats - repeat  # the incumbent's repeats still to come
+            if repeat > 1 and planner is not None and not planner.repeat_fits(work, later, f"{finalist.name}'s repeat {repeat}"):
+                finalist.left_race = f"the time budget held no repeat {repeat}"
+                continue
+            print(
+                f"\nFinalist {rank} of {len(finalists)}: {finalist.name}, repeat {repeat} of {settings.repeats}, "
+                f"retrained for {settings.final_epochs} epochs"
+            )
+            seed = repeat_seed(settings.seed, repeat)
+            backup = backup_root / _backup_name(finalist.candidate.trial_id, repeat)
+            model, history, kept = training.retrain(
+                hypermodel, finalist.candidate.point, splits, settings.replace(seed=seed), backup,
+                training.final_log_dir(backup, rank) if repeat == 1 else None, planner,
+            )  # fmt: skip
+            model = without_augmentation(model)
+            finalist.models.append(model)
+            finalist.histories.append(history)
+            finalist.kept_epochs.append(kept)
+            finalist.seeds.append(seed)
+            finalist.validation.append(predict_split([model], splits["validation"], settings.batch_size)[0])
+        if settings.repeats > 1 and repeat < settings.repeats:
+            comparisons += race_round(finalists, labels, patients, repeat)
+    return finalists, comparisons
+
+
+def _backup_name(trial_id: str, repeat: int) -> str:
+    """A repeat's backup folder: the first keeps the name a run without repeats gives it, so old runs resume."""
+    return f"finalist-{trial_id}" if repeat == 1 else f"finalist-{trial_id}-repeat{repeat}"
+
+
+def race_round(
+    finalists: Sequence[Finalist], labels: np.ndarray, patients: Sequence[str], repeat: int
+) -> list[dict[str, Any]]:
+    """After round `repeat`: each challenger still racing against the incumbent over their common repeats; one
+    whose log loss the paired interval shows higher leaves the race."""
+    incumbent, records = finalists[0], []
+    for challenger in finalists[1:]:
+        if challenger.left_race:
+            continue
+        count = min(len(challenger.validation), len(incumbent.validation))
+        record = compare(labels, incumbent.mean_validation(count), challenger.mean_validation(count), patients)
+        if record["clearly_worse"]:
+            challenger.left_race = f"clearly worse than the incumbent after {count} repeats"
+            challenger.clearly_worse = True
+        records.append({"round": repeat, "trial_id": challenger.candidate.trial_id, "repeats": count, **record})
+    return records
+
+
+def compare(
+    labels: np.ndarray, incumbent: np.ndarray, challenger: np.ndarray, patients: Sequence[str]
+) -> dict[str, Any]:
+    """The challenger's validation log loss minus the incumbent's, with a paired 95% interval over resampled
+    validation patients; clearly worse where the whole interval lies above 0."""
+    paired = paired_difference(labels, [((challenger, 0.5), (incumbent, 0.5))], patients)["log_loss"]
+    return {"difference": paired["difference"], "ci95": paired["ci95"], "clearly_worse": bool(paired["ci95"][0] > 0)}
