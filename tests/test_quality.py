@@ -71,6 +71,7 @@ def test_table_gives_mean_and_spread_over_seeds_and_checks_the_targets(tmp_path)
     assert re.search(r"\| baseline \| 1 \| baseline-80px-seed1 \|.*\| 0\.125 \|$", result.stdout, re.MULTILINE)
     assert "| baseline | 4 | 0.900 ± 0.062 | 0.975 ± 0.010 | 0.960 ± 0.000 | 0.900 ± 0.000 | – |" in result.stdout
     assert "tuned mean threshold regret on test 0.0000 vs target 0.015: met" in result.stdout
+    assert "tuned across-seed standard deviation of test accuracy 0.0200 vs target 0.007: not met" in result.stdout
     assert "tuned mean accuracy 0.9200 vs target 0.93: not met" in result.stdout
     assert "tuned mean roc_auc 0.9850 vs target 0.985: met" in result.stdout
     assert "seed 1: baseline and tuned 1.50 h vs target 2.5 h: met" in result.stdout
@@ -199,3 +200,26 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
     )
     assert "log_loss" in second.splitlines()[2]  # the header of the paired table
     assert "seed 1: baseline and tuned 2.40 h vs target 2.5 h: met" in result.stdout  # 1 + 1 + the 0.4 h before
+
+
+def test_where_finalists_repeat_one_retrain_of_the_baselines_point_has_a_row_of_its_own(tmp_path):
+    reports = tmp_path / "reports"
+    fake_run(reports, "baseline-80px-seed1", 0.85, 0.97, normal_miss=0.3)
+    fake_run(reports, "finalists-search-seed1", 0.93, 0.99, normal_miss=0.0)
+    run_dir = reports / "finalists-search-seed1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    first_repeat = {"repeat": 1, "training_seed": 1, "test": {**metrics["test"], "accuracy": 0.88, "roc_auc": 0.975}}
+    metrics["finalists"] = [
+        {"trial_id": "00", "is_baseline": True, "weight": 1.0, "test": metrics["test"], "repeats": [first_repeat]},
+    ]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    predictions = fake_predictions(0.0)
+    predictions["p_finalist_00"] = predictions["p_pneumonia"]
+    predictions["p_finalist_00_r1"] = fake_predictions(0.2)["p_pneumonia"]
+    predictions.to_csv(run_dir / "predictions.csv", index=False)
+
+    result = quality(tmp_path, "--table-only", "--seeds", "1", "--config", "configs/archive/finalists.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "| baseline point, tuned protocol | 1 | finalists-search-seed1 | 0.930 | 0.990 |" in result.stdout
+    assert re.search(r"\| baseline point, one retrain \| 1 \| finalists-search-seed1 \| 0\.880 \| 0\.975 \|.*\| 0\.100 \|$",
+                     result.stdout, re.MULTILINE)  # its regret: at 0.5 it misses 20% of NORMAL, 10% of the images
