@@ -6,22 +6,21 @@ python bench/gpu_summary.py REPORTS_DIR LOG_DIR
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 from pathlib import Path
 
-import pandas as pd
+from runs import HISTORY_FILE, METRICS_FILE, TRIALS_FILE, RunFolder
 
-COPIED = ("metrics.json", "history.csv", "trials.csv")  # flat in LOG_DIR: the device tool returns 2 levels
+COPIED = (METRICS_FILE, HISTORY_FILE, TRIALS_FILE)  # flat in LOG_DIR: the device tool returns 2 levels
 
 
 def summary_row(run_dir: Path) -> list[str]:
     """One run: its device, backend and precision, wall times, retrain epoch times and test figures."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunFolder(run_dir).metrics()
     run, test = metrics["run"], metrics["test"]
-    seconds = pd.read_csv(run_dir / "history.csv")["seconds"].tolist()
-    trials = pd.read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else None
+    seconds = RunFolder(run_dir).history()["seconds"].tolist()
+    trials = RunFolder(run_dir).trials()
     wall = run["wall_seconds"]
     return [
         run_dir.name,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from reporting import study
+from runs import CONFIG_FILE, TRIALS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_RUNS = [
@@ -54,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def committed_searches() -> list[Path]:
     """Every folder under bench/results that holds a search's trials.csv and its config.yaml."""
-    found = sorted(path.parent for path in (ROOT / "bench" / "results").rglob("trials.csv"))
-    return [folder for folder in found if (folder / "config.yaml").exists()]
+    found = sorted(path.parent for path in (ROOT / "bench" / "results").rglob(TRIALS_FILE))
+    return [folder for folder in found if (folder / CONFIG_FILE).exists()]
 
 
 def describe(table: pd.DataFrame) -> str:

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import data
 import runs
-from config import load_recorded
 from reporting import tables
+from runs import METRICS_FILE, RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_RUN = ROOT / "bench" / "results" / "search-hyperband-seed42"
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write:
             from reporting import report
 
-            runs.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+            runs.write_text(RunFolder(run_dir).file(METRICS_FILE), json.dumps(metrics, indent=2))
             report.render(run_dir, counterpart_of(run_dir, metrics))
             print(f"Wrote {run_dir / 'metrics.json'}, re-rendered {run_dir / 'report.md'} and model_card.md")
     return 0
@@ -55,8 +54,8 @@ def with_intervals(run_dir: Path) -> dict[str, Any]:
     """The run's metrics.json with `ci95`, `bootstrap` and `by_type` added under `test` (and the ensemble's)."""
     from evaluation import bootstrap_test_metrics, classification_metrics
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    predictions = pd.read_csv(run_dir / "predictions.csv")
+    metrics = RunFolder(run_dir).metrics()
+    predictions = RunFolder(run_dir).predictions()
     test = predictions[predictions["split"] == "test"]
     files = [Path(file) for file in test["file"]]  # names parse wherever the run was made
     patients = [data.patient_id(file) for file in files]
@@ -76,7 +75,7 @@ def with_intervals(run_dir: Path) -> dict[str, Any]:
 
 def counterpart_of(run_dir: Path, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The other kind's finished run beside this one, paired as search.py pairs them, so re-rendering keeps it."""
-    settings = load_recorded(run_dir / "config.yaml").replace(reports_dir=str(run_dir.parent))
+    settings = RunFolder(run_dir).settings().replace(reports_dir=str(run_dir.parent))
     return runs.find_counterpart(settings, metrics["run"]["kind"])
 
 

@@ -20,7 +20,6 @@ prints their wall times, kept epochs and validation and test ROC AUC.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -33,6 +32,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from input_pipeline import EpochTimer  # (bench/, beside this script)
+
+from runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,13 +172,13 @@ def whole_runs(data_dir: Path, seed: int, reports_dir: Path) -> None:
     rows = []
     for policy in ("float32", "auto"):
         name = f"baseline-80px-seed{seed}-{policy}"
-        if not (reports_dir / name / "report.md").exists():
+        if not RunFolder(reports_dir / name).is_finished():
             command = [sys.executable, str(ROOT / "search.py"), "--baseline", "--seed", str(seed)]
             command += ["--precision", policy, "--data-dir", str(data_dir)]
             command += ["--reports-dir", str(reports_dir), "--run-name", name]
             print("\n$", " ".join(command), flush=True)
             subprocess.run(command, check=True, cwd=ROOT)
-        metrics = json.loads((reports_dir / name / "metrics.json").read_text())
+        metrics = RunFolder(reports_dir / name).metrics()
         run = metrics["run"]
         rows.append(
             f"| {policy} | {run['precision']['policy']} | {run['wall_seconds']['total']:.0f} "

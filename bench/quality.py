@@ -29,7 +29,6 @@ one) says how well the threshold transferred; it is read after the run and choos
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -40,10 +39,11 @@ import numpy as np
 import pandas as pd
 
 import data
+import runs
 from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS
 from evaluation import paired_difference
 from reporting.tables import markdown_table
-from runs import is_finished
+from runs import PREDICTIONS_FILE, TRIALS_FILE, RunFolder, is_finished
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,17 +57,17 @@ STRETCH = {"accuracy": 0.946, "roc_auc": 0.991}  # Google AutoML Vision on Pneum
 # What --keep copies: the figures, the predictions the paired differences need, what was run, and the rest of
 # what report.render reads, so that a kept run can be re-rendered or placed back among runs.
 KEPT_FILES = (
-    "metrics.json",
-    "predictions.csv",
-    "config.yaml",
-    "history.csv",
-    "trials.csv",
-    "data_summary.csv",
-    "best_hyperparameters.yaml",
-    "skipped_images.csv",
-    "model_card.md",
-    "report.md",
-    "study.db",
+    runs.METRICS_FILE,
+    runs.PREDICTIONS_FILE,
+    runs.CONFIG_FILE,
+    runs.HISTORY_FILE,
+    runs.TRIALS_FILE,
+    runs.DATA_SUMMARY_FILE,
+    runs.BEST_POINT_FILE,
+    runs.SKIPPED_FILE,
+    runs.CARD_FILE,
+    runs.REPORT_FILE,
+    runs.STUDY_FILE,
 )
 SEED_HOURS = 2.5  # issue 15: baseline and tuned run of one seed together, on a 2-core CPU
 REGRET_TARGET = 0.015  # issue 22: tuned mean threshold regret on test
@@ -194,9 +194,9 @@ def finished_results(runs: list[dict], reports_dir: Path) -> pd.DataFrame:
         run_dir = reports_dir / run["name"]
         if not is_finished(run_dir):
             continue
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = RunFolder(run_dir).metrics()
         hours = run_hours(run_dir, metrics["run"]["wall_seconds"])
-        test = _test_rows(run_dir / "predictions.csv") if (run_dir / "predictions.csv").exists() else None
+        test = _test_rows(RunFolder(run_dir)) if RunFolder(run_dir).file(PREDICTIONS_FILE).exists() else None
         for kind, judged, column in judged_models(run, metrics):
             threshold = judged["test"]["threshold"]
             regret = None if test is None else threshold_regret(test["label"], test[column], threshold)
@@ -209,7 +209,7 @@ def run_hours(run_dir: Path, wall_seconds: dict[str, float]) -> float:
     it does not count. Since wall_seconds.json a run's clock adds up every process, so for such runs this adds
     at most the trials a killed process finished in the minute before its kill; older runs recorded only their
     last process, and for them retrain epochs finished before a resume and lost work stay uncounted."""
-    trials = run_dir / "trials.csv"
+    trials = RunFolder(run_dir).file(TRIALS_FILE)
     searched = pd.read_csv(trials)["seconds"].sum() if trials.exists() else 0.0
     return (wall_seconds["total"] + max(0.0, searched - wall_seconds.get("search", 0.0))) / 3600
 
@@ -356,9 +356,9 @@ def paired_differences(runs: list[dict], reports_dir: Path, against: str = "base
     tests = {}
     for run in runs:
         run_dir = reports_dir / run["name"]
-        if is_finished(run_dir) and (run_dir / "predictions.csv").exists():
-            rows = _test_rows(run_dir / "predictions.csv")
-            for kind, judged, column in judged_models(run, json.loads((run_dir / "metrics.json").read_text())):
+        if is_finished(run_dir) and RunFolder(run_dir).file(PREDICTIONS_FILE).exists():
+            rows = _test_rows(RunFolder(run_dir))
+            for kind, judged, column in judged_models(run, RunFolder(run_dir).metrics()):
                 tests[kind, run["seed"]] = (rows, judged["test"]["threshold"], column)
     seeds = sorted(
         {seed for kind, seed in tests if kind == "tuned"} & {seed for kind, seed in tests if kind == against}
@@ -386,9 +386,9 @@ def paired_differences(runs: list[dict], reports_dir: Path, against: str = "base
     }
 
 
-def _test_rows(predictions_file: Path) -> pd.DataFrame:
+def _test_rows(folder: RunFolder) -> pd.DataFrame:
     """Test rows by file name: the same images wherever each run read them from."""
-    predictions = pd.read_csv(predictions_file)
+    predictions = folder.predictions()
     test = predictions[predictions["split"] == "test"]
     return test.set_index(test["file"].map(lambda file: Path(file).name))
 

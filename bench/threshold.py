@@ -22,6 +22,7 @@ import pandas as pd
 
 from data import patient_id
 from evaluation import N_RESAMPLES, choose_threshold, patient_resamples, percentile_interval, youden_j
+from runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def compare_rules(run_dir: Path, resamples: int = N_RESAMPLES // 4) -> list[dict]:
     """Each rule's threshold, J at it, and the spread of its logit over resampled validation patients."""
-    rows = pd.read_csv(run_dir / "predictions.csv").query("split == 'validation'")
+    rows = RunFolder(run_dir).predictions().query("split == 'validation'")
     labels, scores = rows["label"].to_numpy(), rows["p_pneumonia"].to_numpy()
     patients = np.array([patient_id(Path(file)) for file in rows["file"]])
     weights = patient_resamples(list(patients), resamples).astype(int)  # the first rows of measure()'s draws
@@ -75,7 +76,7 @@ def compare_rules(run_dir: Path, resamples: int = N_RESAMPLES // 4) -> list[dict
 
 def measure(run_dir: Path, resamples: int = N_RESAMPLES) -> dict:
     """The run's Youden threshold, its spread over resampled validation patients, and J there against J at 0.5."""
-    rows = pd.read_csv(run_dir / "predictions.csv").query("split == 'validation'")
+    rows = RunFolder(run_dir).predictions().query("split == 'validation'")
     labels, scores = rows["label"].to_numpy(), rows["p_pneumonia"].to_numpy()
     patients = [patient_id(Path(file)) for file in rows["file"]]
     weights = patient_resamples(patients, resamples)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from runs import RunFolder
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,7 +68,7 @@ def time_run(backend: str, precision: str, data_dir: Path, epochs: int, reports:
     if done.returncode != 0:
         sys.exit(f"{name} failed:\n{done.stderr[-2000:]}")
     chosen = next(line for line in done.stdout.splitlines() if line.startswith("Precision: "))
-    seconds = pd.read_csv(reports / name / "history.csv")["seconds"].tolist()
+    seconds = RunFolder(reports / name).history()["seconds"].tolist()
     train_images = pd.read_csv(reports / name / "data_summary.csv", index_col=0).loc["train", "images"]
     later = statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan")
     print(f"{name}: epochs {', '.join(f'{s:.1f}' for s in seconds)} s", flush=True)

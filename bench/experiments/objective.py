@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import Settings, load_recorded
+from config import Settings
+from runs import RunFolder
 
 RESULTS = "objective_bench.csv"
 VALIDATION = "objective_bench_validation.csv"
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=5, help="how many of the best distinct points to retrain")
     args = parser.parse_args(argv)
     # Keys added since the run started keep their legacy values or defaults (they change nothing it did).
-    config = load_recorded(args.run_dir / "config.yaml")
+    config = RunFolder(args.run_dir).settings()
     from runtime import backends
 
     backends.activate(config.backend)

@@ -13,12 +13,13 @@ A one-off: its figures (docs/results.md) were recorded at commit 166d7fd.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss
+
+from runs import RunFolder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def steadiness(run_dir: Path, last: int) -> dict:
     """One run's row: the kept epoch's validation figures and the swings of its last epochs."""
-    history = pd.read_csv(run_dir / "history.csv")
-    predictions = pd.read_csv(run_dir / "predictions.csv")
+    history = RunFolder(run_dir).history()
+    predictions = RunFolder(run_dir).predictions()
     validation = predictions[predictions["split"] == "validation"]
     labels, p = validation["label"].to_numpy(), validation["p_pneumonia"].to_numpy()
     kept = _kept_epoch(run_dir)
@@ -52,7 +53,7 @@ def steadiness(run_dir: Path, last: int) -> dict:
 
 
 def _kept_epoch(run_dir: Path) -> int:
-    return int(json.loads((run_dir / "metrics.json").read_text())["run"]["best_epoch"])
+    return int(RunFolder(run_dir).metrics()["run"]["best_epoch"])
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from data import patient_id
 from evaluation import image_log_loss
 from pipeline import final_model
+from runs import RunFolder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished run with finalists")
     parser.add_argument("--splits", type=int, default=200, help="random halvings of the validation patients")
     args = parser.parse_args(argv)
-    validation = pd.read_csv(args.run_dir / "predictions.csv").query("split == 'validation'")
+    validation = RunFolder(args.run_dir).predictions().query("split == 'validation'")
     columns = [column for column in validation.columns if column.startswith("p_finalist_")]
     labels = validation["label"].to_numpy()
     finalists = [validation[column].to_numpy() for column in columns]  # the baseline's point first

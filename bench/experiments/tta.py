@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import load_recorded
+from runs import RunFolder
 
 # (shift x, shift y) as fractions of the side, zoom per axis: small, inside the training augmentation's ranges.
 VIEWS = {
@@ -48,7 +48,7 @@ def measure(run_dir: Path) -> list[dict]:
 
     import data
 
-    config = load_recorded(run_dir / "config.yaml")
+    config = RunFolder(run_dir).settings()
     splits = data.load_splits(Path(config.data_dir), config.validation_fraction, config.seed)
     validation = splits["validation"]
     images = data.decode_images(validation.files, config.image_size, data.channel_count(config.color_mode))
