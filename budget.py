@@ -264,6 +264,7 @@ class Planner:
         """What the plan says, for the console and the report."""
         total = f" of {self.max_trials}" if self.max_trials else ""
         finalists = f"{plan.finalists} finalist{'s' if plan.finalists != 1 else ''} besides the baseline's point"
+        finalists += f" (retrained {self.repeats} times)" if self.repeats > 1 else ""
         return (
             f"Time budget {duration_text(self.budget.seconds)}, {format_duration(self.budget.left())} left: "
             f"{plan.trials} more trial{'s' if plan.trials != 1 else ''} ({trials_done} done{total}) and {finalists} "

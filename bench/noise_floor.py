@@ -30,6 +30,7 @@ import pandas as pd
 
 from data import patient_id
 from evaluation import choose_threshold, image_log_loss, paired_difference
+from runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,15 +47,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="a few seconds' check: 2 one-epoch repeats, generated data"
     )
+    parser.add_argument(
+        "--race", type=Path, nargs="+", metavar="RUN", help="finished finalist runs: each challenger against the "
+        "baseline's point after one retrain each, on validation (what round 1 of racing would decide)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         smoke(args)
+        return
+    if args.race:
+        print_first_round(args.race)
         return
     if args.out is None:
         parser.error("--out is required")
     if not args.table_only:
         train_repeats(args)
     print_table(args.out)
+
+
+def print_first_round(run_dirs: list[Path]) -> None:
+    """Round 1 of racing replayed on finished finalist runs: each challenger's validation log loss minus the
+    baseline's point's, one retrain each, with its paired 95% interval over validation patients."""
+    from pipeline.repeats import compare
+
+    for run_dir in run_dirs:
+        folder = RunFolder(run_dir)
+        finalists = folder.metrics()["finalists"]
+        rows = folder.predictions().query("split == 'validation'")
+        labels, patients = rows["label"].to_numpy(), [patient_id(Path(file)) for file in rows["file"]]
+        baseline = next(finalist for finalist in finalists if finalist["is_baseline"])
+        incumbent = rows[f"p_finalist_{baseline['trial_id']}"].to_numpy()
+        for finalist in finalists:
+            if finalist["is_baseline"]:
+                continue
+            record = compare(labels, incumbent, rows[f"p_finalist_{finalist['trial_id']}"].to_numpy(), patients)
+            low, high = record["ci95"]
+            verdict = "clearly worse: out" if record["clearly_worse"] else "races on"
+            print(
+                f"{run_dir.name} trial {finalist['trial_id']} (weight {finalist['weight']:.2f}): "
+                f"{record['difference']:+.4f} [{low:+.4f}, {high:+.4f}] {verdict}"
+            )
 
 
 def smoke(args: argparse.Namespace) -> None:
@@ -153,6 +185,7 @@ def print_table(out: Path) -> None:
     print("\nOver repeats:")
     print(spread.to_string(float_format=lambda x: f"{x:.4f}"))
     print_averages(labels, probabilities)
+    print_subset_averages(labels, probabilities)
     print_pairs(labels, patients, probabilities)
 
 
@@ -167,6 +200,25 @@ def print_averages(labels: np.ndarray, probabilities: dict[int, np.ndarray]) -> 
         print(
             f"  k={k}: log loss {image_log_loss(labels, mean).mean():.4f}, ROC AUC {roc_auc_score(labels, mean):.4f}, "
             f"plateau threshold {choose_threshold(labels, mean, 'plateau'):.3f}"
+        )
+
+
+def print_subset_averages(labels: np.ndarray, probabilities: dict[int, np.ndarray], most: int = 5) -> None:
+    """What averaging k repeats gives, over every subset of k of them: the expected score of a k-repeat ensemble
+    and its spread, free of the order the repeats ran in (the evidence behind configs/repeats.yaml)."""
+    from sklearn.metrics import roc_auc_score
+
+    values = list(probabilities.values())
+    print("\nAverage of k repeats, every subset of k (validation): mean (sd over subsets)")
+    for k in range(1, min(most, len(values)) + 1):
+        means = [np.mean(subset, axis=0) for subset in itertools.combinations(values, k)]
+        losses = [image_log_loss(labels, mean).mean() for mean in means]
+        thresholds = [choose_threshold(labels, mean, "plateau") for mean in means]
+        spread = (lambda xs: np.std(xs, ddof=1) if len(xs) > 1 else 0.0)  # noqa: E731
+        print(
+            f"  k={k}: {len(means)} subsets, log loss {np.mean(losses):.4f} ({spread(losses):.4f}), ROC AUC "
+            f"{np.mean([roc_auc_score(labels, mean) for mean in means]):.4f}, plateau threshold "
+            f"{np.mean(thresholds):.3f} ({spread(thresholds):.3f})"
         )
 
 

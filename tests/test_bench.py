@@ -169,3 +169,12 @@ def test_living_benchmark_smoke(name, capsys, monkeypatch):
     argv, check = SMOKES[name]
     monkeypatch.chdir(BENCH.parent)  # where the documented commands run
     check(run_script(name, argv, capsys, monkeypatch))
+
+
+def test_noise_floor_replays_the_first_round_of_racing_on_committed_finalist_runs(capsys, monkeypatch):
+    # The evidence behind configs/repeats.yaml: after one retrain each, 3 of seed 49's 4 challengers are out.
+    monkeypatch.chdir(BENCH.parent)
+    out = run_script("noise_floor.py", ["--race", "bench/results/quality/finalists-search-seed49"], capsys, monkeypatch)
+    lines = [line for line in out.splitlines() if line.startswith("finalists-search-seed49 trial ")]
+    assert len(lines) == 4 and sum(line.endswith("clearly worse: out") for line in lines) == 3
+    assert "trial 04 (weight 0.00): +0.0111 [-0.0013, +0.0227] races on" in out
