@@ -163,7 +163,9 @@ def measure(variant: str, root: Path, epochs: int, image_size: int = IMAGE_SIZE)
         data.decode_splits(pool, image_size, "rgb")
         decode_seconds = time.perf_counter() - started
         train, images = in_memory_batches(variant, splits["train"], weights), len(splits["train"])
-    timer = EpochTimer()
+    from pipeline import training
+
+    timer = training.epoch_timer()
     # shuffle=False as search.fit_settings passes: (b) and (t) shuffle themselves every epoch.
     weighting = keras_class_weight(train, weights)
     model.fit(train, epochs=epochs, class_weight=weighting, callbacks=[timer], shuffle=False, verbose=0)
@@ -209,26 +211,6 @@ def tf_data_batches(split, *, shuffle: bool):
     if shuffle:
         dataset = dataset.shuffle(len(split), seed=SEED, reshuffle_each_iteration=True)
     return dataset.batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
-
-
-class EpochTimer:
-    """A Keras callback collecting each epoch's wall time (imports keras lazily)."""
-
-    def __new__(cls):
-        import keras
-
-        class Timer(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.seconds: list[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None) -> None:
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None) -> None:
-                self.seconds.append(time.perf_counter() - self.started)
-
-        return Timer()
 
 
 def rates(run: dict) -> dict[str, float]:

@@ -7,7 +7,7 @@
 The variants train in one process on the real train split at 80 x 80 RGB, batch 64, as
 search.py feeds them, taking turns epoch by epoch (each round starting with the next one), so
 that whatever else slows the machine slows them alike. Each variant's first epoch (tracing) is
-left out, and each epoch is timed inside fit() (input_pipeline.EpochTimer), without fit()'s own start and
+left out, and each epoch is timed inside fit() (pipeline.training.epoch_timer), without fit()'s own start and
 end; the figures are the median images/s of the epochs after it, and of the fastest (the least
 disturbed), with their ratios to today's. A fourth variant, float32 without any
 augmentation, shows the most that fusing the augmentation layers can gain.
@@ -31,7 +31,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from input_pipeline import EpochTimer  # (bench/, beside this script)
 
 from runs import RunFolder
 
@@ -84,13 +83,15 @@ def throughput(data_dir: Path, epochs: int, image_size: int = IMAGE_SIZE, rounds
         # What no augmentation at all would cost: the most that fusing its layers can gain.
         "float32, no augmentation": build("float32", image_size, augment=False),
     }
+    from pipeline import training
+
     seconds: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     for epoch in range(epochs + 1):
         # Each round starts with the next variant, so that none always follows the same one.
         for name in names[epoch % len(names) :] + names[: epoch % len(names)]:
             # Timed from the epoch's first batch to its last, without fit()'s own start and end.
-            timer = EpochTimer()
+            timer = training.epoch_timer()
             models[name].fit(dataset, epochs=1, callbacks=[timer], verbose=0)
             if epoch:  # the first epoch traces the model
                 seconds[name] += timer.seconds

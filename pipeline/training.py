@@ -347,25 +347,36 @@ def final_log_dir(backup: Path, rank: int) -> Path:
     return run_dir / "tensorboard" / ("final" if rank == 1 else f"final-{backup.name}")
 
 
-def time_one_epoch(hypermodel, splits, settings: Settings) -> float:
-    """Seconds of one training epoch of the baseline's point, validation included: the price of a time budget on
-    a machine that has recorded nothing yet. Two epochs are run and the second timed: the first also builds the
-    step functions."""
+def epoch_timer():
+    """A Keras callback that keeps each epoch's wall seconds, in order, in its `seconds` list."""
     import time
 
     import keras
 
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.seconds.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
+
+
+def time_one_epoch(hypermodel, splits, settings: Settings) -> float:
+    """Seconds of one training epoch of the baseline's point, validation included: the price of a time budget on
+    a machine that has recorded nothing yet. Two epochs are run and the second timed: the first also builds the
+    step functions."""
+    import keras
+
     from hypermodel import baseline_hyperparameters
 
-    class EpochTimes(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds = time.monotonic() - self.started
-
     keras.utils.set_random_seed(settings.seed)
-    model, timer = hypermodel.build(baseline_hyperparameters()), EpochTimes()
+    model, timer = hypermodel.build(baseline_hyperparameters()), epoch_timer()
     model.fit(epochs=2, callbacks=[timer, CTRL_C.callback()], **{**fit_settings(splits, settings), "verbose": 0})
     keras.backend.clear_session()
-    return timer.seconds
+    return timer.seconds[-1]

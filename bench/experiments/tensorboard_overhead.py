@@ -13,26 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
-
-
-def epoch_timer():
-    """A Keras callback collecting each epoch's wall time."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None) -> None:
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None) -> None:
-            self.seconds.append(time.perf_counter() - self.started)
-
-    return EpochTimer()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             for way in epoch_seconds:
                 keras.utils.clear_session()
                 model = hypermodel.build(baseline_hyperparameters())
-                timer = epoch_timer()
+                timer = training.epoch_timer()
                 logging = training.tensorboard_logging(way.startswith("with "), Path(logs) / str(round_))
                 model.fit(epochs=args.epochs, callbacks=[timer, *logging], **settings)
                 epoch_seconds[way] += timer.seconds[1:]
