@@ -1,5 +1,6 @@
-"""Choosing the Keras backend, and the JAX smoke test: a tiny search, a baseline, predict.py and Grad-CAM
-on JAX in their own processes, with a JAX-written model that TensorFlow loads and predicts alike."""
+"""Choosing the Keras backend, and the JAX smoke test: a tiny search, predict.py and Grad-CAM on JAX in their own
+processes, with a JAX-written model that TensorFlow loads and predicts alike. (--backend jax end to end: the
+chief and worker of tests/test_distributed.py.)"""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "reporting", "runtime")
 # float32, so that TensorFlow can reproduce its probabilities to 1e-5 (bfloat16 rounds differently per backend).
 JAX_SEARCH = [*TINY, "--tuner", "random", "--max-trials", "2", "--epochs", "1", "--precision", "float32"]
-# The JAX runs are made once, by whichever xdist worker takes this group (pyproject: --dist loadgroup).
+# The JAX run is made once, by whichever xdist worker takes this group (pyproject: --dist loadgroup).
 JAX = pytest.mark.xdist_group("jax")
+JAX_RUN = "synthetic-search-random-48px-seed7"
 
 
 def test_the_flag_beats_keras_backend_which_beats_the_config(monkeypatch):
@@ -83,17 +85,14 @@ def _run(arguments: list[str], workdir: Path, **environment: str) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def jax_runs(tmp_path_factory) -> Path:
-    """A tiny search chosen by --backend jax, then a tiny baseline chosen by KERAS_BACKEND=jax."""
+def jax_run(tmp_path_factory) -> Path:
+    """A tiny search (its trials, the finalists' retrains, the report) on the JAX backend chosen by KERAS_BACKEND."""
     pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
-    workdir = tmp_path_factory.mktemp("jax_runs")
-    searched = _run([str(REPO / "search.py"), *JAX_SEARCH, "--backend", "jax"], workdir)
+    workdir = tmp_path_factory.mktemp("jax_run")
+    searched = _run([str(REPO / "search.py"), *JAX_SEARCH], workdir, KERAS_BACKEND="jax")
     assert searched.returncode == 0, searched.stderr[-3000:]
-    assert "Backend: jax (--backend)" in searched.stdout
-    baseline = _run([str(REPO / "search.py"), *TINY, "--baseline"], workdir, KERAS_BACKEND="jax")
-    assert baseline.returncode == 0, baseline.stderr[-3000:]
-    assert "Backend: jax (KERAS_BACKEND)" in baseline.stdout
-    return workdir / "reports"
+    assert "Backend: jax (KERAS_BACKEND)" in searched.stdout
+    return workdir / "reports" / JAX_RUN
 
 
 def _files(run_dir: Path) -> set[str]:
@@ -101,43 +100,42 @@ def _files(run_dir: Path) -> set[str]:
 
 
 @JAX
-def test_jax_runs_write_the_same_report_files_as_tensorflow(jax_runs, tiny_runs):
-    for kind, tensorflow_run in (("search-random", tiny_runs.search), ("baseline", tiny_runs.baseline)):
-        jax_run = jax_runs / f"synthetic-{kind}-48px-seed7"
-        assert _files(jax_run) == _files(tensorflow_run)
-        run = json.loads((jax_run / "metrics.json").read_text())["run"]
-        assert run["backend"] == "jax" and "jax" in run["versions"] and "tensorflow" not in run["versions"]
-        assert yaml.safe_load((jax_run / "config.yaml").read_text())["backend"] == "jax"
-        assert "| backend | Keras on jax |" in (jax_run / "report.md").read_text()
-        assert "on Keras' jax backend" in (jax_run / "model_card.md").read_text()
-        assert (jax_run / "gradcam.png").stat().st_size > 0
+def test_a_jax_run_writes_the_same_report_files_as_tensorflow(jax_run, tiny_runs):
+    assert _files(jax_run) == _files(tiny_runs.search)
+    run = json.loads((jax_run / "metrics.json").read_text())["run"]
+    assert run["backend"] == "jax" and "jax" in run["versions"] and "tensorflow" not in run["versions"]
+    assert yaml.safe_load((jax_run / "config.yaml").read_text())["backend"] == "jax"
+    assert "| backend | Keras on jax |" in (jax_run / "report.md").read_text()
+    assert "on Keras' jax backend" in (jax_run / "model_card.md").read_text()
+    assert (jax_run / "gradcam.png").stat().st_size > 0
 
 
 @JAX
-def test_jax_compiles_each_step_function_once_a_model_and_caches_programs_beside_the_runs(jax_runs):
-    search = json.loads((jax_runs / "synthetic-search-random-48px-seed7" / "metrics.json").read_text())["run"]
-    trials = pd.read_csv(jax_runs / "synthetic-search-random-48px-seed7" / "trials.csv")
-    retrains = len(json.loads((jax_runs / "synthetic-search-random-48px-seed7" / "metrics.json").read_text())["finalists"])
+def test_jax_compiles_each_step_function_once_a_model_and_caches_programs_beside_the_runs(jax_run):
+    metrics = json.loads((jax_run / "metrics.json").read_text())
+    trials = pd.read_csv(jax_run / "trials.csv")
+    retrains = len(metrics["finalists"])
     models = int((trials["status"] == "COMPLETED").sum()) + retrains  # the trials, and the finalists' retrains
-    steps = search["compilation"]["step_functions"]
+    compiled = metrics["run"]["compilation"]
+    steps = compiled["step_functions"]
     # Padded last batches: one train and one test program per model, not one more for each short batch.
     assert steps["train_step"] == steps["test_step"] == models == 4
-    assert search["compilation"]["programs"] > sum(steps.values())  # the initializers' and other small ones
-    assert any((jax_runs / ".compilation-cache").iterdir())
-    baseline = json.loads((jax_runs / "synthetic-baseline-48px-seed7" / "metrics.json").read_text())["run"]
-    assert baseline["compilation"]["cache_hits"] > 0  # the programs the search compiled for the same shapes
+    assert compiled["programs"] > sum(steps.values())  # the initializers' and other small ones
+    assert any((jax_run.parent / ".compilation-cache").iterdir())
+    # Programs compiled earlier in the run load from the cache on disk (a finalist's retrain repeats its trial's).
+    assert compiled["cache_hits"] > 0
 
 
 @JAX
-def test_a_model_written_under_jax_predicts_the_same_under_tensorflow(jax_runs, tmp_path, monkeypatch):
+def test_a_model_written_under_jax_predicts_the_same_under_tensorflow(jax_run, tmp_path, monkeypatch):
     import keras
 
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # predict.py would otherwise use the run's, JAX
     assert keras.backend.backend() == "tensorflow"
-    run_dir = jax_runs / "synthetic-search-random-48px-seed7"
+    run_dir = jax_run
     test_folder = Path(yaml.safe_load((run_dir / "config.yaml").read_text())["data_dir"]) / "test"
     csv = tmp_path / "tensorflow.csv"
-    assert predict.main([str(jax_runs.parent / test_folder), "--run", str(run_dir), "--csv", str(csv)]) == 0
+    assert predict.main([str(run_dir.parents[1] / test_folder), "--run", str(run_dir), "--csv", str(csv)]) == 0
     ours = pd.read_csv(csv)
     theirs = pd.read_csv(run_dir / "predictions.csv").query("split == 'test'")
     ours["name"], theirs["name"] = ours["file"].map(lambda f: Path(f).name), theirs["file"].map(lambda f: Path(f).name)
@@ -147,13 +145,13 @@ def test_a_model_written_under_jax_predicts_the_same_under_tensorflow(jax_runs, 
 
 
 @JAX
-def test_predict_and_grad_cam_run_on_jax(jax_runs, tmp_path):
-    run_dir = jax_runs / "synthetic-baseline-48px-seed7"
-    test_folder = jax_runs.parent / "data" / "synthetic" / "test" / "PNEUMONIA"
+def test_predict_and_grad_cam_run_on_jax(jax_run, tmp_path):
+    run_dir = jax_run
+    test_folder = run_dir.parents[1] / "data" / "synthetic" / "test" / "PNEUMONIA"
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     done = subprocess.run(  # no KERAS_BACKEND: predict.py takes the run's own backend
         [sys.executable, str(REPO / "predict.py"), str(test_folder), "--run", str(run_dir), "--explain", str(tmp_path / "maps")],
-        cwd=jax_runs.parent, env={**environment, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+        cwd=run_dir.parents[1], env={**environment, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "maps").iterdir())) == len(list(test_folder.iterdir()))

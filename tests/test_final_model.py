@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import TINY_ONE_EPOCH
 from sklearn.metrics import roc_auc_score
 
 import predict
@@ -96,17 +96,12 @@ def test_ensemble_size_is_retired_for_new_runs(tmp_path):
         load_config(path)
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-FINALISTS = [*TINY, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--config", "finalists.yaml"]
+FINALISTS = [*TINY_ONE_EPOCH, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--config", "finalists.yaml"]
 
 
 def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalist(workdir, monkeypatch, capsys):
-    (workdir / "finalists.yaml").write_text("finalists: 2\nobjective: val_log_loss\nthreshold: plateau\n")
+    # One finalist besides the baseline's point: the better of the two other trials on the search's score.
+    (workdir / "finalists.yaml").write_text("finalists: 1\nobjective: val_log_loss\nthreshold: plateau\n")
     evaluate = final_model.evaluate_finalists
 
     def interrupted(*args, **kwargs):
@@ -118,18 +113,22 @@ def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalis
     monkeypatch.setattr(final_model, "evaluate_finalists", evaluate)
     assert search.main(FINALISTS) == 0
     out = capsys.readouterr().out
-    assert out.count("Resuming the retrain after epoch 2") == 3 and "Trial 1 of" not in out
+    assert out.count("Resuming the retrain after epoch 1") == 2 and "Trial 1 of" not in out
 
     run_dir = workdir / "reports" / "synthetic-finalists-search-random-48px-seed7"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     finalists = metrics["finalists"]
-    assert len(finalists) == 3 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)
+    assert len(finalists) == 2 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)
     assert all("log_loss" in f["validation"] and "search_last_score" in f for f in finalists)
+    trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
+    others = trials[trials["trial_id"] != finalists[0]["trial_id"]]
+    assert len(others) == 2 and finalists[1]["trial_id"] == others.loc[others["objective"].idxmin(), "trial_id"]
+    assert finalists[1]["search_score"] == pytest.approx(others["objective"].min())
     predictions = pd.read_csv(run_dir / "predictions.csv")
     columns = [f"p_finalist_{f['trial_id']}" for f in finalists]
     mixed = sum(f["weight"] * predictions[column] for f, column in zip(finalists, columns))
     assert predictions["p_pneumonia"].to_numpy() == pytest.approx(mixed.to_numpy(), abs=1e-6)
-    assert "last_objective" in pd.read_csv(run_dir / "trials.csv").columns
+    assert "last_objective" in trials.columns
     text = (run_dir / "report.md").read_text()
     assert "## Finalists and the chosen model" in text and "| **the chosen model** |" in text
     assert text.count("| the baseline's point |") == 1 and "Greedy ensemble selection on validation log loss" in text

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import made_once
 
 import runs
 from config import load_recorded
@@ -46,11 +47,15 @@ def render_kept(source: Path, reports: Path, *beside: Path) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kept_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tuned-search-seed45 (random search, 25 trials) re-rendered beside its seed's baseline."""
-    reports = tmp_path_factory.mktemp("reports")
-    return render_kept(QUALITY / "tuned-search-seed45", reports, QUALITY / "baseline-80px-seed45")
+    """tuned-search-seed45 (random search, 25 trials) re-rendered beside its seed's baseline, once per session
+    (whichever xdist worker asks first). Read only."""
+
+    def make(reports: Path) -> None:
+        render_kept(QUALITY / "tuned-search-seed45", reports, QUALITY / "baseline-80px-seed45")
+
+    return made_once(tmp_path_factory, "kept_search_reports", make) / "tuned-search-seed45"
 
 
 def test_a_kept_search_renders_what_it_learned(kept_search: Path) -> None:

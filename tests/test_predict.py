@@ -185,16 +185,17 @@ def test_report_shows_calibration_and_grad_cam(in_workdir):
         assert f"]({figure})" in text and (in_workdir / figure).stat().st_size > 5_000
 
 
-def test_index_lists_every_run_folder(in_workdir):
-    reports = in_workdir.parent
+def test_index_lists_every_run_folder(run_dir, tmp_path):
+    reports = tmp_path / "reports"  # a copy: the tiny runs are read only
+    shutil.copytree(run_dir, reports / run_dir.name, ignore=shutil.ignore_patterns("model.keras", "tensorboard"))
     (reports / "half-done").mkdir()
     (reports / "half-done" / "config.yaml").write_text("seed: 1\n")
     reports_index.write_index(reports)
     index = (reports / "index.md").read_text()
-    assert f"[report]({in_workdir.name}/report.md)" in index
+    assert f"[report]({run_dir.name}/report.md)" in index
     assert "| half-done | unfinished |" in index
-    row = next(line for line in index.splitlines() if line.startswith(f"| {in_workdir.name} "))
-    test = yaml.safe_load((in_workdir / "metrics.json").read_text())["test"]
+    row = next(line for line in index.splitlines() if line.startswith(f"| {run_dir.name} "))
+    test = yaml.safe_load((run_dir / "metrics.json").read_text())["test"]
     assert "| baseline | 48 |" in row and f"| {test['accuracy']:.3f} |" in row
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY, TINY_BASELINE, write_image
+from conftest import (
+    RETRAIN_OPTIONS_EPOCHS,
+    TINY,
+    TINY_BASELINE,
+    TINY_ONE_EPOCH,
+    TINY_TRIALS,
+    best_point_only,
+    write_image,
+)
 
 import data
 import search
@@ -55,14 +63,13 @@ METRIC_KEYS = {
 }
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run(*flags: str) -> int:
     return search.main([*TINY, *flags])
+
+
+def run_search_only(workdir: Path, *flags: str) -> int:
+    """A run for a check of the search's own trials: the best point alone retrained, for one epoch."""
+    return search.main([*TINY_ONE_EPOCH, *best_point_only(workdir), *flags])
 
 
 def only_run(reports: Path) -> Path:
@@ -177,7 +184,7 @@ def test_model_card_in_hugging_face_layout(tiny_runs):
 
 
 def test_hyperband_runs_its_schedule_with_the_baseline_first_and_says_it_decides(workdir, capsys):
-    assert run("--tuner", "hyperband", "--epochs", "2", "--max-trials", "3") == 0
+    assert run_search_only(workdir, "--tuner", "hyperband", "--epochs", "2", "--max-trials", "3") == 0
     trials = pd.read_csv(only_run(workdir / "reports") / "trials.csv")
     assert len(trials) == 2  # Hyperband's schedule for max_epochs=2, factor=3
     assert trials.iloc[0]["learning_rate"] == BASELINE["learning_rate"]
@@ -226,7 +233,7 @@ def assert_tuner_keeps_no_weights(run_dir: Path, trials: int) -> None:
 
 
 def test_bayesian_search_starts_from_the_baseline(workdir):
-    assert run("--tuner", "bayesian", "--max-trials", "2", "--epochs", "1") == 0
+    assert run_search_only(workdir, "--tuner", "bayesian", "--max-trials", "2", "--epochs", "1") == 0
     trials = pd.read_csv(only_run(workdir / "reports") / "trials.csv")
     assert len(trials) == 2
     assert {name: trials.iloc[0][name] for name in BASELINE} == pytest.approx(BASELINE)
@@ -279,29 +286,24 @@ def test_a_run_recorded_before_intervals_still_renders(tiny_runs, tmp_path):
     assert "[card](" in (tmp_path / "index.md").read_text()
 
 
-def test_cosine_schedule_decays_the_retrain_learning_rate(workdir):
-    (workdir / "cosine.yaml").write_text("final_schedule: cosine\n")
-    assert run("--baseline", "--config", "cosine.yaml", "--final-epochs", "4") == 0
-    run_dir = only_run(workdir / "reports")
+def test_cosine_schedule_decays_the_retrain_learning_rate(retrain_options_run):
+    run_dir = retrain_options_run  # cosine, weight averaging and youden_or_half, four epochs
     rates = pd.read_csv(run_dir / "history.csv")["learning_rate"].tolist()
     start = BASELINE["learning_rate"]
     # Epoch e trains at start * (1 + cos(pi * e / 4)) / 2.
+    assert len(rates) == RETRAIN_OPTIONS_EPOCHS == 4
     assert rates == pytest.approx([start, start * 0.8536, start * 0.5, start * 0.1464], rel=1e-3)
     assert "cosine learning rate" in (run_dir / "report.md").read_text()
 
 
-def test_a_retrain_with_weight_averaging_runs_to_its_report(workdir):
-    (workdir / "ema.yaml").write_text("final_ema_momentum: 0.9\n")
-    assert run("--baseline", "--config", "ema.yaml", "--final-epochs", "2") == 0
-    run_dir = only_run(workdir / "reports")
+def test_a_retrain_with_weight_averaging_runs_to_its_report(retrain_options_run):
+    run_dir = retrain_options_run
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["final_ema_momentum"] == 0.9
-    assert len(pd.read_csv(run_dir / "history.csv")) == 2 and (run_dir / "report.md").exists()
+    assert len(pd.read_csv(run_dir / "history.csv")) == RETRAIN_OPTIONS_EPOCHS and (run_dir / "report.md").exists()
 
 
-def test_the_youden_or_half_rule_chooses_on_validation_patients(workdir):
-    (workdir / "rule.yaml").write_text("threshold: youden_or_half\n")
-    assert run("--baseline", "--config", "rule.yaml", "--final-epochs", "1") == 0
-    run_dir = only_run(workdir / "reports")
+def test_the_youden_or_half_rule_chooses_on_validation_patients(retrain_options_run):
+    run_dir = retrain_options_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     predictions = pd.read_csv(run_dir / "predictions.csv").query("split == 'validation'")
     patients = [data.patient_id(Path(file)) for file in predictions["file"]]
@@ -312,8 +314,9 @@ def test_the_youden_or_half_rule_chooses_on_validation_patients(workdir):
     assert "0.5 unless Youden's J on validation is clearly higher" in (run_dir / "report.md").read_text()
 
 
-def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch, capsys):
-    flags = ("--tuner", "random", "--max-trials", "3", "--epochs", "1")
+def test_interrupted_search_resumes_keeping_finished_trials_and_repeats_the_seeds_sequence(
+    workdir, tiny_runs, monkeypatch, capsys
+):
     original = tuning.TrialRecorder.run_trial
     ran = []
 
@@ -324,7 +327,7 @@ def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch
         return original(self, trial, *args, **kwargs)
 
     monkeypatch.setattr(tuning.TrialRecorder, "run_trial", interrupt_second_trial)
-    assert run(*flags) == 130
+    assert run_search_only(workdir, *TINY_TRIALS) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     run_dir = only_run(workdir / "reports")
     assert not (run_dir / "report.md").exists()
@@ -336,11 +339,17 @@ def test_interrupted_search_resumes_keeping_finished_trials(workdir, monkeypatch
         "run_trial",
         lambda self, trial, *a, **k: ran.append(trial.trial_id) or original(self, trial, *a, **k),
     )
-    assert run(*flags) == 0
+    assert run_search_only(workdir, *TINY_TRIALS) == 0
     assert ran == ["1", "2"]  # trial 0 was kept, not run again
     trials = pd.read_csv(run_dir / "trials.csv")
     assert list(trials["trial_id"]) == [0, 1, 2]
     assert trials.iloc[0]["objective"] == pytest.approx(first_score)
+    # The same search settings and seed repeat the trial sequence: this run, stopped and resumed, drew the points
+    # that the tiny search (run through, in this process or another xdist worker) drew. (Only the retrain differs.)
+    uninterrupted = pd.read_csv(tiny_runs.search / "trials.csv")
+    columns = [name for name in uninterrupted.columns if name in BASELINE]
+    pd.testing.assert_frame_equal(trials[columns], uninterrupted[columns])
+    assert len(trials[columns].drop_duplicates()) == 3  # three different points, not one repeated
 
 
 def test_finished_run_is_not_overwritten_by_accident(workdir, tiny_runs, capsys):
@@ -393,7 +402,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(workdir, monkeypatch,
         return model.fit(*args, **kwargs)
 
     monkeypatch.setattr(ChestXRayHyperModel, "fit", fit)
-    assert run("--tuner", "random", "--max-trials", "3", "--epochs", "1") == 0
+    assert search.main([*TINY_ONE_EPOCH, "--tuner", "random", "--max-trials", "3", "--epochs", "1"]) == 0
     run_dir = only_run(workdir / "reports")
     trials = pd.read_csv(run_dir / "trials.csv", keep_default_na=False)
     assert list(trials["status"]) == ["COMPLETED", "FAILED", "FAILED"]
