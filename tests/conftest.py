@@ -152,3 +152,15 @@ def make_layout(root: Path, per_class: int = 3, splits: tuple[str, ...] = ("trai
             for i in range(per_class):
                 write_image(root / split / class_name / f"{stem.format(i + 1)}.jpeg")
     return root
+
+
+# Unit tests apart from end-to-end runs: `python -m pytest -m "not e2e"` is the fast subset. A test is end to end
+# when it reads a scenario run (the fixtures above) or its module says so (`pytestmark = pytest.mark.e2e`: it
+# trains models, runs search.py, predict.py or a bench script); a single such test elsewhere carries the mark.
+SCENARIO_FIXTURES = {"tiny_runs", "retrain_options_run", "workdir", "jax_run", "cluster", "kept_search"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SCENARIO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -21,6 +21,8 @@ import predict
 from config import ConfigError
 from runtime import backends
 
+pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "reporting", "runtime")
 # float32, so that TensorFlow can reproduce its probabilities to 1e-5 (bfloat16 rounds differently per backend).

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # every test here runs a bench script, most of them training
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 NUMBER = r"[-+]?\d+(?:\.\d+)?"
 

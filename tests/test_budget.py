@@ -222,6 +222,7 @@ def test_every_preset_loads_and_lists_only_what_it_changes() -> None:
                 assert default[key] != value, f"{preset.name}: {key} repeats config.yaml's {value!r}"
 
 
+@pytest.mark.e2e
 def test_a_budgeted_run_prints_and_records_its_plan_and_a_budget_too_small_is_refused(tmp_path, monkeypatch, capsys):
     import json
     import re

@@ -21,6 +21,8 @@ import search
 from config import Distributed
 from runtime import distributed
 
+pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
+
 SEARCH = Path(search.__file__)
 # The name the settings below derive: the search's workers are under test, so the chief retrains the best point
 # alone (conftest.best_point_only), not the finalists.

@@ -69,6 +69,7 @@ def test_the_weighted_ensemble_is_one_keras_model_that_predicts_the_weighted_mea
     assert weighted_ensemble(members, [0.0, 1.0, 0.0], ["00", "05", "09"]) is members[1]
 
 
+@pytest.mark.e2e
 def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(synthetic_root):
     import data
     from pipeline import training

@@ -63,6 +63,7 @@ def test_defaults_of_the_space_are_the_baseline():
     assert space.values == BASELINE
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_points_build_and_train_a_step(seed):
     model_maker = hypermodel(image_size=48)
@@ -148,6 +149,7 @@ def test_label_smoothing_reaches_the_loss():
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
 
 
+@pytest.mark.e2e
 def test_brightness_and_contrast_augment_in_training_and_are_not_saved(tmp_path):
     from hypermodel import without_augmentation
 
@@ -175,6 +177,7 @@ def test_single_point_ranges_are_fixed_and_must_hold_the_baseline():
         hypermodel(pooling=["average"])
 
 
+@pytest.mark.e2e
 def test_padded_batches_train_and_score_as_their_real_rows_alone(synthetic_root):
     """data.to_dataset pads last batches with zero-weight rows: one epoch on them gives the same logs and weights,
     to float noise, as on short last batches (dropout and augmentation off, so nothing is drawn at random)."""

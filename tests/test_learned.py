@@ -16,6 +16,8 @@ import runs
 from config import load_recorded
 from reporting import figures, report
 
+pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
+
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "bench" / "results" / "quality"
 SEARCH_FIGURES = [name for name, _ in figures.SEARCH_FIGURES]

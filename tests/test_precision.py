@@ -47,6 +47,7 @@ def test_a_policy_asked_for_is_kept(monkeypatch):
     assert precision.resolve("mixed_float16")[0] == "mixed_float16"
 
 
+@pytest.mark.e2e
 def test_mixed_model_computes_in_bfloat16_but_outputs_loss_and_metrics_in_float32(tmp_path):
     model = ChestXRayHyperModel(48, 1, CONFIG.search_space.as_dict(), CONFIG.augmentation.as_dict(), "mixed_bfloat16").build(
         baseline_hyperparameters()

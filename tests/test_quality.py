@@ -14,6 +14,8 @@ import pytest
 
 from reporting import report
 
+pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
+
 QUALITY = Path(__file__).parents[1] / "bench" / "quality.py"
 SMOKE = ("--smoke",)  # tiny runs on generated images: quality.SMOKE_FLAGS for every search.py run
 # The tuned protocol of seeds 45-47 (one retrain): the fastest search to run end to end, and its runs are named tuned-*.

@@ -25,6 +25,8 @@ from hypermodel import BASELINE, ChestXRayHyperModel, baseline_hyperparameters, 
 from pipeline import tuning
 from reporting import figures
 
+pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
+
 REPO = Path(search.__file__).resolve().parent
 RANDOM = ["--tuner", "random", "--epochs", "1"]
 

@@ -44,6 +44,7 @@ def test_a_clearly_worse_challenger_leaves_the_race_and_a_close_one_races_on():
     assert [r["trial_id"] for r in repeats.race_round([incumbent, near, worse], labels, patients, 2)] == ["03"]
 
 
+@pytest.mark.e2e
 def test_finalists_repeat_resume_repeat_by_repeat_and_the_model_averages_them(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "repeats.yaml").write_text("finalists: 1\nrepeats: 2\nobjective: val_log_loss\n")

@@ -41,6 +41,7 @@ def fit(folder, point=POINT, epochs=6, stop_after=None):
     return model, backup
 
 
+@pytest.mark.e2e
 def test_an_interrupted_retrain_goes_on_from_its_last_epoch_and_keeps_the_best(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path, stop_after=3)
@@ -59,6 +60,7 @@ def test_an_interrupted_retrain_goes_on_from_its_last_epoch_and_keeps_the_best(t
     assert kept == pytest.approx(max(aucs), abs=1e-6)
 
 
+@pytest.mark.e2e
 def test_a_backup_of_another_point_is_not_resumed(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path, stop_after=2)
@@ -80,6 +82,7 @@ def test_epochs_whose_objective_is_not_a_number_are_backed_up_without_a_best(tmp
     ]
 
 
+@pytest.mark.e2e
 def test_with_weight_averaging_the_kept_model_is_the_average_validation_scored(tmp_path):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((6,))

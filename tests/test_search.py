@@ -210,6 +210,7 @@ def test_a_class_of_one_patient_is_named_before_anything_trains(workdir, capsys)
     assert "undecodable" not in err
 
 
+@pytest.mark.e2e
 def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
     code = "from runtime import backends\nbackends.activate('tensorflow')\nimport tensorflow as tf\ntf.config.list_physical_devices('GPU')"
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

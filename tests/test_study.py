@@ -279,6 +279,7 @@ def _get_json(url: str) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.e2e
 def test_optuna_dashboard_opens_the_study_file(written: Path, committed: tuple[pd.DataFrame, dict, str]) -> None:
     pytest.importorskip("optuna_dashboard")
     executable = Path(sys.executable).with_name("optuna-dashboard")
