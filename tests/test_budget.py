@@ -227,18 +227,18 @@ def test_a_budgeted_run_prints_and_records_its_plan_and_a_budget_too_small_is_re
     import json
     import re
 
-    from conftest import TINY
+    from conftest import TINY, TINY_ONE_EPOCH, best_point_only
 
     monkeypatch.chdir(tmp_path)
-    flags = [*TINY, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--time-budget", "10m"]
-    assert search.main(flags) == 0
+    flags = [*TINY_ONE_EPOCH, *best_point_only(tmp_path), "--tuner", "random", "--max-trials", "2", "--epochs", "1"]
+    assert search.main([*flags, "--time-budget", "10m"]) == 0
     out = capsys.readouterr().out
-    assert out.count("Time budget 10m, ") == 3  # before each trial, re-planned
-    assert "more trials (0 done of 3)" in out and "priced from a timed epoch of the baseline's point" in out
-    assert "priced from this run's 2 finished trials" in out
-    run_dir = tmp_path / "reports" / "synthetic-search-random-48px-seed7-budget10m"
+    assert out.count("Time budget 10m, ") == 2  # before each trial, re-planned
+    assert "more trials (0 done of 2)" in out and "priced from a timed epoch of the baseline's point" in out
+    assert "priced from this run's 1 finished trials" in out
+    run_dir = tmp_path / "reports" / "synthetic-best_point-search-random-48px-seed7-budget10m"
     recorded = json.loads((run_dir / "metrics.json").read_text())["budget"]
-    assert (recorded["seconds"], recorded["text"], recorded["cut"], len(recorded["plans"])) == (600, "10m", [], 3)
+    assert (recorded["seconds"], recorded["text"], recorded["cut"], len(recorded["plans"])) == (600, "10m", [], 2)
     assert "| time budget | 10m: " in (run_dir / "report.md").read_text()
 
     assert search.main([*TINY, "--time-budget", "5s"]) == 2

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import TINY_ONE_EPOCH
 
 import predict
 import search
@@ -48,7 +48,7 @@ def test_a_clearly_worse_challenger_leaves_the_race_and_a_close_one_races_on():
 def test_finalists_repeat_resume_repeat_by_repeat_and_the_model_averages_them(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "repeats.yaml").write_text("finalists: 1\nrepeats: 2\nobjective: val_log_loss\n")
-    flags = [*TINY, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--config", "repeats.yaml"]
+    flags = [*TINY_ONE_EPOCH, "--tuner", "random", "--max-trials", "2", "--epochs", "1", "--config", "repeats.yaml"]
     evaluate = final_model.evaluate_finalists
     monkeypatch.setattr(final_model, "evaluate_finalists", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert search.main(flags) == 130
@@ -57,7 +57,7 @@ def test_finalists_repeat_resume_repeat_by_repeat_and_the_model_averages_them(tm
     assert search.main(flags) == 0
     out = capsys.readouterr().out
     # Every repeat of every finalist was backed up whole: the second run trains none of them again.
-    assert out.count("Resuming the retrain after epoch 2") == 4 and "repeat 2 of 2" in out
+    assert out.count("Resuming the retrain after epoch 1") == 4 and "repeat 2 of 2" in out
 
     run_dir = tmp_path / "reports" / "synthetic-repeats-search-random-48px-seed7"
     metrics = json.loads((run_dir / "metrics.json").read_text())
