@@ -100,9 +100,12 @@ def test_ensemble_size_is_retired_for_new_runs(tmp_path):
 FINALISTS = [*TINY_ONE_EPOCH, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--config", "finalists.yaml"]
 
 
-def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalist(workdir, monkeypatch, capsys):
-    # One finalist besides the baseline's point: the better of the two other trials on the search's score.
-    (workdir / "finalists.yaml").write_text("finalists: 1\nobjective: val_log_loss\nthreshold: plateau\n")
+def test_a_finalist_search_repeats_its_finalists_chooses_on_validation_and_resumes_repeat_by_repeat(
+    workdir, monkeypatch, capsys
+):
+    # One finalist besides the baseline's point (the better of the two other trials on the search's score), each
+    # retrained twice with training seeds of their own (pipeline/repeats.py).
+    (workdir / "finalists.yaml").write_text("finalists: 1\nrepeats: 2\nobjective: val_log_loss\nthreshold: plateau\n")
     evaluate = final_model.evaluate_finalists
 
     def interrupted(*args, **kwargs):
@@ -114,7 +117,8 @@ def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalis
     monkeypatch.setattr(final_model, "evaluate_finalists", evaluate)
     assert search.main(FINALISTS) == 0
     out = capsys.readouterr().out
-    assert out.count("Resuming the retrain after epoch 1") == 2 and "Trial 1 of" not in out
+    # Every repeat of every finalist was backed up whole: the second run trains none of them again.
+    assert out.count("Resuming the retrain after epoch 1") == 4 and "Trial 1 of" not in out and "repeat 2 of 2" in out
 
     run_dir = workdir / "reports" / "synthetic-finalists-search-random-48px-seed7"
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -125,18 +129,29 @@ def test_a_finalist_search_chooses_on_validation_and_resumes_finalist_by_finalis
     others = trials[trials["trial_id"] != finalists[0]["trial_id"]]
     assert len(others) == 2 and finalists[1]["trial_id"] == others.loc[others["objective"].idxmin(), "trial_id"]
     assert finalists[1]["search_score"] == pytest.approx(others["objective"].min())
+    assert [[r["training_seed"] for r in f["repeats"]] for f in finalists] == [[7, 1007], [7, 1007]]
+    assert [r["round"] for r in metrics["selection"]["racing"]] == [1]
     predictions = pd.read_csv(run_dir / "predictions.csv")
+    for f in finalists:  # a finalist's column is its repeats' mean; the repeats differ (seeds of their own)
+        column = f"p_finalist_{f['trial_id']}"
+        mean = (predictions[f"{column}_r1"] + predictions[f"{column}_r2"]) / 2
+        assert predictions[column].to_numpy() == pytest.approx(mean.to_numpy(), abs=1e-12)
+        assert not np.allclose(predictions[f"{column}_r1"], predictions[f"{column}_r2"])
     columns = [f"p_finalist_{f['trial_id']}" for f in finalists]
     mixed = sum(f["weight"] * predictions[column] for f, column in zip(finalists, columns))
     assert predictions["p_pneumonia"].to_numpy() == pytest.approx(mixed.to_numpy(), abs=1e-6)
     assert "last_objective" in trials.columns
     text = (run_dir / "report.md").read_text()
     assert "## Finalists and the chosen model" in text and "| **the chosen model** |" in text
-    assert text.count("| the baseline's point |") == 1 and "Greedy ensemble selection on validation log loss" in text
+    assert "Greedy ensemble selection on validation log loss" in text
+    # Its row among the finalists, then one per repeat among the members, with the race.
+    assert text.count("| the baseline's point |") == 3 and "| the baseline's point | 2 | 1007 |" in text
+    assert "The delivered model averages repeats" in text and "Racing (challenger's validation log loss" in text
     assert (run_dir / "finalists.png").exists()
-    assert "**Chosen among finalists**" in (run_dir / "model_card.md").read_text()
+    card = (run_dir / "model_card.md").read_text()
+    assert "**Chosen among finalists**" in card and "The delivered model's members" in card
 
-    csv = workdir / "served.csv"
+    csv = workdir / "served.csv"  # the repeats' weighted average, served as one model
     assert predict.main([str(workdir / "data" / "synthetic" / "test"), "--run", str(run_dir), "--csv", str(csv)]) == 0
     served = pd.read_csv(csv).merge(predictions.query("split == 'test'"), on="file")
     assert served["p_pneumonia_x"].to_numpy() == pytest.approx(served["p_pneumonia_y"].to_numpy(), abs=1e-5)

@@ -1,19 +1,15 @@
 """Repeats and racing (pipeline/repeats.py): each finalist retrained with training seeds of its own, challengers
-raced against the incumbent on their repeats' mean, and a delivered model that averages repeats."""
+raced against the incumbent on their repeats' mean, within a time budget. A finalist run with repeats end to end
+(resumed repeat by repeat, its model averaging them, served by predict.py) is in tests/test_final_model.py."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import TINY_ONE_EPOCH
 
-import predict
-import search
-from pipeline import final_model, repeats
+from pipeline import repeats
 
 
 def test_the_first_repeat_trains_with_the_runs_seed_and_each_other_with_one_of_its_own():
@@ -45,45 +41,6 @@ def test_a_clearly_worse_challenger_leaves_the_race_and_a_close_one_races_on():
 
 
 @pytest.mark.e2e
-def test_finalists_repeat_resume_repeat_by_repeat_and_the_model_averages_them(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "repeats.yaml").write_text("finalists: 1\nrepeats: 2\nobjective: val_log_loss\n")
-    flags = [*TINY_ONE_EPOCH, "--tuner", "random", "--max-trials", "2", "--epochs", "1", "--config", "repeats.yaml"]
-    evaluate = final_model.evaluate_finalists
-    monkeypatch.setattr(final_model, "evaluate_finalists", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    assert search.main(flags) == 130
-    capsys.readouterr()
-    monkeypatch.setattr(final_model, "evaluate_finalists", evaluate)
-    assert search.main(flags) == 0
-    out = capsys.readouterr().out
-    # Every repeat of every finalist was backed up whole: the second run trains none of them again.
-    assert out.count("Resuming the retrain after epoch 1") == 4 and "repeat 2 of 2" in out
-
-    run_dir = tmp_path / "reports" / "synthetic-repeats-search-random-48px-seed7"
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    finalists = metrics["finalists"]
-    assert [[r["training_seed"] for r in f["repeats"]] for f in finalists] == [[7, 1007], [7, 1007]]
-    assert [r["round"] for r in metrics["selection"]["racing"]] == [1]
-    predictions = pd.read_csv(run_dir / "predictions.csv")
-    for f in finalists:
-        column = f"p_finalist_{f['trial_id']}"
-        mean = (predictions[f"{column}_r1"] + predictions[f"{column}_r2"]) / 2
-        assert predictions[column].to_numpy() == pytest.approx(mean.to_numpy(), abs=1e-12)
-        assert not np.allclose(predictions[f"{column}_r1"], predictions[f"{column}_r2"])  # seeds of their own
-    mixed = sum(f["weight"] * predictions[f"p_finalist_{f['trial_id']}"] for f in finalists)
-    assert predictions["p_pneumonia"].to_numpy() == pytest.approx(mixed.to_numpy(), abs=1e-6)
-    text = (run_dir / "report.md").read_text()
-    assert "The delivered model averages repeats" in text and "Racing (challenger's validation log loss" in text
-    assert text.count("| the baseline's point | 2 | 1007 |") == 1
-    assert "The delivered model's members" in (run_dir / "model_card.md").read_text()
-
-    # predict.py serves the repeats' average as one model.
-    csv = tmp_path / "served.csv"
-    assert predict.main([str(tmp_path / "data" / "synthetic" / "test"), "--run", str(run_dir), "--csv", str(csv)]) == 0
-    served = pd.read_csv(csv).merge(predictions.query("split == 'test'"), on="file")
-    assert served["p_pneumonia_x"].to_numpy() == pytest.approx(served["p_pneumonia_y"].to_numpy(), abs=1e-5)
-
-
 def test_a_budget_keeps_the_baselines_repeats_and_races_challengers_only_while_they_fit():
     import budget
 
