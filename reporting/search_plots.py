@@ -5,7 +5,8 @@ likes. Trial 0 is the baseline (see tuning.BaselineFirst) and is drawn as a red 
 it appears; the baseline's own values, where given, as a red dotted line. A search with no completed
 trial gives a figure with a note, never an error, and one with few trials says so in its title.
 
-One concern: the search's figures. It imports matplotlib, numpy, pandas and study.py (which columns are
+One concern: the search's figures. It imports matplotlib, numpy, pandas, config.py (which hyperparameters are
+drawn on a log scale) and study.py (which columns are
 hyperparameters, the baseline trial, the objective's direction); figures.py saves them for the report.
 """
 
@@ -23,6 +24,7 @@ from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
+from config import hyperparameter
 from reporting.study import MIN_TRIALS, is_baseline_trial, space_key
 from reporting.tables import hyperparameter_columns, maximised
 
@@ -119,7 +121,7 @@ def objective_by_hyperparameter_figure(
             ax.set_xlim(-0.5, len(levels) - 0.5)
         else:
             x = values.to_numpy(dtype=float)
-            if name == "learning_rate":  # sampled on a log scale, shown over the whole range searched
+            if _log_sampled(name):  # shown over the whole range searched, on the scale it was drawn on
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
                 bounds = (search_space or {}).get(name)
@@ -154,7 +156,7 @@ def _axis(
     bounds = (search_space or {}).get(space_key(name))
     # The search space's range shows where in it the best trials lie; without one, the values' range.
     low, high = (bounds["min"], bounds["max"]) if isinstance(bounds, dict) else (np.nanmin(numbers), np.nanmax(numbers))
-    log = name == "learning_rate" and low > 0
+    log = _log_sampled(name) and low > 0
     to_axis = np.log10 if log else np.asarray
     start, end = float(to_axis(low)), float(to_axis(high))
     if end <= start:
@@ -307,3 +309,9 @@ def finalists_figure(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return figure
+
+
+def _log_sampled(name: str) -> bool:
+    """Whether the search space declares `name` drawn on a log scale (config.HYPERPARAMETERS)."""
+    declared = hyperparameter(name)
+    return declared is not None and declared.kind == "log"

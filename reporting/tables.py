@@ -1,6 +1,6 @@
 """How figures read in the reports: Markdown tables, numbers with their intervals, durations, the threshold
-rule in words. One concern: formatting. It imports nothing of this project, so runs.py, report.py and
-model_card.py can all share it.
+rule in words. One concern: formatting. It imports config.py alone of this project (Keras Tuner's prefix), so
+every report module can share it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
+
+from config import TUNER_PREFIX
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,7 +95,7 @@ def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a trials table (not Keras Tuner's bookkeeping)."""
     # started and ended: each trial's wall-clock times, in runs since tuning.py records them.
     fixed = {"trial_id", "status", "objective", "last_objective", "epochs_run", "seconds", "started", "ended", "error"}
-    return [name for name in trials.columns if name not in fixed and not name.startswith("tuner/")]
+    return [name for name in trials.columns if name not in fixed and not name.startswith(TUNER_PREFIX)]
 
 
 def finalists_table(metrics: dict[str, Any]) -> str:
