@@ -6,8 +6,8 @@ it appears; the baseline's own values, where given, as a red dotted line. A sear
 trial gives a figure with a note, never an error, and one with few trials says so in its title.
 
 One concern: the search's figures. It imports matplotlib, numpy, pandas, config.py (which hyperparameters are
-drawn on a log scale) and study.py (which columns are
-hyperparameters, the baseline trial, the objective's direction); figures.py saves them for the report.
+drawn on a log scale) and study.py (which columns are hyperparameters, the baseline trial, the objective's
+direction); figures.py saves them for the report.
 """
 
 from __future__ import annotations
