@@ -107,7 +107,7 @@ def finalists_table(metrics: dict[str, Any]) -> str:
     ]  # fmt: skip
     rows = [
         [
-            "the baseline's point" if finalist["is_baseline"] else f"trial {finalist['trial_id']}",
+            finalist_name(finalist),
             finalist["search_score"], finalist["search_last_score"], finalist["kept_epoch"],
             finalist["validation"]["roc_auc"], finalist["validation"]["log_loss"], finalist["weight"],
             finalist["test"]["threshold"], with_interval(finalist["test"], "accuracy"),
@@ -129,7 +129,7 @@ def selection_sentence(metrics: dict[str, Any]) -> str:
     """How the final model was chosen, and whether validation replaced the baseline's point, in words."""
     selection, finalists = metrics["selection"], metrics["finalists"]
     race, greedy = selection["race"], selection["greedy_weights"]
-    names = ["the baseline's point" if f["is_baseline"] else f"trial {f['trial_id']}" for f in finalists]
+    names = [finalist_name(finalist) for finalist in finalists]
     bag = ", ".join(f"{name} {weight:.1f}" for name, weight in zip(names, greedy) if weight > 0)
     if sum(weight > 0 for weight in greedy) == 1 and greedy[0] > 0:
         return f"Greedy ensemble selection on validation log loss chose {bag}: it kept the baseline's point alone."
