@@ -279,6 +279,15 @@ def paired_difference(
     }
 
 
+def log_loss_gap(
+    labels: np.ndarray, first: np.ndarray, second: np.ndarray, patients: Sequence[str]
+) -> dict[str, Any]:
+    """`first`'s log loss minus `second`'s on one split, with a paired 95% interval over resampled patients;
+    `above_zero` where the whole interval lies above 0, i.e. `first` is clearly the worse of the two."""
+    paired = paired_difference(labels, [((first, 0.5), (second, 0.5))], patients)["log_loss"]
+    return {**paired, "above_zero": bool(paired["ci95"][0] > 0)}
+
+
 def brier_scores(predictions: pd.DataFrame) -> dict[str, float]:
     """Mean squared error of P(pneumonia) per split: 0 is perfect, 0.25 is a constant 0.5."""
     return {

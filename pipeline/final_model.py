@@ -27,7 +27,7 @@ import numpy as np
 from evaluation import (
     classification_metrics,
     image_log_loss,
-    paired_difference,
+    log_loss_gap,
     predict_split,
     predictions_table,
     scored,
@@ -134,8 +134,8 @@ def race_against_incumbent(
 ) -> dict[str, Any]:
     """The incumbent's validation log loss minus the challenger's, with a paired 95% interval over resampled
     validation patients; the challenger wins only where the interval lies above 0."""
-    paired = paired_difference(labels, [((incumbent, 0.5), (challenger, 0.5))], patients)["log_loss"]
-    return {**paired, "challenger_wins": bool(paired["ci95"][0] > 0)}
+    gap = log_loss_gap(labels, incumbent, challenger, patients)
+    return {"difference": gap["difference"], "ci95": gap["ci95"], "challenger_wins": gap["above_zero"]}
 
 
 def choose(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evaluation import paired_difference, predict_split
+from evaluation import log_loss_gap, predict_split
 
 if TYPE_CHECKING:
     from config import Settings
@@ -133,5 +133,5 @@ def compare(
 ) -> dict[str, Any]:
     """The challenger's validation log loss minus the incumbent's, with a paired 95% interval over resampled
     validation patients; clearly worse where the whole interval lies above 0."""
-    paired = paired_difference(labels, [((challenger, 0.5), (incumbent, 0.5))], patients)["log_loss"]
-    return {"difference": paired["difference"], "ci95": paired["ci95"], "clearly_worse": bool(paired["ci95"][0] > 0)}
+    gap = log_loss_gap(labels, challenger, incumbent, patients)
+    return {"difference": gap["difference"], "ci95": gap["ci95"], "clearly_worse": gap["above_zero"]}
