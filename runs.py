@@ -234,6 +234,11 @@ class RunResult:
         write_text(folder.file(METRICS_FILE), json.dumps(self.metrics, indent=2))
 
 
+def point_name(trial_id: str, is_baseline: bool) -> str:
+    """How logs, metrics' readers and reports name a finalist point."""
+    return "the baseline's point" if is_baseline else f"trial {trial_id}"
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` that replaces it only once written completely."""

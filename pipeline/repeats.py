@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation import log_loss_gap, predict_split
+from runs import point_name
 
 if TYPE_CHECKING:
     from config import Settings
@@ -53,7 +54,7 @@ class Finalist:
 
     @property
     def name(self) -> str:
-        return "the baseline's point" if self.candidate.is_baseline else f"trial {self.candidate.trial_id}"
+        return point_name(self.candidate.trial_id, self.candidate.is_baseline)
 
     def mean_validation(self, count: int | None = None) -> np.ndarray:
         """The mean P(pneumonia) of its first `count` repeats (all by default) on validation."""

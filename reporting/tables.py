@@ -10,6 +10,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from config import TUNER_PREFIX
+from runs import point_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,7 +148,8 @@ def selection_sentence(metrics: dict[str, Any]) -> str:
 
 
 def finalist_name(finalist: dict[str, Any]) -> str:
-    return "the baseline's point" if finalist["is_baseline"] else f"trial {finalist['trial_id']}"
+    """A finalist's name, from its metrics.json entry."""
+    return point_name(finalist["trial_id"], finalist["is_baseline"])
 
 
 def members_table(metrics: dict[str, Any]) -> str | None:
