@@ -130,8 +130,7 @@ def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool 
             f"in {config['precision']} beside this one to go by"
         )
     else:
-        finalists = (int(config.get("finalists") or 0) + 1) * int(config.get("repeats") or 1)
-        retrains = max(int(config.get("ensemble_size") or 1), finalists)  # ensemble_size: older runs
+        retrains = _retrains(config) if search else 1  # a baseline run trains its one model, whatever the keys say
         total += retrains * config["final_epochs"] * retrain[1]
         times = f"{retrains} retrains x " if retrains > 1 else ""
         parts.append(
@@ -139,6 +138,13 @@ def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool 
             f"{format_duration(retrain[1])} from {retrain[0].name}'s history.csv"
         )
     return f"Expected {'time left' if resumed else 'wall time'}: about {format_duration(total)} ({'; '.join(parts)})"
+
+
+def _retrains(config: Mapping[str, Any]) -> int:
+    """How many full-length retrains a search's final stage runs: each finalist and the baseline's point, each
+    `repeats` times (at most; racing may drop some), or `ensemble_size` members in runs made before finalists."""
+    finalists = (int(config.get("finalists") or 0) + 1) * int(config.get("repeats") or 1)
+    return max(int(config.get("ensemble_size") or 1), finalists)
 
 
 def _search_part(run_dir: Path, config: Mapping[str, Any], others: list[Path]) -> tuple[float, str, bool] | None:

@@ -142,6 +142,10 @@ def test_start_estimate_from_a_finished_run_beside(tmp_path: Path) -> None:
     assert f"about {format_duration(search + 4 * 45 * epoch)} " in start_estimate(
         tmp_path / "new", {**config, "finalists": 3}
     )
+    # A baseline run trains one model even under a config that retrains finalists and repeats them.
+    assert start_estimate(tmp_path / "new", {**config, "finalists": 4, "repeats": 3}, search=False).startswith(
+        f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs"
+    )
 
 
 def test_start_estimate_needs_a_run_that_costs_the_same(tmp_path: Path) -> None:
