@@ -289,11 +289,13 @@ class Planner:
         )
         return False
 
-    def finalists_that_fit(self, works: Sequence[float]) -> int:
+    def finalists_that_fit(self, works: Sequence[float], begun: int = 0) -> int:
         """How many of the candidates (the baseline's point first) the final stage retrains once each, beside the
-        baseline's further repeats; records the cut."""
+        baseline's further repeats; records the cut. The first `begun` candidates, whose retrains a resumed run had
+        begun, are kept whatever is left: their finished epochs are never thrown away."""
         extra = self.repeats - 1
         count = max(self.budget.affordable(self.price, [works[0]] * extra + list(works), self.final_epochs) - extra, 1)
+        count = max(count, min(begun, len(works)))
         if count < len(works):
             self.budget.cuts.append(
                 f"{len(works) - count} of {len(works) - 1} finalists not retrained: "

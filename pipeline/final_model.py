@@ -65,8 +65,10 @@ def train_and_evaluate(
 
     backups = run_dir / RETRAIN_BACKUP
     if planner is not None and settings.finalists:
-        candidates = candidates[: planner.finalists_that_fit([hypermodel.work(tuning.searched_values(c.point)) for c in candidates])]
-    if settings.finalists and len(candidates) > 1:
+        works = [hypermodel.work(tuning.searched_values(c.point)) for c in candidates]
+        candidates = candidates[: planner.finalists_that_fit(works, begun=repeats.first_retrains_begun(candidates, backups))]
+    # With repeats, the baseline's point alone is still retrained `repeats` times: the model averages them.
+    if settings.finalists and (len(candidates) > 1 or settings.repeats > 1):
         finalists, comparisons = repeats.retrain_repeats(hypermodel, candidates, splits, settings, backups, planner)
         clock.lap("final_training")
         metrics, predictions, weights = evaluate_finalists(finalists, splits, settings)

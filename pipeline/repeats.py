@@ -71,6 +71,7 @@ def retrain_repeats(
     import data
     from hypermodel import without_augmentation
     from pipeline import training, tuning
+    from pipeline.resume import has_begun
 
     finalists = [Finalist(candidate) for candidate in candidates]
     labels = np.asarray(splits["validation"].labels)
@@ -82,7 +83,10 @@ def retrain_repeats(
                 continue
             work = hypermodel.work(tuning.searched_values(finalist.candidate.point))
             later = settings.repeats - repeat  # the incumbent's repeats still to come
-            if repeat > 1 and planner is not None and not planner.repeat_fits(work, later, f"{finalist.name}'s repeat {repeat}"):
+            backup = backup_root / _backup_name(finalist.candidate.trial_id, repeat)
+            # A repeat begun before a resume goes on whatever is left: its finished epochs are not thrown away.
+            priced = repeat > 1 and planner is not None and not has_begun(backup)
+            if priced and not planner.repeat_fits(work, later, f"{finalist.name}'s repeat {repeat}"):
                 finalist.left_race = f"the time budget held no repeat {repeat}"
                 continue
             print(
@@ -90,7 +94,6 @@ def retrain_repeats(
                 f"retrained for {settings.final_epochs} epochs"
             )
             seed = repeat_seed(settings.seed, repeat)
-            backup = backup_root / _backup_name(finalist.candidate.trial_id, repeat)
             model, history, kept = training.retrain(
                 hypermodel, finalist.candidate.point, splits, settings.replace(seed=seed), backup,
                 training.final_log_dir(backup, rank) if repeat == 1 else None, planner,
@@ -109,6 +112,15 @@ def retrain_repeats(
 def _backup_name(trial_id: str, repeat: int) -> str:
     """A repeat's backup folder: the first keeps the name a run without repeats gives it, so old runs resume."""
     return f"finalist-{trial_id}" if repeat == 1 else f"finalist-{trial_id}-repeat{repeat}"
+
+
+def first_retrains_begun(candidates: Sequence[Any], backup_root: Path) -> int:
+    """How many of the candidates, in order, began their first retrain before this process (round 1 retrains them
+    in order, so they are the first ones)."""
+    from pipeline.resume import has_begun
+
+    begun = [has_begun(backup_root / _backup_name(c.trial_id, 1)) for c in candidates]
+    return max((rank for rank, yes in enumerate(begun, start=1) if yes), default=0)
 
 
 def race_round(

@@ -24,6 +24,13 @@ import keras
 from runs import write_text
 from runtime import compat
 
+STATE_FILE = "state.json"  # the commit of each backed-up epoch: its presence means the retrain has begun
+
+
+def has_begun(folder: Path) -> bool:
+    """Whether a retrain backed up in `folder` finished an epoch in this or an earlier process."""
+    return (Path(folder) / STATE_FILE).exists()
+
 
 class RetrainBackup(keras.callbacks.Callback):
     """Keeps the weights of the epoch best on `objective` and restores them at the end, like EarlyStopping with
@@ -40,7 +47,7 @@ class RetrainBackup(keras.callbacks.Callback):
 
     @property
     def state_file(self) -> Path:
-        return self.folder / "state.json"
+        return self.folder / STATE_FILE
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self.state_file.exists():

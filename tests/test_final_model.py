@@ -104,8 +104,10 @@ def test_a_finalist_search_repeats_its_finalists_chooses_on_validation_and_resum
     workdir, monkeypatch, capsys
 ):
     # One finalist besides the baseline's point (the better of the two other trials on the search's score), each
-    # retrained twice with training seeds of their own (pipeline/repeats.py).
-    (workdir / "finalists.yaml").write_text("finalists: 1\nrepeats: 2\nobjective: val_log_loss\nthreshold: plateau\n")
+    # retrained twice with training seeds of their own (pipeline/repeats.py), under a time budget.
+    (workdir / "finalists.yaml").write_text(
+        "finalists: 1\nrepeats: 2\nobjective: val_log_loss\nthreshold: plateau\ntime_budget: 1h\n"
+    )
     evaluate = final_model.evaluate_finalists
 
     def interrupted(*args, **kwargs):
@@ -115,13 +117,17 @@ def test_a_finalist_search_repeats_its_finalists_chooses_on_validation_and_resum
     assert search.main(FINALISTS) == 130
     capsys.readouterr()
     monkeypatch.setattr(final_model, "evaluate_finalists", evaluate)
+    # The budget all but spent when the run resumes: the retrains it finished are still its finalists' repeats.
+    run_dir = workdir / "reports" / "synthetic-finalists-search-random-48px-seed7-budget1h"
+    clock = json.loads((run_dir / "wall_seconds.json").read_text())
+    (run_dir / "wall_seconds.json").write_text(json.dumps({**clock, "total": 3600 - 10}))
     assert search.main(FINALISTS) == 0
     out = capsys.readouterr().out
     # Every repeat of every finalist was backed up whole: the second run trains none of them again.
     assert out.count("Resuming the retrain after epoch 1") == 4 and "Trial 1 of" not in out and "repeat 2 of 2" in out
 
-    run_dir = workdir / "reports" / "synthetic-finalists-search-random-48px-seed7"
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert not any("not retrained" in cut for cut in metrics["budget"]["cut"])
     finalists = metrics["finalists"]
     assert len(finalists) == 2 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)
     assert all("log_loss" in f["validation"] and "search_last_score" in f for f in finalists)

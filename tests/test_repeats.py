@@ -57,3 +57,7 @@ def test_a_budget_keeps_the_baselines_repeats_and_races_challengers_only_while_t
     assert planner.repeat_fits(1.0, later_incumbent_repeats=0, what="trial 3's repeat 2")
     assert not planner.repeat_fits(1.0, later_incumbent_repeats=1, what="trial 3's repeat 2")
     assert "trial 3's repeat 2 not retrained" in planner.budget.cuts[-1]
+    # A resumed run keeps the finalists whose retrains it had begun, whatever is left, and records no cut for them.
+    cuts = len(planner.budget.cuts)
+    assert planner.finalists_that_fit([1.0, 1.0, 1.0]) == 1 and len(planner.budget.cuts) == cuts + 1
+    assert planner.finalists_that_fit([1.0, 1.0, 1.0], begun=3) == 3 and len(planner.budget.cuts) == cuts + 1
