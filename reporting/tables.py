@@ -180,6 +180,8 @@ def racing_sentence(metrics: dict[str, Any]) -> str | None:
     racing = metrics.get("selection", {}).get("racing")
     if racing is None:
         return None
+    if not racing and len(metrics.get("finalists") or []) == 1:
+        return "Racing: no challenger was retrained (the time budget held none), so none was raced."
     if not racing:
         return "Racing: no challenger had a repeat to compare (the finalists were retrained once each)."
     parts = []

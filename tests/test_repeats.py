@@ -61,3 +61,17 @@ def test_a_budget_keeps_the_baselines_repeats_and_races_challengers_only_while_t
     cuts = len(planner.budget.cuts)
     assert planner.finalists_that_fit([1.0, 1.0, 1.0]) == 1 and len(planner.budget.cuts) == cuts + 1
     assert planner.finalists_that_fit([1.0, 1.0, 1.0], begun=3) == 3 and len(planner.budget.cuts) == cuts + 1
+
+
+def test_the_racing_sentence_says_why_nothing_was_raced_or_gives_every_comparison():
+    from reporting.tables import racing_sentence
+
+    finalist = {"trial_id": "00", "is_baseline": True}
+    assert racing_sentence({"selection": {}}) is None  # a run without repeats
+    alone = {"finalists": [finalist], "selection": {"racing": []}}
+    assert "the time budget held none" in racing_sentence(alone)
+    once = {"finalists": [finalist, {"trial_id": "03", "is_baseline": False}], "selection": {"racing": []}}
+    assert "retrained once each" in racing_sentence(once)
+    record = {"round": 1, "trial_id": "03", "repeats": 1, "difference": 0.012, "ci95": [0.004, 0.02], "clearly_worse": True}
+    once["selection"]["racing"] = [record]
+    assert "round 1, trial 03 over 1 repeat: +0.0120 [+0.0040, +0.0200], clearly worse" in racing_sentence(once)
