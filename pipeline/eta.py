@@ -114,6 +114,8 @@ def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool 
     run_dir = Path(run_dir)
     others = _comparable_runs(run_dir, config, SEARCH_KEYS if search else RETRAIN_KEYS)
     parts, total, resumed = [], 0.0, False
+    # Racing drops repeats of the challengers it finds clearly worse: with repeats the retrains are a bound.
+    bound = search and int(config.get("repeats") or 1) > 1
     if search:
         found = _search_part(run_dir, config, others)
         if found is None:
@@ -132,12 +134,13 @@ def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool 
     else:
         retrains = _retrains(config) if search else 1  # a baseline run trains its one model, whatever the keys say
         total += retrains * config["final_epochs"] * retrain[1]
-        times = f"{retrains} retrains x " if retrains > 1 else ""
+        times = f"{'up to ' if bound else ''}{retrains} retrains x " if retrains > 1 else ""
         parts.append(
             f"{'then ' if search else ''}{times}{config['final_epochs']} retrain epochs x "
             f"{format_duration(retrain[1])} from {retrain[0].name}'s history.csv"
         )
-    return f"Expected {'time left' if resumed else 'wall time'}: about {format_duration(total)} ({'; '.join(parts)})"
+    about = "at most about" if bound and retrain is not None else "about"
+    return f"Expected {'time left' if resumed else 'wall time'}: {about} {format_duration(total)} ({'; '.join(parts)})"
 
 
 def _retrains(config: Mapping[str, Any]) -> int:

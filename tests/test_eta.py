@@ -142,6 +142,11 @@ def test_start_estimate_from_a_finished_run_beside(tmp_path: Path) -> None:
     assert f"about {format_duration(search + 4 * 45 * epoch)} " in start_estimate(
         tmp_path / "new", {**config, "finalists": 3}
     )
+    # With repeats the racing may drop challengers' repeats: the estimate is a bound, every repeat of every finalist.
+    assert start_estimate(tmp_path / "new", {**config, "finalists": 2, "repeats": 3}).startswith(
+        f"Expected wall time: at most about {format_duration(search + 9 * 45 * epoch)} "
+    )
+    assert "then up to 9 retrains x 45 retrain epochs" in start_estimate(tmp_path / "new", {**config, "finalists": 2, "repeats": 3})
     # A baseline run trains one model even under a config that retrains finalists and repeats them.
     assert start_estimate(tmp_path / "new", {**config, "finalists": 4, "repeats": 3}, search=False).startswith(
         f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs"
