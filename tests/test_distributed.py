@@ -87,27 +87,9 @@ def trials_run(log: str) -> list[str]:
     return [] if line == "none" else line.split(", ")
 
 
-def test_chief_and_two_workers_share_the_trials_and_only_the_chief_reports(cluster, tmp_path):
-    run = cluster("--max-trials", "4", *best_point_only(tmp_path))
-    # Workers first: they wait for the chief, so both are ready when the first trial is handed out.
-    run.start("worker-a", "--role", "worker", "--worker-id", "a")
-    run.start("worker-b", "--role", "worker", "--worker-id", "b")
-    run.start("chief", "--role", "chief")
-    assert [run.wait(name) for name in ("worker-a", "worker-b", "chief")] == [0, 0, 0], run.log("chief")
-
-    trials = pd.read_csv(tmp_path / RUN_DIR / "trials.csv", dtype={"trial_id": str})
-    assert len(trials) == 4 and (trials["status"] == "COMPLETED").all()
-    ran_a, ran_b = trials_run(run.log("worker-a")), trials_run(run.log("worker-b"))
-    assert ran_a and ran_b, "each worker runs at least one trial"
-    assert sorted(ran_a + ran_b) == sorted(trials["trial_id"])  # every trial ran exactly once
-    # One run folder, reported by the chief alone; the workers wrote checkpoints only.
-    assert sorted(path.name for path in (tmp_path / "reports").iterdir()) == sorted([RUN_DIR.name, "index.md"])
-    assert (tmp_path / RUN_DIR / "report.md").exists()
-    assert "Report:" in run.log("chief")
-    assert not any("Report:" in run.log(name) for name in ("worker-a", "worker-b"))
-
-
-def test_a_killed_worker_leaves_the_search_to_the_other_and_its_trial_fails(cluster, tmp_path):
+def test_two_workers_share_the_trials_a_killed_one_fails_its_trial_and_only_the_chief_reports(cluster, tmp_path):
+    # One cluster for both claims (each process start costs seconds of imports): the trials go to both workers,
+    # each exactly once, and the one killed mid-trial leaves its trial failed and the rest to the other.
     (tmp_path / "short_wait.yaml").write_text(f"{BEST_POINT_ONLY}distributed:\n  running_trial_timeout: 2\n")
     run = cluster("--max-trials", "3", "--config", "short_wait.yaml")
     run_dir = Path("reports/short_wait-search-random-48px-seed7")  # a preset's runs carry its name
@@ -129,7 +111,10 @@ def test_a_killed_worker_leaves_the_search_to_the_other_and_its_trial_fails(clus
     assert len(lost) == 1 and "worker b sent no result within 2 s" in lost["error"].iloc[0]
     assert sorted(trials_run(run.log("worker-a"))) == sorted(trials[trials["status"] == "COMPLETED"]["trial_id"])
     assert "restart it with --worker-id b" in run.log("chief")
-    assert (tmp_path / run_dir / "report.md").exists()
+    # One run folder, reported by the chief alone; the workers wrote checkpoints only.
+    assert sorted(path.name for path in (tmp_path / "reports").iterdir()) == sorted([run_dir.name, "index.md"])
+    assert (tmp_path / run_dir / "report.md").exists() and "Report:" in run.log("chief")
+    assert not any("Report:" in run.log(name) for name in ("worker-a", "worker-b"))
 
 
 def test_mirrored_on_a_cpu_only_machine_trains_on_one_device_with_a_note(capsys, monkeypatch):
