@@ -96,7 +96,7 @@ def _member_name(finalist: Any, repeat: int) -> str:
 
 
 def finalist_record(finalist: Any) -> dict[str, Any]:
-    """What metrics.json keeps of a finalist besides its scores (its first repeat's kept epoch)."""
+    """What metrics.json keeps of a finalist besides its scores (its first repeat's kept epoch and training seed)."""
     from pipeline import tuning
 
     candidate = finalist.candidate
@@ -107,6 +107,7 @@ def finalist_record(finalist: Any) -> dict[str, Any]:
         "search_score": candidate.search_score,
         "search_last_score": candidate.search_last_score,
         "kept_epoch": finalist.kept_epochs[0],
+        "training_seed": finalist.seeds[0],
     }
     if finalist.left_race:
         record["left_race"] = finalist.left_race

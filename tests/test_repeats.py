@@ -75,3 +75,16 @@ def test_the_racing_sentence_says_why_nothing_was_raced_or_gives_every_compariso
     record = {"round": 1, "trial_id": "03", "repeats": 1, "difference": 0.012, "ci95": [0.004, 0.02], "clearly_worse": True}
     once["selection"]["racing"] = [record]
     assert "round 1, trial 03 over 1 repeat: +0.0120 [+0.0040, +0.0200], clearly worse" in racing_sentence(once)
+
+
+def test_the_members_table_gives_a_challenger_that_left_the_race_its_one_retrains_seed():
+    from reporting.tables import members_table
+
+    scores = {"log_loss": 0.1, "roc_auc": 0.99, "threshold": 0.5, "accuracy": 0.9}
+    repeat = {"training_seed": 7, "kept_epoch": 30, "validation": scores, "test": scores}
+    incumbent = {"trial_id": "00", "is_baseline": True, "weight": 1.0, "kept_epoch": 30,
+                 "repeats": [{**repeat, "repeat": 1}, {**repeat, "repeat": 2, "training_seed": 1007}]}  # fmt: skip
+    left = {"trial_id": "03", "is_baseline": False, "weight": 0.0, "kept_epoch": 12, "training_seed": 7,
+            "validation": scores, "test": scores, "left_race": "clearly worse"}  # fmt: skip
+    table = members_table({"finalists": [incumbent, left]})
+    assert "| the baseline's point | 2 | 1007 | 30 |" in table and "| trial 03 | 1 | 7 | 12 |" in table
