@@ -50,7 +50,7 @@ class RetrainBackup(keras.callbacks.Callback):
         return self.folder / STATE_FILE
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if not self.state_file.exists():
+        if not has_begun(self.folder):
             return
         saved = json.loads(self.state_file.read_text())
         if saved["point"] != self.state["point"]:

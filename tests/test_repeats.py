@@ -40,7 +40,6 @@ def test_a_clearly_worse_challenger_leaves_the_race_and_a_close_one_races_on():
     assert [r["trial_id"] for r in repeats.race_round([incumbent, near, worse], labels, patients, 2)] == ["03"]
 
 
-@pytest.mark.e2e
 def test_a_budget_keeps_the_baselines_repeats_and_races_challengers_only_while_they_fit():
     import budget
 
