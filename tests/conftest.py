@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +156,56 @@ def make_layout(root: Path, per_class: int = 3, splits: tuple[str, ...] = ("trai
             for i in range(per_class):
                 write_image(root / split / class_name / f"{stem.format(i + 1)}.jpeg")
     return root
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Cluster:
+    """search.py processes sharing one working folder, as on machines sharing a file system: a chief and workers
+    of one distributed search, each started with `start` and logging to `folder`/NAME.log."""
+
+    def __init__(self, folder: Path, data_dir: Path, *flags: str):
+        self.folder = folder
+        self.common = [
+            "--data-dir", str(data_dir), "--image-size", "48", "--final-epochs", "1", "--seed", "7",
+            "--tuner", "random", "--epochs", "1", "--oracle-address", f"127.0.0.1:{free_port()}", *flags,
+        ]  # fmt: skip
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *flags: str, **environment: str) -> None:
+        import search
+
+        log = (self.folder / f"{name}.log").open("w")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, search.__file__, *self.common, *flags],
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **environment},
+        )
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text()
+
+    def wait(self, name: str, timeout: float = 240) -> int:
+        return self.processes[name].wait(timeout)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def trials_run(log: str) -> list[str]:
+    """The trial ids a worker's log says it ran."""
+    (line,) = re.findall(r"ran trials: ([^.]*)\.", log)
+    return [] if line == "none" else line.split(", ")
 
 
 # Unit tests apart from end-to-end runs: `python -m pytest -m "not e2e"` is the fast subset. A test is end to end

@@ -1,6 +1,6 @@
-"""Choosing the Keras backend, and the JAX smoke test: a tiny search, predict.py and Grad-CAM on JAX in their own
-processes, with a JAX-written model that TensorFlow loads and predicts alike. (--backend jax end to end: the
-chief and worker of tests/test_distributed.py.)"""
+"""Choosing the Keras backend, and the JAX smoke test: a tiny distributed search on JAX (a worker trains the
+trials, a chief retrains the finalists and reports), predict.py and Grad-CAM on JAX in their own processes, with a
+JAX-written model that TensorFlow loads and predicts alike."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY
+from conftest import Cluster, trials_run
 
 import predict
 from config import ConfigError
@@ -26,10 +26,10 @@ pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that d
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "reporting", "runtime")
 # float32, so that TensorFlow can reproduce its probabilities to 1e-5 (bfloat16 rounds differently per backend).
-JAX_SEARCH = [*TINY, "--tuner", "random", "--max-trials", "2", "--epochs", "1", "--precision", "float32"]
+JAX_SEARCH = ["--max-trials", "2", "--precision", "float32"]
 # The JAX run is made once, by whichever xdist worker takes this group (pyproject: --dist loadgroup).
 JAX = pytest.mark.xdist_group("jax")
-JAX_RUN = "synthetic-search-random-48px-seed7"
+JAX_RUN = "search-random-48px-seed7"
 
 
 def test_the_flag_beats_keras_backend_which_beats_the_config(monkeypatch):
@@ -87,13 +87,19 @@ def _run(arguments: list[str], workdir: Path, **environment: str) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def jax_run(tmp_path_factory) -> Path:
-    """A tiny search (its trials, the finalists' retrains, the report) on the JAX backend chosen by KERAS_BACKEND."""
+def jax_run(tmp_path_factory, synthetic_root) -> Path:
+    """A tiny distributed search on JAX: a worker (backend from KERAS_BACKEND) trains the trials, the chief (from
+    --backend) retrains the finalists and writes the report. One run for the JAX smoke test and the JAX cluster,
+    since each JAX process pays its compilation."""
     pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
     workdir = tmp_path_factory.mktemp("jax_run")
-    searched = _run([str(REPO / "search.py"), *JAX_SEARCH], workdir, KERAS_BACKEND="jax")
-    assert searched.returncode == 0, searched.stderr[-3000:]
-    assert "Backend: jax (KERAS_BACKEND)" in searched.stdout
+    cluster = Cluster(workdir, synthetic_root, *JAX_SEARCH)
+    try:
+        cluster.start("worker", "--role", "worker", "--worker-id", "a", KERAS_BACKEND="jax")
+        cluster.start("chief", "--role", "chief", "--backend", "jax")
+        assert [cluster.wait(name, timeout=400) for name in ("worker", "chief")] == [0, 0], cluster.log("chief")[-3000:]
+    finally:
+        cluster.stop_all()
     return workdir / "reports" / JAX_RUN
 
 
@@ -113,18 +119,25 @@ def test_a_jax_run_writes_the_same_report_files_as_tensorflow(jax_run, tiny_runs
 
 
 @JAX
+def test_a_worker_on_jax_runs_the_trials_and_a_chief_on_jax_retrains_and_reports(jax_run):
+    worker, chief = ((jax_run.parents[1] / f"{name}.log").read_text() for name in ("worker", "chief"))
+    assert "Backend: jax (KERAS_BACKEND)" in worker and "Backend: jax (--backend)" in chief
+    trials = pd.read_csv(jax_run / "trials.csv", dtype={"trial_id": str})
+    assert trials_run(worker) == list(trials["trial_id"]) == ["0", "1"]
+    assert "Report:" in chief and "Report:" not in worker
+
+
+@JAX
 def test_jax_compiles_each_step_function_once_a_model_and_caches_programs_beside_the_runs(jax_run):
     metrics = json.loads((jax_run / "metrics.json").read_text())
-    trials = pd.read_csv(jax_run / "trials.csv")
     retrains = len(metrics["finalists"])
-    models = int((trials["status"] == "COMPLETED").sum()) + retrains  # the trials, and the finalists' retrains
-    compiled = metrics["run"]["compilation"]
+    compiled = metrics["run"]["compilation"]  # the chief's: the worker compiled the trials' programs
     steps = compiled["step_functions"]
     # Padded last batches: one train and one test program per model, not one more for each short batch.
-    assert steps["train_step"] == steps["test_step"] == models == 4
+    assert steps["train_step"] == steps["test_step"] == retrains == 2
     assert compiled["programs"] > sum(steps.values())  # the initializers' and other small ones
     assert any((jax_run.parent / ".compilation-cache").iterdir())
-    # Programs compiled earlier in the run load from the cache on disk (a finalist's retrain repeats its trial's).
+    # The retrains load from the cache on disk the programs the worker compiled for the same points.
     assert compiled["cache_hits"] > 0
 
 
@@ -149,7 +162,7 @@ def test_a_model_written_under_jax_predicts_the_same_under_tensorflow(jax_run, t
 @JAX
 def test_predict_and_grad_cam_run_on_jax(jax_run, tmp_path):
     run_dir = jax_run
-    test_folder = run_dir.parents[1] / "data" / "synthetic" / "test" / "PNEUMONIA"
+    test_folder = Path(yaml.safe_load((run_dir / "config.yaml").read_text())["data_dir"]) / "test" / "PNEUMONIA"
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     done = subprocess.run(  # no KERAS_BACKEND: predict.py takes the run's own backend
         [sys.executable, str(REPO / "predict.py"), str(test_folder), "--run", str(run_dir), "--explain", str(tmp_path / "maps")],

@@ -1,73 +1,24 @@
-"""Distributed search: a chief and workers as real processes on 127.0.0.1, the config, MirroredStrategy on CPU."""
+"""Distributed search: a chief and workers as real processes on 127.0.0.1, the config, MirroredStrategy on CPU.
+(A chief and a worker on JAX: the JAX run of tests/test_backends.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import re
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BEST_POINT_ONLY, best_point_only
+from conftest import BEST_POINT_ONLY, Cluster, free_port, trials_run
 
 import search
 from config import Distributed
 from runtime import distributed
 
 pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
-
-SEARCH = Path(search.__file__)
-# The name the settings below derive: the search's workers are under test, so the chief retrains the best point
-# alone (conftest.best_point_only), not the finalists.
-RUN_DIR = Path("reports/best_point-search-random-48px-seed7")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Cluster:
-    """search.py processes sharing one working folder, as on machines sharing a file system."""
-
-    def __init__(self, folder: Path, data_dir: Path, *flags: str):
-        self.folder = folder
-        self.common = [
-            "--data-dir", str(data_dir), "--image-size", "48", "--final-epochs", "1", "--seed", "7",
-            "--tuner", "random", "--epochs", "1", "--oracle-address", f"127.0.0.1:{free_port()}", *flags,
-        ]  # fmt: skip
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *flags: str) -> None:
-        log = (self.folder / f"{name}.log").open("w")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, str(SEARCH), *self.common, *flags],
-            cwd=self.folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text()
-
-    def wait(self, name: str, timeout: float = 240) -> int:
-        return self.processes[name].wait(timeout)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
 
 @pytest.fixture
 def cluster(tmp_path, synthetic_root):
@@ -80,11 +31,6 @@ def cluster(tmp_path, synthetic_root):
     yield make
     for started in clusters:
         started.stop_all()
-
-
-def trials_run(log: str) -> list[str]:
-    (line,) = re.findall(r"ran trials: ([^.]*)\.", log)
-    return [] if line == "none" else line.split(", ")
 
 
 def test_two_workers_share_the_trials_a_killed_one_fails_its_trial_and_only_the_chief_reports(cluster, tmp_path):
@@ -190,17 +136,3 @@ def test_a_chief_that_cannot_listen_and_a_worker_without_chief_stop_with_one_sen
     assert search.main([*tiny, "--role", "worker", "--oracle-address", nobody, "--worker-id", "w"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: this worker lost the chief at {nobody} (DEADLINE_EXCEEDED)")
-
-
-def test_a_chief_and_a_worker_search_on_jax(cluster, tmp_path):
-    pytest.importorskip("jax", reason="requirements-jax.txt (part of requirements-dev.txt) installs it")
-    # One trial: handing out several is the TensorFlow cluster's test, above.
-    run = cluster("--max-trials", "1", "--backend", "jax", *best_point_only(tmp_path))
-    run.start("worker-a", "--role", "worker", "--worker-id", "a")
-    run.start("chief", "--role", "chief")
-    assert [run.wait(name, timeout=400) for name in ("worker-a", "chief")] == [0, 0], run.log("chief")
-    assert "Backend: jax (--backend)" in run.log("worker-a") and "Backend: jax (--backend)" in run.log("chief")
-    trials = pd.read_csv(tmp_path / RUN_DIR / "trials.csv", dtype={"trial_id": str})
-    assert trials_run(run.log("worker-a")) == list(trials["trial_id"]) == ["0"]
-    assert (tmp_path / RUN_DIR / "report.md").exists()
-    assert json.loads((tmp_path / RUN_DIR / "metrics.json").read_text())["run"]["backend"] == "jax"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port
 from matplotlib.figure import Figure
 
 import config
@@ -268,12 +268,6 @@ def test_finalists_figure() -> None:
     assert isinstance(search_plots.finalists_figure([0.9], [0.9], ["00"]), Figure)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -285,7 +279,7 @@ def test_optuna_dashboard_opens_the_study_file(written: Path, committed: tuple[p
     executable = Path(sys.executable).with_name("optuna-dashboard")
     command = str(executable) if executable.exists() else shutil.which("optuna-dashboard")
     assert command, "optuna-dashboard is installed but its command is not on the PATH"
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [command, f"sqlite:///{written}", "--port", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
