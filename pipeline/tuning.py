@@ -99,11 +99,14 @@ class TrialRecorder:
         super().on_search_begin()
         self.search_started = time.monotonic()
         self.trials_run: list[str] = []  # by this process; a distributed worker runs a share
+        # A resumed search's headers count from the resume: the trials kept from before are not in that time.
+        self.resumed = any(t.status not in ("RUNNING", "IDLE") for t in getattr(self.oracle, "trials", {}).values())
 
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_begin(trial)
         self.trials_run.append(trial.trial_id)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.search_started))
+        since = " since resuming" if getattr(self, "resumed", False) else ""
         # Under a time budget, the trials its latest plan fits (training.trial_gate), else max_trials.
         planned = getattr(self.oracle, "budget_planned", None) or planned_trials(self.oracle)
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
@@ -126,7 +129,7 @@ class TrialRecorder:
             else eta_text(seconds, epochs, planned, max_epochs, len(ended), self.retrain_epochs)
         )
         print(
-            f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed} | "
+            f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed}{since} | "
             f"best {self.oracle.objective.name} so far: {best_text} | {eta}",
             flush=True,
         )

@@ -70,6 +70,9 @@ def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> Non
     from pipeline import tuning
 
     class Base:
+        def on_search_begin(self) -> None:
+            pass
+
         def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
             pass
 
@@ -97,6 +100,11 @@ def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> Non
     # 15 s an epoch, 6 epochs a trial, 5 planned less 3 ended: 2 x 6 x 15 = 180 s.
     assert header.startswith("== Trial 4 of 5 | elapsed")
     assert header.endswith("best val_auc so far: 0.9000 (trial 00) | ETA search 3m 00s (from 2 trials)")
+
+    # Resumed with those trials kept, the header's time counts from the resume, and says so.
+    recorder.on_search_begin()
+    recorder.on_trial_begin(oracle.trials["03"])
+    assert capsys.readouterr().out.strip().startswith("== Trial 4 of 5 | elapsed 00:00:00 since resuming | best")
 
 
 # start_estimate and cpu_budget_hint: the whole run's expected time before trial 1, and the CPU advice.
