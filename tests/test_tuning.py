@@ -43,3 +43,24 @@ def test_a_trials_custom_gradients_are_dropped_when_it_ends_and_earlier_ones_kep
     assert set(compat.custom_gradient_entries()) > before
     tuner.on_trial_end(None)
     assert before and set(compat.custom_gradient_entries()) == before
+
+
+def _random_points(oracle_seed: int, count: int = 20) -> set[tuple]:
+    """The first `count` points Keras Tuner's random sampler draws from the default space with `oracle_seed`."""
+    import keras_tuner as kt
+
+    from config import load_config
+    from hypermodel import ChestXRayHyperModel
+
+    settings = load_config()
+    space = kt.HyperParameters()
+    ChestXRayHyperModel(80, 1, settings.search_space.as_dict(), settings.augmentation.as_dict()).declare(space)
+    oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_log_loss", "min"), seed=oracle_seed)
+    oracle.hyperparameters = space
+    return {tuple(sorted(oracle._random_values().items())) for _ in range(count)}
+
+
+def test_runs_with_neighbouring_seeds_search_different_points():
+    # Keras Tuner draws its n-th value with the seed oracle.seed + n: neighbouring seeds share one stream.
+    assert len(_random_points(53) & _random_points(54)) >= 10
+    assert not _random_points(tuning.sampler_seed(53)) & _random_points(tuning.sampler_seed(54))
