@@ -107,7 +107,12 @@ def test_tiny_search_writes_every_report_file(tiny_runs):
     assert predictions["p_pneumonia"].between(0, 1).all()
 
     best = yaml.safe_load((run_dir / "best_hyperparameters.yaml").read_text())
-    assert set(BASELINE) >= set(best) >= {"conv_blocks", "dropout", "learning_rate"}
+    assert set(best) >= {"conv_blocks", "dropout", "learning_rate"}
+    # One trial's point, with the per-layer values of its own layers only (units_2 where it has three dense layers).
+    layers = {"filters": best["conv_blocks"], "units": best["dense_layers"]}
+    per_layer = [name for name in best if re.fullmatch(r"(filters|units)_\d+", name)]
+    assert sorted(per_layer) == sorted(f"{kind}_{i}" for kind, count in layers.items() for i in range(count))
+    assert any(all(row[name] == value for name, value in best.items()) for _, row in trials.iterrows())
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["max_trials"] == 3
 
     report = (run_dir / "report.md").read_text()
