@@ -88,6 +88,7 @@ class TrialRecorder:
     """Tuner mixin: prints progress and records each trial's epochs and seconds with its metrics."""
 
     retrain_epochs: int | None = None  # the final retrains' epochs in all, which the ETA counts too
+    resumed = False  # whether trials had ended before this process began the search
 
     def save(self) -> None:
         # As kt.Tuner.save, with the tuner's own JSON replaced whole (see WholeFiles).
@@ -100,13 +101,13 @@ class TrialRecorder:
         self.search_started = time.monotonic()
         self.trials_run: list[str] = []  # by this process; a distributed worker runs a share
         # A resumed search's headers count from the resume: the trials kept from before are not in that time.
-        self.resumed = any(t.status not in ("RUNNING", "IDLE") for t in getattr(self.oracle, "trials", {}).values())
+        self.resumed = bool(ended_trials(self.oracle))
 
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_begin(trial)
         self.trials_run.append(trial.trial_id)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.search_started))
-        since = " since resuming" if getattr(self, "resumed", False) else ""
+        since = " since resuming" if self.resumed else ""
         # Under a time budget, the trials its latest plan fits (training.trial_gate), else max_trials.
         planned = getattr(self.oracle, "budget_planned", None) or planned_trials(self.oracle)
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
@@ -114,8 +115,8 @@ class TrialRecorder:
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
         from pipeline.eta import eta_text  # pure arithmetic, no Keras
 
-        # The ended trials' recorded cost, as trials_table reads it; a worker's oracle client holds no trials.
-        ended = [t for t in getattr(self.oracle, "trials", {}).values() if t.status not in ("RUNNING", "IDLE")]
+        # The ended trials' recorded cost, as trials_table reads it.
+        ended = ended_trials(self.oracle)
         done = [t for t in ended if t.status == "COMPLETED"]
         seconds, epochs = (
             [t.metrics.get_last_value(name) if t.metrics.exists(name) else None for t in done]
@@ -255,6 +256,12 @@ def build_tuner(
         overwrite=overwrite,
         distribution_strategy=distribution_strategy,
     )
+
+
+def ended_trials(oracle: kt.Oracle) -> list[kt.engine.trial.Trial]:
+    """The oracle's trials that have ended (completed, failed or invalid); none on a worker, whose oracle client
+    holds no trials."""
+    return [t for t in getattr(oracle, "trials", {}).values() if t.status not in ("RUNNING", "IDLE")]
 
 
 def sampler_seed(seed: int) -> int:
