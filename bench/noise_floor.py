@@ -4,6 +4,8 @@
         --data-dir ../shared/data/chest_xray --out bench/results/noise_floor/seed42
     python bench/noise_floor.py --out bench/results/noise_floor/seed42 --table-only
     python bench/noise_floor.py --smoke    # a check: 2 repeats of 1 epoch on generated images at 48 px
+    python bench/noise_floor.py --seed 42 --training-seeds 42 43 44 --image-size 128 \
+        --out bench/results/noise_floor/seed42-128px    # the same point at another input size, same split
 
 The split (validation patients) comes from `--seed` and never changes; each repeat trains the point (the
 baseline's, or `--point` as JSON) for final_epochs under the preset's retrain settings with its own training seed
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42, help="the split's seed (a development seed)")
     parser.add_argument("--training-seeds", type=int, nargs="+", default=[42, 43, 44], help="one repeat each")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/chest_xray"))
+    parser.add_argument("--image-size", type=int, help="the input size (default: the preset's)")
     parser.add_argument("--point", help="JSON of the hyperparameters to retrain (default: the baseline's point)")
     parser.add_argument("--out", type=Path, help="folder of the repeats' files (required; --smoke uses a scratch one)")
     parser.add_argument("--table-only", action="store_true", help="print the table from the repeats in --out")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None:
         parser.error("--out is required")
     if not args.table_only:
-        train_repeats(args)
+        train_repeats(args, ["--image-size", str(args.image_size)] if args.image_size else [])
     print_table(args.out)
 
 
@@ -137,7 +140,8 @@ def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
         history.to_csv(args.out / f"history-{training_seed}.csv", index=False)
         (args.out / f"repeat-{training_seed}.json").write_text(
             json.dumps({"split_seed": args.seed, "training_seed": training_seed, "kept_epoch": kept,
-                        "seconds": seconds, "point": dict(point.values), "config": str(args.config)}, indent=1)
+                        "seconds": seconds, "point": dict(point.values), "config": str(args.config),
+                        "image_size": settings.image_size}, indent=1)
         )  # fmt: skip
         frame = pd.DataFrame(
             {"file": map(str, splits["validation"].files), "label": splits["validation"].labels, "p_pneumonia": p}
