@@ -39,6 +39,7 @@ TRIALS_PER_FINALIST = 5  # trials a finalist is chosen from, where max_trials do
 # about 5 s on generated data and 20 to 40 s on the real data on the 2-core CPU; the largest of this and REPORT_SHARE of the budget is kept for them.
 REPORT_SECONDS = 20.0
 REPORT_SHARE = 0.03
+ADVICE_MARGIN = 1.25  # a refused budget's advice leaves this much room: the next run prices itself with a new epoch
 
 
 def parse_duration(value: Any) -> float:
@@ -220,12 +221,19 @@ class Planner:
     max_finalists: int
     price: Price
     repeats: int = 1  # retrains of the baseline's point in the final stage (pipeline/repeats.py)
+    funded: int | None = None  # the finalists the search's last plan kept time for; None before any plan
 
     def reprice(self, observations: Sequence[tuple[float, float, float]], source: str) -> None:
         """Prices from this run's own finished trainings (work, epochs, seconds), once it has any."""
         self.price = Price.fitted(observations, source) or self.price
 
     def plan(self, trials_done: int, trial_epochs: float | None = None) -> Plan:
+        """The plan for the time left; the final stage holds to the last one made (`funded`)."""
+        plan = self._plan(trials_done, trial_epochs)
+        self.funded = plan.finalists
+        return plan
+
+    def _plan(self, trials_done: int, trial_epochs: float | None) -> Plan:
         return self.budget.plan(
             self.price,
             mean_work=self.mean_work,
@@ -248,28 +256,46 @@ class Planner:
         return trial + self.minimum_final_seconds()
 
     def too_small(self, search: bool = True) -> str | None:
-        """Why the budget cannot hold even the baseline's trial and retrain, with what would; None if it can."""
+        """Why the budget cannot hold even the baseline's trial and retrain, with flags that would; None if it can.
+        The advice keeps a margin (ADVICE_MARGIN): the run it starts prices itself afresh, and a timed epoch varies."""
         need = self.minimum_seconds(search)
         if need <= self.budget.left():
             return None
         what = "the baseline's trial, its retrain" if search else "the baseline's retrain"
-        enough = duration_text(60 * math.ceil((need + self.budget.used()) / 60))  # the time already used counts too
+        # The time already used (the timed epoch) counts too.
+        enough = duration_text(60 * math.ceil((need * ADVICE_MARGIN + self.budget.used()) / 60))
+        advice = f"pass --time-budget {enough}"
+        epochs = self.final_epochs_that_fit(search)
+        if epochs:
+            advice += f", or keep this budget with --final-epochs {epochs}"
         return (
             f"time budget {duration_text(self.budget.seconds)} is too small: {what} ({self.final_epochs} epochs) and "
-            f"the report need about {format_duration(need)} here (priced from {self.price.source}); give at least "
-            f"--time-budget {enough}, or fewer --final-epochs"
+            f"the report need about {format_duration(need)} here (priced from {self.price.source}); {advice}"
         )
+
+    def final_epochs_that_fit(self, search: bool = True) -> int:
+        """The most retrain epochs (each of the baseline's repeats) that the budget holds beside the baseline's
+        trial and the report, with the advice's margin; 0 when not even one does."""
+        trial = self.epochs * self.price.epoch(self.baseline_work) if search else 0.0
+        spare = self.budget.left() / ADVICE_MARGIN - trial - self.budget.report_seconds
+        per_epoch = self.repeats * self.price.epoch(self.baseline_work)
+        return max(min(int(spare // per_epoch), self.final_epochs - 1), 0) if per_epoch > 0 else 0
 
     def plan_line(self, plan: Plan, trials_done: int) -> str:
         """What the plan says, for the console and the report."""
         total = f" of {self.max_trials}" if self.max_trials else ""
         finalists = f"{plan.finalists} finalist{'s' if plan.finalists != 1 else ''} besides the baseline's point"
         finalists += f" (retrained {self.repeats} times)" if self.repeats > 1 else ""
+        bought = (
+            ": the budget buys no search beyond what has run, and the final stage retrains the baseline's point alone"
+            if plan.trials == 0 and plan.finalists == 0
+            else ""
+        )
         return (
             f"Time budget {duration_text(self.budget.seconds)}, {format_duration(self.budget.left())} left: "
             f"{plan.trials} more trial{'s' if plan.trials != 1 else ''} ({trials_done} done{total}) and {finalists} "
-            f"fit (a trial about {format_duration(plan.trial_seconds)} at the space's mean size, the final stage about "
-            f"{format_duration(plan.final_seconds)}; priced from {self.price.source})"
+            f"fit{bought} (a trial about {format_duration(plan.trial_seconds)} at the space's mean size, the final "
+            f"stage about {format_duration(plan.final_seconds)}; priced from {self.price.source})"
         )
 
     def may_start(self, work: float, trials_done: int, finalist_works: Sequence[float], trial_epochs: float) -> bool:
@@ -291,16 +317,17 @@ class Planner:
 
     def finalists_that_fit(self, works: Sequence[float], begun: int = 0) -> int:
         """How many of the candidates (the baseline's point first) the final stage retrains once each, beside the
-        baseline's further repeats; records the cut. The first `begun` candidates, whose retrains a resumed run had
-        begun, are kept whatever is left: their finished epochs are never thrown away."""
+        baseline's further repeats: no more than the search's last plan funded, and no more than the time left
+        holds; records the cut. The first `begun` candidates, whose retrains a resumed run had begun, are kept
+        whatever is left: their finished epochs are never thrown away."""
         extra = self.repeats - 1
         count = max(self.budget.affordable(self.price, [works[0]] * extra + list(works), self.final_epochs) - extra, 1)
+        reason = f"{format_duration(self.budget.left())} left"
+        if self.funded is not None and self.funded + 1 < count:
+            count, reason = self.funded + 1, f"the search's last plan kept time for {self.funded}"
         count = max(count, min(begun, len(works)))
         if count < len(works):
-            self.budget.cuts.append(
-                f"{len(works) - count} of {len(works) - 1} finalists not retrained: "
-                f"{format_duration(self.budget.left())} left"
-            )
+            self.budget.cuts.append(f"{len(works) - count} of {len(works) - 1} finalists not retrained: {reason}")
         return count
 
     def repeat_fits(self, work: float, later_incumbent_repeats: int, what: str) -> bool:

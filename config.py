@@ -208,7 +208,7 @@ def _validate(config: dict[str, Any], schema: dict[str, Any], origin: dict[str, 
             raise ConfigError(f"{origin.get(name, DEFAULT_CONFIG.name)}: {error}") from None
 
 
-# `--baseline` trains the notebook's CNN as the notebook did (../shared/BASELINE.md: 80 x 80 RGB, a constant
+# `--baseline` trains the notebook's CNN as the notebook did (docs/baseline.md: 80 x 80 RGB, a constant
 # learning rate, the epoch of best validation AUC, Youden's threshold), whatever config.yaml says; a --config
 # file and flags still override these keys (an experiment on the baseline says what it changes).
 NOTEBOOK_SETTINGS: dict[str, Any] = {

@@ -438,6 +438,12 @@ def summary_table(splits: dict[str, Split]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def image_counts(splits: dict[str, Split]) -> dict[str, int]:
+    """The images a run reads: the training pool (train and validation together, so that every seed's split counts
+    alike) and test. Runs with the same counts on the same kind of data (real or generated) read the same dataset."""
+    return {"pool": len(splits["train"]) + len(splits["validation"]), "test": len(splits["test"])}
+
+
 def make_synthetic_dataset(
     root: Path, *, train_patients: int = 24, test_patients: int = 8, size: int = 64, seed: int = 0
 ) -> Path:

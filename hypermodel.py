@@ -1,4 +1,4 @@
-"""The search space around the baseline softmax CNN of ../shared/BASELINE.md.
+"""The search space around the baseline softmax CNN of docs/baseline.md.
 
 Every hyperparameter's default is the baseline's value, and `baseline_hyperparameters()`
 returns that point, so `build()` on it gives the baseline model exactly.
@@ -51,6 +51,14 @@ def max_conv_blocks(image_size: int) -> int:
     return blocks
 
 
+def min_image_size(blocks: int) -> int:
+    """The smallest input side that fits this many blocks."""
+    side = 1
+    for _ in range(blocks):
+        side = 2 * side + 2
+    return side
+
+
 def baseline_hyperparameters() -> kt.HyperParameters:
     """The baseline's point of the space: build() on it gives the 931,130-parameter baseline."""
     hp = kt.HyperParameters()
@@ -76,7 +84,8 @@ class ChestXRayHyperModel(kt.HyperModel):
         fitting = max_conv_blocks(image_size)
         if BASELINE["conv_blocks"] > fitting:
             raise ValueError(
-                f"image_size {image_size} is too small for the baseline's {BASELINE['conv_blocks']} conv blocks: use at least 46"
+                f"image_size {image_size} (--image-size or the config's image_size) is too small for the baseline's "
+                f"{BASELINE['conv_blocks']} conv blocks: pass --image-size {min_image_size(BASELINE['conv_blocks'])} or more"
             )
         if search_space["conv_blocks"]["min"] > fitting:
             raise ValueError(

@@ -121,7 +121,7 @@ def check_run_folder(run_dir: Path) -> None:
     if missing == [MODEL_FILE] and (run_dir / REPORT_FILE).is_file():
         raise RunError(
             f"--run {run_dir} holds a run's report but not its model (a run's model.keras is not committed to git, and "
-            "a copied run may leave it out): train one, e.g. in about a minute with `python search.py --smoke`, "
+            "a copied run may leave it out): train one, e.g. in about 40 s with `python search.py --smoke`, "
             "then pass the folder it prints as --run reports/<that run>"
         )
     if missing:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -101,6 +101,15 @@ class RunFolder:
     def history_rows(self) -> list[dict[str, str]]:
         """history.csv as text rows without pandas; [] when there is none."""
         return _csv_rows(self.file(HISTORY_FILE))
+
+    def image_counts(self) -> dict[str, int]:
+        """The images the run read (data_summary.csv), in data.image_counts' form; {} when unreadable."""
+        rows = {row.get(""): row for row in _csv_rows(self.file(DATA_SUMMARY_FILE))}
+        try:
+            pool = sum(int(rows[split]["images"]) for split in ("train", "validation"))
+            return {"pool": pool, "test": int(rows["test"]["images"])}
+        except (KeyError, ValueError):
+            return {}
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -234,6 +243,11 @@ class RunResult:
         write_text(folder.file(METRICS_FILE), json.dumps(self.metrics, indent=2))
 
 
+def plural(count: int, noun: str) -> str:
+    """A count with its noun as people write it: "1 epoch", "45 epochs", "0 finalists"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def point_name(trial_id: str, is_baseline: bool) -> str:
     """How logs, metrics' readers and reports name a finalist point."""
     return "the baseline's point" if is_baseline else f"trial {trial_id}"
@@ -273,6 +287,12 @@ def save_model(run_dir: Path, model: Any) -> None:
         model.save(temporary)
 
 
+def is_synthetic(data_dir: str) -> bool:
+    """Whether a run trained on generated images (`search.py --synthetic` makes them under data/synthetic), not on
+    the chest X-rays, so that no figure of the real data may be set beside its results."""
+    return "synthetic" in PurePath(data_dir).parts
+
+
 def is_finished(run_dir: Path) -> bool:
     """A run is finished once its report.md exists: render() writes it last."""
     return (run_dir / REPORT_FILE).exists()
@@ -304,6 +324,27 @@ def recorded_precision(run_dir: Path) -> str | None:
     return recorded(started)["precision"] if started.exists() else None
 
 
+def will_resume(settings: Settings, overwrite: bool) -> bool:
+    """Whether the run folder holds an unfinished run with the same settings, to go on with; a finished run, or one
+    started with other settings, is refused (without --overwrite) before anything is written."""
+    run_dir = run_folder(settings)
+    if overwrite or settings.distributed.role == "worker":
+        return False
+    if is_finished(run_dir):
+        raise ConfigError(
+            f"{run_dir} holds a finished run: pass --overwrite to redo it or --run-name NAME for a new one"
+        )
+    if not (run_dir / CONFIG_FILE).exists():
+        return False
+    changed = changed_settings(recorded(run_dir / CONFIG_FILE), settings)
+    if changed:
+        raise ConfigError(
+            f"{run_dir} was started with other settings ({', '.join(changed)}): "
+            "pass --overwrite to start afresh or --run-name NAME for a new run"
+        )
+    return True
+
+
 def prepare_run_dir(settings: Settings, overwrite: bool) -> Path:
     """Create the run folder and write its config.yaml, or resume it when it holds an unfinished run with the
     same settings."""
@@ -311,20 +352,10 @@ def prepare_run_dir(settings: Settings, overwrite: bool) -> Path:
     if settings.distributed.role == "worker":
         # A worker keeps only its trials' checkpoints under tuner/; the chief owns the run's files.
         return run_dir
-    if run_dir.exists() and overwrite:
-        shutil.rmtree(run_dir)
-    elif is_finished(run_dir):
-        raise ConfigError(
-            f"{run_dir} holds a finished run: pass --overwrite to redo it or --run-name NAME for a new one"
-        )
-    elif (run_dir / CONFIG_FILE).exists():
-        changed = changed_settings(recorded(run_dir / CONFIG_FILE), settings)
-        if changed:
-            raise ConfigError(
-                f"{run_dir} was started with other settings ({', '.join(changed)}): "
-                "pass --overwrite to start afresh or --run-name NAME for a new run"
-            )
+    if will_resume(settings, overwrite):
         print(f"Resuming {run_dir}: finished trials are kept.")
+    elif run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / CONFIG_FILE, dump(settings))

@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = run.settings
         hypermodel = make_hypermodel(settings)
+        resuming = runs.will_resume(settings, args.overwrite)  # a finished or changed run is refused here
         splits = load_data(settings)
+        # Planned before the folder is made: a budget refused leaves nothing behind, so its advice works as printed.
+        planner = plan_budget(run, hypermodel, splits, clock, resuming)
         run_dir = runs.prepare_run_dir(settings, args.overwrite)
         if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
             # A kill loses the time since the clock's last save: under a time budget that time would be spent twice.
             clock.keep_in(run_dir, every=5.0 if settings.time_budget else 60.0)
-        print_estimates(run, run_dir)
-        planner = plan_budget(run, hypermodel, splits, run_dir, clock)
+        print_estimates(run, run_dir, splits)
         clock.lap("data")
         if run.kind == "baseline":
             from hypermodel import baseline_hyperparameters
@@ -172,6 +174,7 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
         print(cache_line)
     print(backends.devices_line())
     policy, reason = choose_precision(settings, args.overwrite)
+    make_hypermodel(settings.replace(precision=policy))  # its checks (the image size among them) before any data
     data_dir = find_data(settings, args.synthetic)
     return Run(settings.replace(precision=policy, data_dir=str(data_dir)), kind, command, reason)
 
@@ -180,12 +183,33 @@ def load_settings(args: argparse.Namespace) -> Settings:
     """config.yaml, then the notebook's settings for --baseline, then --config (or --smoke's preset), then flags."""
     if args.smoke and args.config:
         raise ConfigError("--smoke runs configs/smoke.yaml: drop --config, or drop --smoke and pass --synthetic")
+    refuse_ignored_flags(args)
     if args.smoke:
         args.config, args.synthetic = SMOKE_PRESET, True
     settings = config.load(args.config, config.flag_overrides(vars(args)), notebook=args.baseline)
     if args.baseline and settings.distributed.role != "standalone":
         raise ConfigError("--baseline runs no search, so it cannot be distributed: drop --role")
     return settings
+
+
+# Flags a mode has no use for: refused rather than silently ignored.
+SEARCH_ONLY_FLAGS = ("tuner", "max_trials", "epochs")
+
+
+def refuse_ignored_flags(args: argparse.Namespace) -> None:
+    """A flag that the chosen mode would ignore stops the run with one sentence saying what to do instead."""
+    generated = "--smoke" if args.smoke else "--synthetic" if args.synthetic else None
+    if generated and args.data_dir is not None:
+        real = "python search.py --config configs/smoke.yaml" if args.smoke else "python search.py"
+        raise ConfigError(
+            f"{generated} runs on generated images, so --data-dir {args.data_dir} would be ignored: drop --data-dir, "
+            f"or drop {generated} to use that folder (`{real} --data-dir {args.data_dir}`)"
+        )
+    if args.baseline:
+        for name in SEARCH_ONLY_FLAGS:
+            if getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"--baseline runs no search, so {flag} would be ignored: drop {flag}")
 
 
 def default_run_name(settings: Settings, kind: str, synthetic: bool, preset: Path | None = None) -> str:
@@ -263,28 +287,46 @@ def load_data(settings: Settings) -> dict[str, Any]:
     return splits
 
 
-def print_estimates(run: Run, run_dir: Path) -> None:
-    """Before trial 1 (a worker leaves it to the chief): a faster preset on a CPU, and the expected wall time."""
+# What makes a run the default protocol's cost, which the CPU note quotes.
+PROTOCOL_COST_KEYS = ("tuner", "max_trials", "epochs", "final_epochs", "finalists", "repeats", "image_size")
+
+
+def print_estimates(run: Run, run_dir: Path, splits: dict[str, Any]) -> None:
+    """Before trial 1 (a worker leaves it to the chief): how to bound a long run on a CPU, and the expected wall
+    time, each from runs on the same data only."""
+    import data
     from pipeline import eta
     from runtime import backends
 
-    if run.settings.distributed.role == "worker":
+    settings = run.settings
+    if settings.distributed.role == "worker":
         return
-    for line in eta.start_lines(run_dir, run.settings.as_dict(), len(backends.gpus()), run.kind == "search"):
+    defaults = config.load()
+    default_protocol = (
+        run.kind == "search"
+        and not runs.is_synthetic(settings.data_dir)
+        and all(getattr(settings, key) == getattr(defaults, key) for key in PROTOCOL_COST_KEYS)
+    )
+    counts = data.image_counts(splits)
+    for line in eta.start_lines(
+        run_dir, settings.as_dict(), counts, len(backends.gpus()), run.kind == "search", default_protocol
+    ):
         print(line)
 
 
-def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, clock: runs.Stopwatch):
-    """With a time budget, its planner: prices from what this machine recorded (else a timed epoch of the
-    baseline's point), and a budget too small for the baseline refused. None without."""
+def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], clock: runs.Stopwatch, resuming: bool):
+    """With a time budget, its planner: prices from what this machine recorded on the same data (else a timed
+    epoch of the baseline's point), and, for a fresh run, a budget too small for the baseline refused. None
+    without."""
     settings = run.settings
     if not settings.time_budget or settings.distributed.role == "worker":
         return None
     import budget
+    import data
     from hypermodel import BASELINE
     from pipeline import eta, training
 
-    recorded, source = eta.recorded_trainings(run_dir, settings.as_dict())
+    recorded, source = eta.recorded_trainings(run.dir, settings.as_dict(), data.image_counts(splits), resuming)
     price = budget.Price.fitted([(hypermodel.work(point), e, s) for point, e, s in recorded], source)
     if price is None:
         seconds = training.time_one_epoch(hypermodel, splits, settings)
@@ -301,7 +343,7 @@ def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path
         repeats=settings.repeats,
     )
     # Refused up front only: a resumed run has spent part of its budget already, and its plan shrinks to the rest.
-    refusal = planner.too_small(run.kind == "search") if clock.processes == 1 else None
+    refusal = None if resuming else planner.too_small(run.kind == "search")
     if refusal:
         raise ConfigError(refusal)
     return planner  # a search prints its plan before each trial (training.trial_gate)

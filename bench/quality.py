@@ -170,10 +170,25 @@ def run_once(run: dict, args: argparse.Namespace) -> int:
         return 0
     command = [
         sys.executable, str(ROOT / "search.py"), *run["flags"], "--seed", str(run["seed"]), "--run-name", run["name"],
-        "--data-dir", args.data_dir, "--reports-dir", args.reports_dir, *args.search_flags,
+        "--reports-dir", args.reports_dir, *run_flags(run, args),
     ]  # fmt: skip
     print(f"{run['name']}: python search.py {' '.join(command[2:])}", flush=True)
     return subprocess.run(command).returncode
+
+
+SEARCH_ONLY_FLAGS = ("--tuner", "--max-trials", "--epochs")  # each with its value: search.py refuses them for a baseline
+
+
+def run_flags(run: dict, args: argparse.Namespace) -> list[str]:
+    """The data and the extra flags a run takes: generated images name no data folder, and a baseline run, which
+    searches nothing, takes no search flag (search.py refuses a flag a run would ignore)."""
+    flags = list(args.search_flags)
+    if "--baseline" in run["flags"]:
+        for name in SEARCH_ONLY_FLAGS:
+            while name in flags:
+                at = flags.index(name)
+                del flags[at : at + 2]
+    return flags if "--synthetic" in flags else ["--data-dir", args.data_dir, *flags]
 
 
 def keep_runs(runs: list[dict], reports_dir: Path, keep_dir: Path) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from budget import format_duration
-from runs import CONFIG_FILE, REPORT_FILE, RunFolder
+from runs import CONFIG_FILE, REPORT_FILE, RunFolder, is_synthetic
 
 
 def _pairs(seconds: Sequence[float | None], epochs: Sequence[float | None]) -> list[tuple[float, float]]:
@@ -96,23 +96,27 @@ def eta_text(
     return f"ETA search {format_duration(seconds)}{run} (from {len(pairs)} trial{'s' if len(pairs) != 1 else ''})"
 
 
-# A finished run beside this one says what a trial and an epoch cost when these keys of its config.yaml match.
+# A finished run beside this one says what a trial and an epoch cost when these keys of its config.yaml match, and it
+# read the same data: the same kind (the chest X-rays or generated images) and the same image counts.
 SEARCH_KEYS = ("tuner", "epochs", "image_size", "color_mode", "precision")
 RETRAIN_KEYS = ("image_size", "color_mode", "precision")
 ENDED = ("COMPLETED", "FAILED", "INVALID", "STOPPED")  # Keras Tuner's statuses of a trial that will not run again
 
 
-def start_estimate(run_dir: Path | str, config: Mapping[str, Any], search: bool = True) -> str | None:
+def start_estimate(
+    run_dir: Path | str, config: Mapping[str, Any], counts: Mapping[str, int], search: bool = True
+) -> str | None:
     """The whole run's expected wall time as one line, before trial 1; None when nothing recorded allows it.
 
-    `config` holds the run's settings as config.yaml writes them (`Settings.as_dict()`, precision settled).
+    `config` holds the run's settings as config.yaml writes them (`Settings.as_dict()`, precision settled), and
+    `counts` the images it reads (data.image_counts); an earlier run prices it only if it read the same data.
     The search: planned trials (max_trials, else as many as the recorded run ran) x seconds per trial, from
     the run's own finished trials in tuner/ when it is resumed, else from the newest finished run beside it
     (same reports folder) whose config.yaml has the same SEARCH_KEYS. The retrain: final_epochs x the mean
     epoch seconds of such a run's history.csv (RETRAIN_KEYS alike), once per point retrained.
     """
     run_dir = Path(run_dir)
-    others = _comparable_runs(run_dir, config, SEARCH_KEYS if search else RETRAIN_KEYS)
+    others = _comparable_runs(run_dir, config, SEARCH_KEYS if search else RETRAIN_KEYS, counts)
     parts, total, resumed = [], 0.0, False
     # Racing drops repeats of the challengers it finds clearly worse: with repeats the retrains are a bound.
     bound = search and int(config.get("repeats") or 1) > 1
@@ -170,8 +174,11 @@ def _search_part(run_dir: Path, config: Mapping[str, Any], others: list[Path]) -
     return remaining, f"{trials} x {format_duration(per_trial)} from {source}", resumed
 
 
-def _comparable_runs(run_dir: Path, config: Mapping[str, Any], keys: Sequence[str]) -> list[Path]:
-    """Finished runs beside `run_dir` (report.md written) whose config.yaml matches `config` on `keys`, newest first."""
+def _comparable_runs(
+    run_dir: Path, config: Mapping[str, Any], keys: Sequence[str], counts: Mapping[str, int]
+) -> list[Path]:
+    """Finished runs beside `run_dir` (report.md written) whose config.yaml matches `config` on `keys` and that read
+    the same data (`counts` images, real or generated alike), newest first."""
     found = []
     for config_file in run_dir.parent.glob(f"*/{CONFIG_FILE}"):
         folder = RunFolder(config_file.parent)
@@ -182,7 +189,9 @@ def _comparable_runs(run_dir: Path, config: Mapping[str, Any], keys: Sequence[st
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(recorded, dict) and all(recorded.get(key) == config.get(key) for key in keys):
-            found.append(folder.path)
+            generated = is_synthetic(str(recorded.get("data_dir"))) == is_synthetic(str(config.get("data_dir")))
+            if generated and folder.image_counts() == dict(counts):
+                found.append(folder.path)
     return sorted(found, key=lambda folder: RunFolder(folder).file(REPORT_FILE).stat().st_mtime, reverse=True)
 
 
@@ -248,9 +257,10 @@ def _epoch_seconds(run_dir: Path) -> float | None:
 CPU_RUN_HOURS = "1.8 to 2.4 hours"
 
 
-def cpu_budget_hint(gpus: int, search: bool, time_budget: str | None) -> str | None:
-    """On a machine without a GPU and without a time budget, one line saying what a run costs and how to bound it."""
-    if gpus or not search or time_budget:
+def cpu_budget_hint(gpus: int, default_protocol: bool, time_budget: str | None) -> str | None:
+    """On a machine without a GPU, for a run of the default protocol on the real data without a time budget, one
+    line saying what such a run costs and how to bound it. Other runs' costs are not what it quotes."""
+    if gpus or not default_protocol or time_budget:
         return None
     return (
         f"Note: no GPU. A run of the default protocol took {CPU_RUN_HOURS} on 2 CPU cores in mixed bfloat16 "
@@ -259,14 +269,17 @@ def cpu_budget_hint(gpus: int, search: bool, time_budget: str | None) -> str | N
     )
 
 
-def recorded_trainings(run_dir: Path, config: Mapping[str, Any]) -> tuple[list[tuple[dict, float, float]], str]:
-    """What this machine has trained at this run's image size, colour and precision: (point, epochs, seconds) of
-    the run's own finished trials when it is resumed, else of the newest finished run beside it (its trials and
-    its retrain epochs), and where they come from; ([], "") when there is none."""
-    own = _tuner_points(run_dir / "tuner")
+def recorded_trainings(
+    run_dir: Path, config: Mapping[str, Any], counts: Mapping[str, int], resumed: bool = True
+) -> tuple[list[tuple[dict, float, float]], str]:
+    """What this machine has trained at this run's image size, colour and precision on the same data: (point,
+    epochs, seconds) of the run's own finished trials when it is resumed, else of the newest finished run beside it
+    (its trials and its retrain epochs), and where they come from; ([], "") when there is none. A run started afresh
+    (`resumed` false; --overwrite) has no trials of its own, whatever its folder still holds."""
+    own = _tuner_points(run_dir / "tuner") if resumed else []
     if own:
         return own, f"this run's {len(own)} finished trials"
-    for other in _comparable_runs(run_dir, config, RETRAIN_KEYS):
+    for other in _comparable_runs(run_dir, config, RETRAIN_KEYS, counts):
         found = _recorded_points(other)
         if found:
             return found, f"{other.name}'s trials and retrain"
@@ -309,13 +322,16 @@ def _tuner_points(tuner_dir: Path) -> list[tuple[dict, float, float]]:
     return found
 
 
-def start_lines(run_dir: Path, settings: dict[str, Any], gpus: int, search: bool) -> list[str]:
-    """What a run prints before trial 1: on a CPU without a budget, what a run costs and how to bound it; and,
-    without a budget, its expected wall time."""
+def start_lines(
+    run_dir: Path, settings: dict[str, Any], counts: Mapping[str, int], gpus: int, search: bool, default_protocol: bool
+) -> list[str]:
+    """What a run prints before trial 1: for the default protocol on a CPU without a budget, what it costs and how
+    to bound it; and, without a budget, its expected wall time, or why there is none yet."""
     budget = settings.get("time_budget")
-    lines = (
-        cpu_budget_hint(gpus, search, budget),
-        # Under a time budget its plan says what will run; an estimate of the unbounded run would contradict it.
-        None if budget else start_estimate(run_dir, settings, search=search),
+    if budget:  # its plan says what will run; an estimate of the unbounded run would contradict it
+        return []
+    estimate = start_estimate(run_dir, settings, counts, search=search) or (
+        "Expected wall time: not known yet: no finished run on the same data and settings beside this one to price "
+        "it from" + ("; each trial's header gives an ETA once a trial has finished" if search else "")
     )
-    return [line for line in lines if line]
+    return [line for line in (cpu_budget_hint(gpus, default_protocol, budget), estimate) if line]

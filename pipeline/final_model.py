@@ -107,6 +107,7 @@ def finalist_record(finalist: Any) -> dict[str, Any]:
         "search_score": candidate.search_score,
         "search_last_score": candidate.search_last_score,
         "kept_epoch": finalist.kept_epochs[0],
+        "epochs_trained": len(finalist.histories[0]),  # fewer than final_epochs where the time budget stopped it
         "training_seed": finalist.seeds[0],
     }
     if finalist.left_race:
@@ -216,10 +217,11 @@ def _repeat_records(finalist: Any, tests: Sequence[np.ndarray], splits: dict[str
     if len(finalist.models) == 1:
         return {}
     records = []
-    for k, (seed, kept, ours, theirs) in enumerate(zip(finalist.seeds, finalist.kept_epochs, finalist.validation, tests)):
+    retrains = zip(finalist.seeds, finalist.kept_epochs, finalist.histories, finalist.validation, tests)
+    for k, (seed, kept, history, ours, theirs) in enumerate(retrains):
         threshold = validation_threshold(splits, ours, settings)
         records.append({
-            "repeat": k + 1, "training_seed": seed, "kept_epoch": kept,
+            "repeat": k + 1, "training_seed": seed, "kept_epoch": kept, "epochs_trained": len(history),
             "validation": classification_metrics(splits["validation"].labels, ours, threshold),
             "test": classification_metrics(splits["test"].labels, theirs, threshold),
         })  # fmt: skip

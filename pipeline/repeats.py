@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation import log_loss_gap, predict_split
-from runs import point_name
+from runs import plural, point_name
 
 if TYPE_CHECKING:
     from config import Settings
@@ -84,14 +84,18 @@ def retrain_repeats(
             work = hypermodel.work(tuning.searched_values(finalist.candidate.point))
             later = settings.repeats - repeat  # the incumbent's repeats still to come
             backup = backup_root / _backup_name(finalist.candidate.trial_id, repeat)
-            # A repeat begun before a resume goes on whatever is left: its finished epochs are not thrown away.
-            priced = repeat > 1 and planner is not None and not has_begun(backup)
-            if priced and not planner.repeat_fits(work, later, f"{finalist.name}'s repeat {repeat}"):
+            # Every retrain but the incumbent's first is priced beside the incumbent's repeats still to come, so a
+            # short budget drops challengers before the averaging the protocol exists for. A repeat begun before a
+            # resume goes on whatever is left: its finished epochs are not thrown away.
+            priced = (repeat > 1 or rank > 1) and planner is not None and not has_begun(backup)
+            what = f"{finalist.name}'s repeat {repeat}" if settings.repeats > 1 else f"{finalist.name}'s retrain"
+            if priced and not planner.repeat_fits(work, later, what):
                 finalist.left_race = f"the time budget held no repeat {repeat}"
                 continue
+            repeats = f", repeat {repeat} of {settings.repeats}" if settings.repeats > 1 else ""
             print(
-                f"\nFinalist {rank} of {len(finalists)}: {finalist.name}, repeat {repeat} of {settings.repeats}, "
-                f"retrained for {settings.final_epochs} epochs"
+                f"\nFinal stage, point {rank} of {len(finalists)} (the baseline's point first): {finalist.name}"
+                f"{repeats}, retrained for {plural(settings.final_epochs, 'epoch')}"
             )
             seed = repeat_seed(settings.seed, repeat)
             model, history, kept = training.retrain(
@@ -106,7 +110,8 @@ def retrain_repeats(
             finalist.validation.append(predict_split([model], splits["validation"], settings.batch_size)[0])
         if settings.repeats > 1 and repeat < settings.repeats:
             comparisons += race_round(finalists, labels, patients, repeat)
-    return finalists, comparisons
+    # A challenger the budget held no first retrain for is a recorded cut, not a finalist.
+    return [finalist for finalist in finalists if finalist.models], comparisons
 
 
 def _backup_name(trial_id: str, repeat: int) -> str:

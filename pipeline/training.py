@@ -187,10 +187,15 @@ def budget_deadline(planner: Any, final_stage: bool) -> list:
         def on_epoch_end(self, epoch, logs=None):
             budget = planner.budget
             reserve = planner.minimum_final_seconds() if final_stage else budget.report_seconds
+            planned = self.params.get("epochs")
+            if epoch + 1 == planned:  # the fit ends here anyway: nothing is cut
+                return
             if budget.left() - (time.monotonic() - self.started) < reserve:
                 self.model.stop_training = True
                 what = "a trial" if final_stage else "a retrain"
-                budget.cuts.append(f"{what} stopped after epoch {epoch + 1}: the time budget was running out")
+                budget.cuts.append(
+                    f"{what} stopped after epoch {epoch + 1} of {planned}: the time budget was running out"
+                )
 
     return [BudgetDeadline()]
 

@@ -11,7 +11,7 @@ import ctypes.util
 import gc
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pandas as pd
 
 from config import TUNER_PREFIX
 from errors import SearchError
-from runs import write_text
+from runs import plural, write_text
 from runtime import compat
 
 
@@ -67,20 +67,38 @@ class WholeFiles:
         write_json_whole(compat.trial_file(self, trial.trial_id), trial.get_state())
 
 
+class TrialsById:
+    """Oracle mixin: Keras Tuner's own progress lines count trials from 1 ("Running Trial #1", "Trial 1 Complete")
+    while its trial ids, which every file and report shows, start at 0 (trial 0 is the baseline's point). They are
+    kept silent through the public `verbose` property; TrialRecorder prints each trial's lines by its id."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        kt.Oracle.verbose.fset(self, 0)
+
+    @property
+    def verbose(self) -> int:
+        return 0
+
+    @verbose.setter
+    def verbose(self, value: Any) -> None:  # Keras Tuner sets it from fit's verbose at every search
+        kt.Oracle.verbose.fset(self, 0)
+
+
 def write_json_whole(path: str, state: dict[str, Any]) -> None:
     """Write JSON to a temporary file beside `path`, then rename it over `path` in one step."""
     write_text(Path(path), json.dumps(state))
 
 
-class BaselineFirstHyperbandOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.HyperbandOracle):
+class BaselineFirstHyperbandOracle(WholeFiles, Gated, BaselineFirst, TrialsById, kt.oracles.HyperbandOracle):
     pass
 
 
-class BaselineFirstRandomSearchOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.RandomSearchOracle):
+class BaselineFirstRandomSearchOracle(WholeFiles, Gated, BaselineFirst, TrialsById, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BaselineFirstBayesianOracle(WholeFiles, Gated, BaselineFirst, kt.oracles.BayesianOptimizationOracle):
+class BaselineFirstBayesianOracle(WholeFiles, Gated, BaselineFirst, TrialsById, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
@@ -88,6 +106,7 @@ class TrialRecorder:
     """Tuner mixin: prints progress and records each trial's epochs and seconds with its metrics."""
 
     retrain_epochs: int | None = None  # the final retrains' epochs in all, which the ETA counts too
+    baseline_values: dict[str, Any] = {}  # the baseline's point, which each trial's header compares with
     resumed = False  # whether trials had ended before this process began the search
 
     def save(self) -> None:
@@ -130,10 +149,15 @@ class TrialRecorder:
             else eta_text(seconds, epochs, planned, max_epochs, len(ended), self.retrain_epochs)
         )
         print(
-            f"\n== Trial {int(trial.trial_id) + 1} of {planned or '?'} | elapsed {elapsed}{since} | "
-            f"best {self.oracle.objective.name} so far: {best_text} | {eta}",
+            f"\n== Trial {trial.trial_id} ({int(trial.trial_id) + 1} of {planned or '?'}) | elapsed {elapsed}{since} | "
+            f"best {self.oracle.objective.name} so far: {best_text} | {eta}\n{point_line(trial.hyperparameters, self.baseline_values)}",
             flush=True,
         )
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        score = "no score" if trial.score is None else f"{self.oracle.objective.name} {trial.score:.4f}"
+        print(f"Trial {trial.trial_id} {str(trial.status).lower()}: {score}", flush=True)
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict[str, float]:
         started, started_at = time.monotonic(), time.time()
@@ -248,7 +272,7 @@ def build_tuner(
     else:
         oracle = BaselineFirstBayesianOracle(max_trials=max_trials, **common)
         tuner_class = SearchTuner
-    return tuner_class(
+    tuner = tuner_class(
         oracle=oracle,
         hypermodel=hypermodel,
         directory=str(directory),
@@ -256,6 +280,8 @@ def build_tuner(
         overwrite=overwrite,
         distribution_strategy=distribution_strategy,
     )
+    tuner.baseline_values = baseline_values
+    return tuner
 
 
 def ended_trials(oracle: kt.Oracle) -> list[kt.engine.trial.Trial]:
@@ -391,6 +417,17 @@ def finalist_trials(tuner: kt.Tuner, count: int, baseline_values: dict[str, Any]
     return baseline[:1] + others[:count]
 
 
+def point_line(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> str:
+    """A trial's point as its header shows it: the values that differ from the baseline's point."""
+    changed = {name: value for name, value in searched_values(hp).items() if baseline_values.get(name) != value}
+    if not changed:
+        return "Point: the baseline's"
+    values = ", ".join(
+        f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}" for name, value in changed.items()
+    )
+    return f"Point: the baseline's with {plural(len(changed), 'value')} changed: {values}"
+
+
 def is_baseline_point(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> bool:
     """Whether a point is the baseline's (its active values; inactive ones do not count)."""
     values = searched_values(hp)
@@ -406,7 +443,7 @@ def _moment(unix_seconds: float | None) -> str | None:
     """A wall-clock moment as trials.csv keeps it: ISO 8601 in UTC ("2026-12-01T06:43:15.355+00:00")."""
     if unix_seconds is None:
         return None
-    return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def _last_line(message: str) -> str:

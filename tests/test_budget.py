@@ -137,10 +137,26 @@ def test_the_final_stage_shrinks_rather_than_overrun() -> None:
     assert ahead.finalists_that_fit([1.0, 1.0]) == 1  # the baseline's point is always retrained
 
 
+def test_the_final_stage_retrains_no_more_finalists_than_the_last_plan_funded() -> None:
+    """Every plan line of a search said "2 finalists ... fit", and its final stage then retrained 4: the time was
+    there at the end, but the plan had spent it on trials."""
+    clock = FakeClock()
+    ahead = planner(600, clock)
+    assert ahead.plan(trials_done=20).finalists == ahead.funded == 4
+    clock.now = 430.0  # 170 s left: the plan prices finalists at the space's mean work and keeps 2 (135 s + 20 s)
+    assert ahead.plan(trials_done=24).finalists == ahead.funded == 2
+    # The chosen finalists are smaller than the mean: all four would fit (65 s + 4 x 22.5 s), the plan funded two.
+    assert ahead.finalists_that_fit([1.0, 0.5, 0.5, 0.5, 0.5]) == 3
+    assert ahead.budget.cuts == ["2 of 4 finalists not retrained: the search's last plan kept time for 2"]
+
+
 def test_a_budget_too_small_for_the_baseline_says_what_would_fit() -> None:
     message = planner(60, FakeClock()).too_small()
     assert message.startswith("time budget 1m is too small")
-    assert "--time-budget 2m" in message  # 8 s trial + 45 s retrain + 20 s report = 73 s
+    assert "pass --time-budget 2m" in message  # 8 s trial + 45 s retrain + 20 s report = 73 s, with a margin
+    # Or fewer retrain epochs in the same minute: 60 s / 1.25 less the trial and the report leaves 20 one-second epochs.
+    assert message.endswith("or keep this budget with --final-epochs 20")
+    assert "--final-epochs" not in planner(20, FakeClock()).too_small()  # not even one epoch fits beside the report
     assert "the baseline's retrain (45 epochs)" in planner(60, FakeClock()).too_small(search=False)  # 65 s
     assert planner(70, FakeClock()).too_small(search=False) is None  # a baseline run has no trial
     assert planner(120, FakeClock()).too_small() is None
@@ -239,12 +255,69 @@ def test_a_budgeted_run_prints_and_records_its_plan_and_a_budget_too_small_is_re
     run_dir = tmp_path / "reports" / "synthetic-best_point-search-random-48px-seed7-budget10m"
     recorded = json.loads((run_dir / "metrics.json").read_text())["budget"]
     assert (recorded["seconds"], recorded["text"], recorded["cut"], len(recorded["plans"])) == (600, "10m", [], 2)
-    assert "| time budget | 10m: " in (run_dir / "report.md").read_text()
+    assert "| time budget | 10m bought 2 trials (the baseline's point and 1 other)" in (run_dir / "report.md").read_text()
 
     assert search.main([*TINY, "--time-budget", "5s"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: time budget 5s is too small: the baseline's trial, its retrain (2 epochs)")
     # What it asks for is whole minutes that hold what it needs (1m on an idle machine; more on a busy one, where
     # loading the data already took part of the budget).
-    need, enough = re.search(r"need about (.+?) here .* give at least --time-budget (\d+)m,", error).groups()
+    need, enough = re.search(r"need about (.+?) here .* pass --time-budget (\d+)m", error).groups()
     assert 1 <= int(enough) and budget.parse_duration(need) <= 60 * int(enough) < budget.parse_duration(need) + 180
+
+
+@pytest.mark.e2e
+def test_a_refused_budget_leaves_nothing_behind_and_each_advice_starts_as_printed(tmp_path, monkeypatch, capsys):
+    """A budget refused at the start writes no run folder, so each flag its advice names, added to the same command,
+    starts a run in the same reports folder (it once said "was started with other settings: pass --overwrite")."""
+    import re
+
+    from conftest import TINY, best_point_only
+
+    monkeypatch.chdir(tmp_path)
+    flags = [*TINY, *best_point_only(tmp_path), "--tuner", "random", "--max-trials", "1", "--epochs", "1"]
+    assert search.main([*flags, "--time-budget", "2s"]) == 2
+    error = capsys.readouterr().err
+    assert not list((tmp_path / "reports").glob("*/config.yaml")), "the refused run left its folder behind"
+    advice = re.findall(r"(--time-budget \S+|--final-epochs \d+)", error.split("; ", 1)[1])
+    assert advice and advice[0].startswith("--time-budget")
+    for suggestion in advice:
+        argv = [*flags, "--time-budget", "2s", *suggestion.split()]
+        assert search.main(argv) == 0, f"the advice {suggestion!r} did not start: {capsys.readouterr().err}"
+        capsys.readouterr()
+
+
+def test_a_retrain_that_ran_its_whole_schedule_records_no_cut() -> None:
+    """With --final-epochs 5 the report once said "a retrain stopped after epoch 5: the time budget was running
+    out", though 5 was the whole schedule; a fit stopped early says which epoch of how many."""
+    import keras
+
+    from pipeline import training
+
+    clock = FakeClock()
+    ahead = planner(100, clock)
+    (deadline,) = training.budget_deadline(ahead, final_stage=False)
+    deadline.set_params({"epochs": 5})
+    deadline.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    deadline.model.stop_training = False
+    clock.now = 99.0  # 1 s left, less than the report's 20 s
+    deadline.on_epoch_begin(4)
+    deadline.on_epoch_end(4)
+    assert ahead.budget.cuts == [] and not deadline.model.stop_training
+    deadline.on_epoch_begin(2)
+    deadline.on_epoch_end(2)
+    assert ahead.budget.cuts == ["a retrain stopped after epoch 3 of 5: the time budget was running out"]
+    assert deadline.model.stop_training
+
+
+def test_a_plan_that_buys_no_search_says_so_in_words() -> None:
+    """A 5-minute budget's plan read "0 more trials ... and 0 finalists" and nothing said what that meant."""
+    clock = FakeClock()
+    ahead = planner(200, clock)
+    clock.now = 130.0  # 70 s left: the baseline's retrain and the report (65 s), nothing more
+    plan = ahead.plan(trials_done=1)
+    assert (plan.trials, plan.finalists) == (0, 0)
+    assert "the budget buys no search beyond what has run, and the final stage retrains the baseline's point alone" in (
+        ahead.plan_line(plan, 1)
+    )
+    assert "buys no search" not in ahead.plan_line(planner(600, FakeClock()).plan(0), 0)

@@ -97,7 +97,7 @@ def test_depth_is_clamped_to_what_the_image_size_allows():
 
 
 def test_image_too_small_for_the_baseline_is_rejected():
-    with pytest.raises(ValueError, match="image_size 32 is too small"):
+    with pytest.raises(ValueError, match=r"image_size 32 \(--image-size or the config's image_size\) is too small"):
         hypermodel(image_size=32)
 
 

@@ -87,3 +87,48 @@ def test_the_members_table_gives_a_challenger_that_left_the_race_its_one_retrain
             "validation": scores, "test": scores, "left_race": "clearly worse"}  # fmt: skip
     table = members_table({"finalists": [incumbent, left]})
     assert "| the baseline's point | 2 | 1007 | 30 |" in table and "| trial 03 | 1 | 7 | 12 |" in table
+
+
+def test_a_short_budget_drops_challengers_before_the_incumbents_repeats(tmp_path, monkeypatch):
+    """Challengers that train slower than priced: the budget's last retrains go to the incumbent's repeats, and
+    every retrain left out is a recorded cut (an independent run once retrained four challengers and then had no
+    time for the baseline's point's repeats 2 and 3)."""
+    from pathlib import Path
+
+    import budget
+    import config
+    import hypermodel
+    from pipeline import training
+
+    now = [0.0]
+    planner = budget.Planner(
+        budget.Budget(250, lambda: now[0]), mean_work=1.0, baseline_work=1.0, epochs=8, final_epochs=45,
+        max_trials=25, max_finalists=2, price=budget.Price(1.0, "a test"), repeats=3,
+    )  # fmt: skip
+    assert planner.finalists_that_fit([1.0, 1.0, 1.0]) == 3  # priced at 45 s each: 5 retrains and the report fit
+    labels = np.array([0, 1] * 20)
+    files = [Path(f"person{i}_bacteria_{i}.jpeg") for i in range(40)]
+    splits = {"validation": SimpleNamespace(labels=labels, files=files)}
+    trained = []
+
+    def retrain(hypermodel_, point, splits_, settings, backup, log_dir=None, planner_=None):
+        trained.append((point.name, settings.seed))
+        now[0] += 45.0 if point.name == "00" else 90.0  # each challenger takes twice its price
+        return SimpleNamespace(), None, 1
+
+    monkeypatch.setattr(training, "retrain", retrain)
+    monkeypatch.setattr(hypermodel, "without_augmentation", lambda model: model)
+    monkeypatch.setattr(repeats, "predict_split", lambda models, split, batch: [np.where(labels == 1, 0.8, 0.2)])
+    candidates = [
+        SimpleNamespace(trial_id=name, is_baseline=name == "00", point=SimpleNamespace(name=name, values={}))
+        for name in ("00", "03", "07")
+    ]
+    settings = config.load().replace(repeats=3, final_epochs=45, seed=53)
+    space = SimpleNamespace(work=lambda values: 1.0)
+    finalists, _ = repeats.retrain_repeats(space, candidates, splits, settings, tmp_path / "run" / "retrain", planner)
+    assert [f.candidate.trial_id for f in finalists] == ["00", "03"]  # trial 07's retrain did not fit: no finalist
+    assert trained.count(("00", 53)) == 1 and ("00", 1053) in trained and ("00", 2053) in trained
+    assert len(finalists[0].models) == 3  # the incumbent's three repeats, which the delivered model averages
+    assert any(cut.startswith("trial 07's repeat 1 not retrained") for cut in planner.budget.cuts)
+    assert any(cut.startswith("trial 03's repeat 2 not retrained") for cut in planner.budget.cuts)
+    assert now[0] <= 250

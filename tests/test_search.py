@@ -196,7 +196,7 @@ def test_hyperband_runs_its_schedule_with_the_baseline_first_and_says_it_decides
     assert "tuner/epochs" in trials.columns
     output = capsys.readouterr().out
     assert "Hyperband's schedule for epochs 2 and hyperband_factor 3 has 2 trial(s), fewer than max_trials 3" in output
-    assert "== Trial 2 of 2" in output
+    assert "== Trial 1 (2 of 2)" in output
     assert "Training on: CPU only" in output or "Training on: NVIDIA" in output
     assert_tuner_keeps_no_weights(only_run(workdir / "reports"), trials=2)
     assert re.search(r"Disk: \d+\.\d MB in .*, of which model.keras \d+\.\d MB", output)
@@ -414,7 +414,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(workdir, monkeypatch,
     assert list(trials["status"]) == ["COMPLETED", "FAILED", "FAILED"]
     assert (trials["error"][1:] == "RuntimeError: synthetic failure for this point").all()
     assert "2 of 3 trials failed" in capsys.readouterr().err
-    assert "**2 trial(s) failed**" in (run_dir / "report.md").read_text()
+    assert "**2 trials failed**" in (run_dir / "report.md").read_text()
 
 
 def test_every_trial_failing_stops_with_one_sentence(workdir, monkeypatch, capsys):
@@ -433,7 +433,7 @@ def test_every_trial_failing_stops_with_one_sentence(workdir, monkeypatch, capsy
     ("flags", "message"),
     [
         (["--epochs", "0"], "--epochs: epochs must be at least 1"),
-        (["--image-size", "32"], "image_size 32 is too small"),
+        (["--image-size", "32"], "image_size 32 (--image-size or the config's image_size) is too small"),
         (["--tuner", "random", "--config", "unbounded.yaml"], "max_trials must be set for tuner random"),
         (["--config", "absent.yaml"], "cannot read config file absent.yaml"),
     ],
@@ -444,6 +444,39 @@ def test_bad_input_exits_2_with_one_sentence_and_no_run_folder(workdir, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (workdir / "reports").exists() or not any((workdir / "reports").iterdir())
+
+
+def test_every_flag_is_checked_before_any_data_is_read_or_downloaded(workdir, capsys, monkeypatch):
+    """--image-size 20 passed the flag's range and failed only once the data was found (without data, after the
+    1.2 GB download had started); now the model's checks come first."""
+    import data
+
+    monkeypatch.setattr(data, "download_dataset", lambda *a: pytest.fail("the download started"))
+    assert search.main(["--image-size", "20", "--baseline"]) == 2
+    err = capsys.readouterr().err
+    assert "image_size 20 (--image-size or the config's image_size) is too small" in err
+    assert err.strip().endswith("pass --image-size 46 or more")
+    assert search.main(["--image-size", "20", "--data-dir", "nowhere"]) == 2
+    assert "image_size 20" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--smoke", "--data-dir", "/nonexistent"], "--smoke runs on generated images, so --data-dir /nonexistent "
+         "would be ignored: drop --data-dir, or drop --smoke to use that folder (`python search.py --config "
+         "configs/smoke.yaml --data-dir /nonexistent`)"),
+        (["--synthetic", "--data-dir", "x"], "--synthetic runs on generated images, so --data-dir x would be ignored"),
+        (["--baseline", "--tuner", "hyperband"], "--baseline runs no search, so --tuner would be ignored: drop --tuner"),
+        (["--baseline", "--max-trials", "3"], "--baseline runs no search, so --max-trials would be ignored"),
+        (["--baseline", "--epochs", "3"], "--baseline runs no search, so --epochs would be ignored"),
+    ],
+)  # fmt: skip
+def test_a_flag_the_mode_would_ignore_is_refused(workdir, capsys, flags, message):
+    assert search.main(flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {message}" or (err.startswith(f"error: {message}") and "\n" not in err)
+    assert not (workdir / "reports").exists() and not (workdir / "data").exists()
 
 
 def test_missing_data_dir_names_the_path(workdir, capsys):
@@ -469,3 +502,28 @@ def test_help_lists_every_flag_without_loading_tensorflow():
     assert result.stdout.strip().endswith("False")
 
 
+
+
+def test_the_python_versions_stated_are_the_ones_enforced():
+    """README said "Python 3.10 to 3.12, as requirements.txt pins it" while nothing pinned it and numpy 2.4 needs
+    3.11: the versions README and requirements.txt state are pyproject.toml's requires-python, which pip enforces."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    repo = Path(search.__file__).parent
+    allowed = SpecifierSet(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["requires-python"])
+    low, high = re.search(r"Python (3\.\d+) to (3\.\d+), as `pyproject.toml`", (repo / "README.md").read_text()).groups()
+    assert f"Python {low}-{high}, pyproject.toml's requires-python" in (repo / "requirements.txt").read_text()
+    minor = lambda version: int(version.split(".")[1])  # noqa: E731
+    stated = {f"3.{n}" for n in range(minor(low), minor(high) + 1)}
+    assert {f"3.{n}" for n in range(8, 16) if f"3.{n}" in allowed} == stated
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in allowed  # the suite runs on one of them
+
+
+def test_the_smoke_runs_time_is_one_figure_wherever_it_is_stated():
+    """predict.py said a smoke model takes "about a minute", README "about 40 s"."""
+    repo = Path(search.__file__).parent
+    texts = {name: (repo / name).read_text() for name in ("README.md", "predict.py", "configs/smoke.yaml")}
+    assert all("about 40 s" in text for text in texts.values()), [n for n, t in texts.items() if "about 40 s" not in t]
+    assert not any("about a minute" in text for text in texts.values())
