@@ -23,6 +23,15 @@ from runs import MODEL_FILE, RunResult, save_figure
 
 EXAMPLES_PER_OUTCOME = 3
 FEW_IMAGES = 10  # a reliability bin with fewer images is drawn hollow: its share of PNEUMONIA is mostly chance
+# A learning curve of this many epochs or fewer marks each epoch: one epoch is a single point, which a line alone
+# does not draw (a 1-epoch run's figure was blank), and a few points read better as points.
+FEW_EPOCHS = 10
+# The reliability diagram's splits: validation's large circles beneath, test's small squares on top, so that where
+# the two fall on the same point both still show (test drawn alike on top hid validation's).
+SPLIT_STYLE = {
+    "validation": {"marker": "o", "markersize": 10, "zorder": 3},
+    "test": {"marker": "s", "markersize": 5, "zorder": 4},
+}
 # A search's figures, in the order report.md shows them: file name, alt text. search_progress.png and
 # search_hyperparameters.png keep the names of the figures they replaced (objective per trial and per
 # hyperparameter): the same questions, now against search time and with the baseline's values marked.
@@ -79,9 +88,10 @@ def finalists_figure(metrics: dict[str, Any], objective: str) -> Figure:
 
 def learning_curves_figure(history: pd.DataFrame, objective: str, best_epoch: int) -> Figure:
     figure = Figure(figsize=(13, 3.6), layout="constrained")
+    marker = "o" if len(history) <= FEW_EPOCHS else None
     for ax, metric in zip(figure.subplots(1, 3), ("loss", "accuracy", "auc")):
-        ax.plot(history["epoch"], history[metric], label="train")
-        ax.plot(history["epoch"], history[f"val_{metric}"], label="validation")
+        ax.plot(history["epoch"], history[metric], marker=marker, label="train")
+        ax.plot(history["epoch"], history[f"val_{metric}"], marker=marker, label="validation")
         ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch} (best {objective})")
         ax.set(title=metric, xlabel="epoch")
         ax.grid(alpha=0.3)
@@ -159,19 +169,24 @@ def calibration_figure(predictions: pd.DataFrame, bins: int = 10) -> Figure:
     for i, (split, brier) in enumerate(splits.items()):
         rows = predictions[predictions["split"] == split]
         table = reliability_bins(rows["label"], rows["p_pneumonia"], bins)
+        style = SPLIT_STYLE.get(split, SPLIT_STYLE["test"])
+        # Every bin a filled marker on the line (so the legend shows the split's marker), those of few images
+        # drawn again hollow on top.
         (line,) = diagram.plot(
-            table["mean_predicted"], table["share_positive"], "-", label=f"{split} (Brier {brier:.3f})"
+            table["mean_predicted"], table["share_positive"], "-", label=f"{split} (Brier {brier:.3f})", **style
         )
-        few = table["images"] < FEW_IMAGES
-        for hollow in (False, True):
-            shown = table[few == hollow]
-            face = "white" if hollow else line.get_color()
-            diagram.plot(
-                shown["mean_predicted"], shown["share_positive"], "s", color=line.get_color(), markerfacecolor=face
-            )
+        hollow = table[table["images"] < FEW_IMAGES]
+        diagram.plot(
+            hollow["mean_predicted"],
+            hollow["share_positive"],
+            linestyle="none",
+            color=line.get_color(),
+            markerfacecolor="white",
+            **style,
+        )
         bars = counts.bar(table["low"] + width * (i + 1), table["images"], width=width, color=line.get_color())
         counts.bar_label(bars, fontsize=6.5, padding=1)
-    diagram.plot([], [], "s", color="grey", markerfacecolor="white", label=f"bin of fewer than {FEW_IMAGES} images")
+    diagram.plot([], [], "o", color="grey", markerfacecolor="white", label=f"bin of fewer than {FEW_IMAGES} images")
     diagram.set(
         ylabel="share of PNEUMONIA in bin",
         xlim=(0, 1),

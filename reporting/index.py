@@ -9,34 +9,58 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from errors import ConfigError
-from reporting.tables import cell, duration, markdown_table, maximised
+from reporting.tables import cell, duration, is_synthetic, markdown_table, maximised
 from runs import CARD_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, RunFolder, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
+HEADER = [
+    "run", "finished", "kind", "image size", "trials", "best validation objective",
+    "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report", "model card",
+]  # fmt: skip
+
+
 def write_index(reports_dir: Path) -> None:
     """reports/index.md: one row per run folder, finished or not, newest first. A folder whose files cannot be
-    read (copied in part, say) gets a row saying so: another folder never stops a run from finishing."""
-    rows = [_index_row(config_file.parent) for config_file in sorted(reports_dir.glob(f"*/{CONFIG_FILE}"))]
-    rows.sort(key=lambda row: row[0], reverse=True)
-    header = [
-        "run", "finished", "kind", "image size", "trials", "best validation objective",
-        "test accuracy", "test AUC", "test sensitivity", "test specificity", "wall time", "report", "model card",
-    ]  # fmt: skip
-    text = "\n".join(
-        [
-            "# Runs",
+    read (copied in part, say) gets a row saying so: another folder never stops a run from finishing. Runs on
+    generated images get a table of their own after the real ones: their figures say nothing about chest X-rays,
+    so they are never set among the real runs' figures."""
+    folders = [config_file.parent for config_file in sorted(reports_dir.glob(f"*/{CONFIG_FILE}"))]
+    rows = [(_index_row(folder), _on_generated_images(folder)) for folder in folders]
+    rows.sort(key=lambda row: row[0][0], reverse=True)
+    real = [cells for (_, cells), generated in rows if not generated]
+    checks = [cells for (_, cells), generated in rows if generated]
+    lines = [
+        "# Runs",
+        "",
+        "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
+        "the test split was predicted once, after every choice was made on validation.",
+        "",
+        markdown_table(HEADER, real) if real else "No run on the chest X-rays here yet.",
+        "",
+    ]
+    if checks:
+        lines += [
+            "## Pipeline checks on generated images",
             "",
-            "Every run folder here, newest first; rewritten after every run. Test figures are held out: "
-            "the test split was predicted once, after every choice was made on validation.",
+            "Runs on generated images (`--smoke`, `--synthetic`): they check that the pipeline runs end to end, and "
+            "their figures say nothing about chest X-rays.",
             "",
-            markdown_table(header, [cells for _, cells in rows]),
+            markdown_table(HEADER, checks),
             "",
         ]
-    )
-    write_text(reports_dir / "index.md", text)
+    write_text(reports_dir / "index.md", "\n".join(lines))
+
+
+def _on_generated_images(run_dir: Path) -> bool:
+    """Whether a run folder's config.yaml names generated images; a folder whose config cannot be read counts as
+    real, so that its row (saying it is unreadable) stays in the main table."""
+    try:
+        return is_synthetic(str(RunFolder(run_dir).config().get("data_dir", "")))
+    except (ConfigError, OSError, ValueError, AttributeError):
+        return False
 
 
 def _index_row(run_dir: Path) -> tuple[str, list[Any]]:

@@ -8,6 +8,8 @@ study.db, and the importances it reports; Optuna loads only then); nothing here 
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from reporting.tables import (
     METRIC_ROWS,
     cell,
     duration,
+    epochs_trained,
+    finalist_name,
     finalists_table,
     hyperparameter_columns,
     interval_sentence,
@@ -28,23 +32,31 @@ from reporting.tables import (
     markdown_table,
     maximised,
     members_table,
+    plural,
     racing_sentence,
     selection_sentence,
     threshold_rule,
     type_sensitivity,
+    weights_in_words,
     with_interval,
 )
 from runs import CARD_FILE, MODEL_FILE, REPORT_FILE, STUDY_FILE, RunResult, disk_usage, write_text
 
 PUBLISHED = {
     "accuracy": 0.9295,
-    "source": "../shared/BASELINE.md, the original notebook's last of 45 epochs",
+    "source": "the original Kaggle notebook's last of its 45 epochs, as docs/baseline.md in this repository records it",
     "caveat": (
         "The original notebook's 92.95% (580 of 624) is the last of its 45 epochs, measured on the 624-image "
         'test split that it monitored every epoch as its "validation" data; across those epochs the figure '
         "swung between 70.5% and 94.7%. It is not a held-out result, so it is quoted here, not compared."
     ),
 }
+
+# What a run on generated images says instead of the published figure: why it is left out, and where it is recorded.
+UNPUBLISHED = (
+    "The original notebook's published accuracy is not set beside this run: it was measured on the real test images "
+    "(as docs/baseline.md in this repository records it), and this run's test images are generated."
+)
 
 RESAMPLES = 20  # bootstrap resamples of the trials behind fANOVA's range (seeded: a re-render gives the same figures)
 
@@ -113,8 +125,21 @@ def _headline_section(result: RunResult) -> list[str]:
     return [
         f"# Chest X-ray pneumonia classifier: {result.kind} run `{result.config.run_name}`",
         "",
+        *_synthetic_lines(result),
         f"**Held-out test ({test['n_images']} images, predicted once at the end):** {figures} at threshold "
         f"{test['threshold']:.3f} ({threshold_rule(result.config.threshold)}). {interval_sentence(test)}".rstrip(),
+        "",
+    ]
+
+
+def _synthetic_lines(result: RunResult) -> list[str]:
+    """For a run on generated images, the first thing a reader sees: its figures are not about chest X-rays."""
+    if not is_synthetic(result.config.data_dir):
+        return []
+    return [
+        f"**This run trained and was tested on generated images (`{result.config.data_dir}`), not on chest X-rays**, "
+        "so none of its figures says anything about chest X-rays or pneumonia: it is a check that the pipeline runs "
+        "end to end (search, retrain, evaluation, report).",
         "",
     ]
 
@@ -147,7 +172,8 @@ def _comparison_section(result: RunResult) -> list[str]:
         markdown_table(header, rows + published_rows),
         "",
         *missing_other,
-        *([f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}.", ""] if published else []),
+        f"*Published figure:* {PUBLISHED['caveat']} Source: {PUBLISHED['source']}." if published else UNPUBLISHED,
+        "",
     ]
 
 
@@ -220,21 +246,34 @@ def _what_ran_section(result: RunResult) -> list[str]:
         ],
         ["class weights", "on" if config.class_weights else "off"],
         ["search", search],
-        [
-            "final training",
-            f"{config.final_epochs} epochs, {config.final_schedule} learning rate, "
-            f"kept epoch {run['best_epoch']} (best {config.objective})",
-        ],
+        ["final training", _final_training(result)],
         ["threshold", f"{test['threshold']:.3f}, {threshold_rule(config.threshold)}"],
         ["precision", _precision(result)],
         ["backend", f"Keras on {config.backend}"],
         ["wall time", _wall_time(run)],
-        *([["time budget", _budget(result.metrics["budget"])]] if "budget" in result.metrics else []),
+        *([["time budget", _budget(result)]] if "budget" in result.metrics else []),
         ["versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())],
         ["machine", run["machine"]],
         ["command", f"`{run['command']}`"],
     ]
     return ["## What ran", "", markdown_table(["setting", "value"], rows), ""]
+
+
+def _final_training(result: RunResult) -> str:
+    """The delivered model's retrain: the epochs it trained of those planned, its schedule and its kept epoch.
+    history.csv is that retrain's (with finalists, the heaviest member's first repeat), so its rows are the
+    epochs trained."""
+    config, metrics = result.config, result.metrics
+    trained = epochs_trained(len(result.history), config.final_epochs, "budget" in metrics)
+    text = (
+        f"{trained}, {config.final_schedule} learning rate, kept epoch {metrics['run']['best_epoch']} "
+        f"(best {config.objective})"
+    )
+    finalists = metrics.get("finalists")
+    if not finalists:
+        return text
+    heaviest = max(finalists, key=lambda finalist: finalist["weight"])
+    return f'{finalist_name(heaviest)}: {text}; every finalist\'s retrain is under "Finalists and the chosen model"'
 
 
 def _images_section(result: RunResult) -> list[str]:
@@ -254,8 +293,13 @@ def _validation_section(result: RunResult) -> list[str]:
     ]
 
 
+def _file_names(result: RunResult) -> str:
+    """Whose file names tell the pneumonia types: Kaggle's, or the generator's, which only imitate them."""
+    return "The generated images' file names" if is_synthetic(result.config.data_dir) else "Kaggle's file names"
+
+
 def _types_section(result: RunResult) -> list[str]:
-    """Sensitivity per pneumonia type (bacterial, viral), from Kaggle's file names."""
+    """Sensitivity per pneumonia type (bacterial, viral), from the file names."""
     test, ensemble = result.metrics["test"], result.metrics.get("ensemble")
     if "by_type" not in test:
         return []
@@ -271,7 +315,7 @@ def _types_section(result: RunResult) -> list[str]:
     return [
         "## Sensitivity by pneumonia type (test)",
         "",
-        "Kaggle's file names say whether a PNEUMONIA image is bacterial or viral; the share of each type called "
+        f"{_file_names(result)} say whether a PNEUMONIA image is bacterial or viral; the share of each type called "
         "PNEUMONIA at the validation-chosen threshold, with the interval from the same patient resamples. "
         "An interval of [1.000, 1.000] means no image of that type was missed in any resample, not that none can be.",
         "",
@@ -313,13 +357,14 @@ def _finalists_section(result: RunResult) -> list[str]:
     """The full-length finalists beside the chosen model, and how it was chosen (a finalist run only)."""
     if "finalists" not in result.metrics:
         return []
+    which = _finalists_named(len(result.metrics["finalists"]) - 1)
     return [
         "## Finalists and the chosen model",
         "",
-        f"The baseline's point and the {len(result.metrics['finalists']) - 1} best other points of the search, each "
-        f"retrained for {result.config.final_epochs} epochs and kept at its own best epoch on validation; the "
-        f"search scores are {result.config.objective} (Keras Tuner keeps a trial's best epoch; its last is beside "
-        "it). Test figures are each model's at its own validation-chosen threshold, predicted once, after the choice.",
+        f"{which}, each retrained on a schedule of {plural(result.config.final_epochs, 'epoch')} and kept at its own "
+        f"best epoch on validation; the search scores are {result.config.objective} (Keras Tuner keeps a trial's best "
+        "epoch; its last is beside it). Test figures are each model's at its own validation-chosen threshold, "
+        "predicted once, after the choice.",
         "",
         finalists_table(result.metrics),
         "",
@@ -332,6 +377,15 @@ def _finalists_section(result: RunResult) -> list[str]:
         "![search score against retrained validation score](finalists.png)",
         "",
     ]
+
+
+def _finalists_named(others: int) -> str:
+    """Which points were finalists, in words, for the count of those besides the baseline's point."""
+    if others == 0:
+        return "The baseline's point alone (no other point of the search)"
+    if others == 1:
+        return "The baseline's point and the best other point of the search"
+    return f"The baseline's point and the {others} best other points of the search"
 
 
 def _repeats_lines(metrics: dict[str, Any]) -> list[str]:
@@ -350,11 +404,38 @@ def _repeats_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-def _budget(budget: dict[str, Any]) -> str:
-    """The budget, the time used by the moment the report was written, and what the budget cut."""
-    used = f"{budget['text']}: {duration(budget['used_seconds'])} used when the report was written"
+def _budget(result: RunResult) -> str:
+    """The budget, what it bought (trials and finalists), the time used by the moment the report was written,
+    and what the budget cut, as recorded."""
+    budget = result.metrics["budget"]
+    used = f"{duration(budget['used_seconds'])} used when the report was written"
     cuts = "; ".join(budget["cut"]) or "nothing cut"
-    return f"{used}; {cuts}"
+    return f"{budget['text']} bought {_bought(result)}; {used}; {cuts}"
+
+
+def _bought(result: RunResult) -> str:
+    """What ran within the budget, in words: the search's trials and the finalists retrained besides the
+    baseline's point (a run without finalists retrained one point: the baseline's, or the search's best)."""
+    if result.trials is None:
+        return "the baseline's retrain (a baseline run searches nothing)"
+    n_trials = len(result.trials)
+    trials = (
+        "1 trial (the baseline's point)"
+        if n_trials == 1
+        else f"{n_trials} trials (the baseline's point and {plural(n_trials - 1, 'other')})"
+    )
+    finalists = result.metrics.get("finalists")
+    if finalists:
+        others = len(finalists) - 1
+        retrains = sum(len(finalist.get("repeats") or [finalist]) for finalist in finalists)
+        more = f", {plural(retrains, 'retrain')} in all" if retrains != len(finalists) else ""
+        retrained = f"{plural(others, 'finalist') if others else 'no finalist'} besides the baseline's point{more}"
+        only_baseline = others == 0
+    else:
+        delivered, only_baseline = _delivered_point(result)
+        retrained = "no finalist besides the baseline's point" if only_baseline else f"one retrain, of {delivered}"
+    nothing = n_trials <= 1 and only_baseline
+    return f"{trials} and {retrained}" + (": no search beyond the baseline" if nothing else "")
 
 
 def _wall_time(run: dict[str, Any]) -> str:
@@ -450,7 +531,8 @@ def _skipped_section(result: RunResult, shown: int = 20) -> list[str]:
     lines = [
         "## Images left out",
         "",
-        f"{len(skipped)} image(s) could not be decoded and were left out (`skip_bad_images`); "
+        f"{plural(len(skipped), 'image')} could not be decoded and {'was' if len(skipped) == 1 else 'were'} left "
+        "out (`skip_bad_images`); "
         "every one is listed in `skipped_images.csv`.",
         "",
         markdown_table(["split", "class", "file"], skipped[["split", "class", "file"]].head(shown).to_numpy().tolist()),
@@ -465,10 +547,10 @@ def _search_summary(result: RunResult) -> str:
     trials, config = result.trials, result.config
     completed = int((trials["status"] == "COMPLETED").sum())
     epochs = int(trials["epochs_run"].fillna(0).sum())
-    budget = f"max {config.max_trials} trials" if config.max_trials else "its full schedule"
+    budget = f"max {plural(config.max_trials, 'trial')}" if config.max_trials else "its full schedule"
     return (
-        f"{config.tuner} ({budget}, up to {config.epochs} epochs a trial, objective {config.objective}): "
-        f"{len(trials)} trials, {completed} completed, {epochs} epochs in all"
+        f"{config.tuner} ({budget}, up to {plural(config.epochs, 'epoch')} a trial, objective {config.objective}): "
+        f"{plural(len(trials), 'trial')}, {completed} completed, {plural(epochs, 'epoch')} in all"
     )
 
 
@@ -476,33 +558,128 @@ def _search_section(result: RunResult) -> list[str]:
     if result.trials is None:
         return []
     trials, objective = result.trials, result.config.objective
-    baseline = result.metrics["run"]["baseline_hyperparameters"]
     done = trials[trials["status"] == "COMPLETED"]
     lines = ["## Search", ""]
     if len(done):
-        best = done.loc[done["objective"].idxmax() if maximised(objective) else done["objective"].idxmin()]
         first = trials.iloc[0]
         lines.append(
-            f"Trial {first['trial_id']} is the baseline point at the search's first budget ({cell(first['epochs_run'])} "
-            f"epochs): validation objective {cell(first['objective'])} ({first['status'].lower()})."
+            f"Trial {first['trial_id']} is the baseline point at the search's first budget "
+            f"({_epochs(first['epochs_run'])}): validation objective {cell(first['objective'])} "
+            f"({first['status'].lower()})."
         )
-        same = all(best.get(name) == value for name, value in baseline.items())
-        lines.append(
-            f"The best trial, {best['trial_id']}, reached {cell(best['objective'])} after {cell(best['epochs_run'])} "
-            + (
-                "epochs; it is the baseline point itself, so this search found nothing better than the baseline."
-                if same
-                else 'epochs at the point shown under "Hyperparameters".'
-            )
-        )
+        lines += [_ranking_sentence(done, objective), _delivered_sentence(result, done)]
     failed = trials[trials["status"] != "COMPLETED"]
     if len(failed):
-        lines += ["", f"**{len(failed)} trial(s) failed**:", ""]
+        lines += ["", f"**{plural(len(failed), 'trial')} failed**:", ""]
         lines += [f"- trial {row.trial_id}: {row.error}" for row in failed.itertuples()]
     top = done.sort_values("objective", ascending=not maximised(objective)).head(5)
     shown = ["trial_id", "objective", "epochs_run", "seconds", *hyperparameter_columns(trials)]
     lines += ["", "Top trials:", "", markdown_table(shown, top[shown].to_numpy().tolist()), ""]
     return lines
+
+
+def _ranked(done: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """Completed trials best first by their short-trial score (the earlier trial first at a tie)."""
+    return done.sort_values("objective", ascending=not maximised(objective), kind="stable")
+
+
+def _ranking_sentence(done: pd.DataFrame, objective: str) -> str:
+    """Which trial the search's short trials ranked first, and where the baseline's point ranked."""
+    ranked = _ranked(done, objective)
+    best = ranked.iloc[0]
+    scored = f"{cell(best['objective'])} after {_epochs(best['epochs_run'])}"
+    lead = (
+        "The only completed trial is trial"
+        if len(ranked) == 1
+        else f"Ranked by that short-trial score, the best of the {len(ranked)} completed trials is trial"
+    )
+    if study.is_baseline_trial(best["trial_id"]):
+        return f"{lead} {best['trial_id']}, the baseline's point itself ({scored})."
+    baseline = [rank for rank, trial_id in enumerate(ranked["trial_id"], start=1) if study.is_baseline_trial(trial_id)]
+    where = (
+        f"the baseline's point ranks {_ordinal(baseline[0])}" if baseline else "the baseline's point did not complete"
+    )
+    return f"{lead} {best['trial_id']} ({scored}); {where}."
+
+
+def _epochs(value: Any) -> str:
+    """A trial's epochs from trials.csv, "1 epoch" or "8 epochs" (a dash where it recorded none)."""
+    return f"{cell(value)} epochs" if pd.isna(value) else plural(int(value), "epoch")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _delivered_sentence(result: RunResult, done: pd.DataFrame) -> str:
+    """What the run delivered, said against the short-trial ranking: the final stage (finalists retrained on the
+    full schedule) can deliver another point than the best short trial, and only what it delivered says whether
+    the search found anything better than the baseline."""
+    finalists = result.metrics.get("finalists")
+    if finalists:
+        return _delivered_among_finalists(finalists)
+    delivered, is_baseline = _delivered_point(result)
+    if not is_baseline:
+        return f'The delivered model is {delivered}, retrained (its hyperparameters are under "Hyperparameters").'
+    if study.is_baseline_trial(_ranked(done, result.config.objective).iloc[0]["trial_id"]):
+        return "The delivered model is the baseline's point, retrained: this search found nothing better."
+    why = " (the time budget left no time for a finalist)" if "budget" in result.metrics else ""
+    return (
+        f"The delivered model is the baseline's point, retrained; no other point was retrained{why}, so the better "
+        "short-trial scores above were never tested by a retrain."
+    )
+
+
+def _delivered_among_finalists(finalists: list[dict[str, Any]]) -> str:
+    """The delivered model of a finalist run in words, and what it says of the search."""
+    others = plural(len(finalists) - 1, "other finalist")
+    where = '(see "Finalists and the chosen model")'
+    weights = {finalist["is_baseline"]: 0.0 for finalist in finalists}
+    for finalist in finalists:
+        weights[finalist["is_baseline"]] += finalist["weight"]
+    if len(finalists) == 1:  # the time budget held no challenger's retrain (a recorded cut)
+        return (
+            f"The delivered model is the baseline's point: the final stage retrained no other point {where}, so no "
+            "point of the search was tested against it."
+        )
+    if not weights.get(False):
+        return (
+            f"The delivered model is the baseline's point: the final stage retrained it and {others} and kept it "
+            f"{where}, so this search found nothing to replace the baseline's point."
+        )
+    members = weights_in_words([finalist_name(f) for f in finalists], [f["weight"] for f in finalists])
+    found = (
+        "mixing the baseline's point with the search's points did better on validation than the baseline's point alone"
+        if weights.get(True)
+        else "the search found what did better on validation than the baseline's point, after retraining"
+    )
+    return (
+        f"The delivered model is {members}: the final stage retrained the baseline's point and {others} and chose it "
+        f"on validation {where}, so {found}."
+    )
+
+
+def _delivered_point(result: RunResult) -> tuple[str, bool]:
+    """The delivered point by name ("the baseline's point", "trial 04") and whether it is the baseline's, from
+    best_hyperparameters.yaml matched against the baseline's values and the search's trials."""
+    point, baseline = result.best_hyperparameters, result.metrics["run"]["baseline_hyperparameters"]
+    if all(_same(point.get(name), value) for name, value in baseline.items()):
+        return "the baseline's point", True
+    trials = result.trials
+    if trials is not None:
+        columns = set(hyperparameter_columns(trials))
+        for row in trials.to_dict("records"):
+            if all(_same(row.get(name), value) for name, value in point.items() if name in columns):
+                return f"trial {row['trial_id']}", False
+    return 'the point shown under "Hyperparameters"', False
+
+
+def _same(a: Any, b: Any) -> bool:
+    """One hyperparameter's value read from two files (YAML, CSV): numbers equal to rounding, others exactly."""
+    if isinstance(a, numbers.Number) and isinstance(b, numbers.Number):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
 
 
 def _write_study(result: RunResult) -> None:

@@ -1,7 +1,7 @@
 """Figures of what a search tried and found, drawn from its trials table (trials.csv).
 
 Each function returns a matplotlib Figure (no pyplot state), so the report saves it where it
-likes. Trial 0 is the baseline (see tuning.BaselineFirst) and is drawn as a red square wherever
+likes. Trial 0 ("00") is the baseline (see tuning.BaselineFirst) and is drawn as a red square wherever
 it appears; the baseline's own values, where given, as a red dotted line. A search with no completed
 trial gives a figure with a note, never an error, and one with few trials says so in its title.
 
@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from config import hyperparameter
 from reporting.study import MIN_TRIALS, is_baseline_trial, space_key
-from reporting.tables import hyperparameter_columns, maximised
+from reporting.tables import hyperparameter_columns, maximised, plural
 
 UNUSED = -0.15  # where the parallel coordinates draw a hyperparameter a trial did not use
 BASELINE_STYLE = {"marker": "s", "color": "red", "markersize": 8, "linestyle": "none", "zorder": 3}
@@ -36,6 +36,13 @@ VALUE_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad
 def _completed(trials: pd.DataFrame) -> pd.DataFrame:
     done = trials[(trials["status"] == "COMPLETED") & trials["objective"].notna()]
     return done.assign(baseline=[is_baseline_trial(trial_id) for trial_id in done["trial_id"]])
+
+
+def _baseline_label(trials: pd.DataFrame) -> str:
+    """The baseline's legend entry, named by its trial's id as Keras Tuner wrote it ("00", "0"), as the reports name
+    every trial."""
+    ids = [trial_id for trial_id in trials["trial_id"] if is_baseline_trial(trial_id)]
+    return f"baseline (trial {ids[0]})" if ids else "baseline"
 
 
 def _note(figure: Figure, text: str) -> Figure:
@@ -131,7 +138,7 @@ def objective_by_hyperparameter_figure(
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # conv blocks, not 2.5 of them
         others = ~done["baseline"].to_numpy()
         ax.plot(x[others], done["objective"][others], "o", alpha=0.7, label="trial")
-        ax.plot(x[~others], done["objective"][~others], label="baseline (trial 0)", **BASELINE_STYLE)
+        ax.plot(x[~others], done["objective"][~others], label=_baseline_label(done), **BASELINE_STYLE)
         _mark_baseline(ax, name, levels, baseline)
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
@@ -140,7 +147,9 @@ def objective_by_hyperparameter_figure(
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    figure.suptitle(f"Validation {objective} against each hyperparameter, {len(done)} completed trials{_few(done)}")
+    figure.suptitle(
+        f"Validation {objective} against each hyperparameter, {plural(len(done), 'completed trial')}{_few(done)}"
+    )
     return figure
 
 
@@ -198,21 +207,7 @@ def parallel_coordinates_figure(
     # Room for each axis's value labels and its rotated name: the figure widens with the hyperparameters.
     figure = Figure(figsize=(max(9.0, 0.8 * (len(names) + 1) + 2.5), 5.2), layout="constrained")
     ax = figure.subplots()
-    lines = np.full((len(shown), len(names) + 1), np.nan)
-    for column, name in enumerate([*names, "objective"]):
-        space = search_space if name != "objective" else None
-        lines[:, column], ticks, labels = _axis(name, shown[name], space)
-        if name == "objective" and not maximised(objective):
-            # The lowest loss at the top, as the best score is and as the colour bar shows it.
-            lines[:, column], ticks = 1 - lines[:, column], [1 - tick for tick in ticks]
-        if name != "objective" and np.isnan(lines[:, column]).any():
-            # A conditional hyperparameter a trial did not use: a level of its own keeps the line whole.
-            lines[:, column] = np.nan_to_num(lines[:, column], nan=UNUSED)
-            ticks, labels = [*ticks, UNUSED], [*labels, "unused"]
-        ax.axvline(column, color="grey", linewidth=0.8, zorder=1)
-        for tick, label in zip(ticks, labels):
-            # On a white box above the lines, so that lines crossing the axis there do not overprint the value.
-            ax.text(column + 0.05, tick, label, fontsize=7.5, va="center", zorder=5, bbox=VALUE_LABEL_BOX)
+    lines = _parallel_axes(ax, names, shown, search_space, objective)
     norm = Normalize(float(top["objective"].min()), float(top["objective"].max()))
     cmap = _best_first_colours(objective)
     is_reference = shown["baseline"].to_numpy(dtype=bool)
@@ -228,7 +223,8 @@ def parallel_coordinates_figure(
             zorder=2 + rank / len(drawn),
         )
     for row in np.flatnonzero(is_reference):
-        ax.plot(range(len(names) + 1), lines[row], "--", color="red", linewidth=2, label="baseline (trial 0)", zorder=4)
+        label = _baseline_label(done)
+        ax.plot(range(len(names) + 1), lines[row], "--", color="red", linewidth=2, label=label, zorder=4)
     ax.set_xticks(range(len(names) + 1), [*names, objective], rotation=35, ha="right", rotation_mode="anchor")
     ax.set(xlim=(-0.2, len(names) + 0.6), ylim=(UNUSED - 0.05, 1.05), yticks=[])
     for side in ("left", "right", "top"):
@@ -239,8 +235,37 @@ def parallel_coordinates_figure(
     if not maximised(objective):
         bar.ax.invert_yaxis()  # the best, the lowest loss, at the top as for a score
     bar.set_label(f"{objective} (best at the top)")
-    figure.suptitle(f"The best {len(top)} of {len(done)} completed trials, one line each (darkest: best){_few(done)}")
+    # A search of one completed trial draws one line: "the best 1 of 1 completed trials" would miscount it.
+    title = (
+        "The completed trial's line"
+        if len(done) == 1
+        else f"The best {len(top)} of {len(done)} completed trials, one line each (darkest: best)"
+    )
+    figure.suptitle(f"{title}{_few(done)}")
     return figure
+
+
+def _parallel_axes(
+    ax: Any, names: list[str], shown: pd.DataFrame, search_space: dict[str, Any] | None, objective: str
+) -> np.ndarray:
+    """Draw the parallel coordinates' axes (one per hyperparameter, then the objective) with their value labels,
+    and return each shown trial's position on every axis, in [0, 1] (UNUSED where it did not use one)."""
+    lines = np.full((len(shown), len(names) + 1), np.nan)
+    for column, name in enumerate([*names, "objective"]):
+        space = search_space if name != "objective" else None
+        lines[:, column], ticks, labels = _axis(name, shown[name], space)
+        if name == "objective" and not maximised(objective):
+            # The lowest loss at the top, as the best score is and as the colour bar shows it.
+            lines[:, column], ticks = 1 - lines[:, column], [1 - tick for tick in ticks]
+        if name != "objective" and np.isnan(lines[:, column]).any():
+            # A conditional hyperparameter a trial did not use: a level of its own keeps the line whole.
+            lines[:, column] = np.nan_to_num(lines[:, column], nan=UNUSED)
+            ticks, labels = [*ticks, UNUSED], [*labels, "unused"]
+        ax.axvline(column, color="grey", linewidth=0.8, zorder=1)
+        for tick, label in zip(ticks, labels):
+            # On a white box above the lines, so that lines crossing the axis there do not overprint the value.
+            ax.text(column + 0.05, tick, label, fontsize=7.5, va="center", zorder=5, bbox=VALUE_LABEL_BOX)
+    return lines
 
 
 def best_so_far_figure(trials: pd.DataFrame, objective: str) -> Figure:
@@ -261,7 +286,7 @@ def best_so_far_figure(trials: pd.DataFrame, objective: str) -> Figure:
     ax.step(done["ended_at"], best, where="post", label="best so far")
     ax.plot(done["ended_at"], done["objective"], "o", alpha=0.6, label="trial")
     baseline = done[done["baseline"]]
-    ax.plot(baseline["ended_at"], baseline["objective"], label="baseline (trial 0)", **BASELINE_STYLE)
+    ax.plot(baseline["ended_at"], baseline["objective"], label=_baseline_label(done), **BASELINE_STYLE)
     ax.set(xlabel="cumulative trial time (minutes)", ylabel=objective, title="Best so far against search time")
     if len(done) == 1:
         ax.text(0.5, 0.1, "only one completed trial", transform=ax.transAxes, ha="center", color="grey")

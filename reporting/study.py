@@ -30,7 +30,7 @@ import pandas as pd
 import config
 import runs
 from config import TUNER_PREFIX
-from reporting.tables import hyperparameter_columns, maximised
+from reporting.tables import hyperparameter_columns, maximised, plural
 
 if TYPE_CHECKING:
     import optuna
@@ -335,7 +335,7 @@ def importances(
     left_out |= {name: "not in the search space" for name in study.user_attrs.get("not_in_search_space", [])}
     n = len(completed)
     if n < MIN_TRIALS:
-        return _no_importances(n, left_out, f"{n} completed trial(s); importances need at least {MIN_TRIALS}")
+        return _no_importances(n, left_out, f"{plural(n, 'completed trial')}; importances need at least {MIN_TRIALS}")
     if not parameters:
         return _no_importances(n, left_out, "no hyperparameter varied across all completed trials")
     if len({trial.value for trial in completed}) == 1:

@@ -1,16 +1,19 @@
 """How figures read in the reports: Markdown tables, numbers with their intervals, durations, the threshold
-rule in words. One concern: formatting. It imports config.py alone of this project (Keras Tuner's prefix), so
-every report module can share it.
+rule in words. One concern: formatting. It imports config.py (Keras Tuner's prefix) and runs.py (point names,
+plurals, which data is generated) alone of this project, so every report module can share it.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from config import TUNER_PREFIX
-from runs import point_name
+
+# is_synthetic and plural are runs.py's, re-exported so that every report module formats from this one: the rule for
+# generated images is written once, for the reports and for the estimates that must not price a run from other data.
+from runs import is_synthetic as is_synthetic
+from runs import plural, point_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +40,7 @@ def cell(value: Any) -> str:
 
 
 def duration(seconds: float) -> str:
-    """"4m 05s" or "1h 02m 03s"."""
+    """Minutes and seconds, "4m 05s", or with hours, "1h 02m 03s"."""
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
@@ -81,12 +84,6 @@ def type_sensitivity(figures: dict[str, Any]) -> str:
     )
 
 
-def is_synthetic(data_dir: str) -> bool:
-    """Whether a run trained on generated images (`search.py --synthetic` makes them under data/synthetic), not on
-    the chest X-rays, so that no figure of the real data may be set beside its results."""
-    return "synthetic" in PurePath(data_dir).parts
-
-
 def maximised(objective: str) -> bool:
     """Whether a higher value of the objective is better (every objective but a loss)."""
     return not objective.endswith("loss")
@@ -101,50 +98,85 @@ def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
 
 def finalists_table(metrics: dict[str, Any]) -> str:
     """Each full-length finalist beside the chosen model: what the search said of it, its retrained validation
-    scores and weight, then its test figures at its own threshold (test was predicted once, after the choice)."""
+    scores and weight, then its test figures at its own threshold (test was predicted once, after the choice).
+    Where the run recorded how many epochs each retrain trained, its kept epoch says of how many."""
+    finalists = metrics["finalists"]
     header = [
         "finalist", "search score (best epoch)", "search score (last epoch)", "kept epoch", "validation ROC AUC",
         "validation log loss", "weight", "threshold", "test accuracy", "test ROC AUC", "test log loss",
     ]  # fmt: skip
-    rows = [
-        [
-            finalist_name(finalist),
-            finalist["search_score"], finalist["search_last_score"], finalist["kept_epoch"],
-            finalist["validation"]["roc_auc"], finalist["validation"]["log_loss"], finalist["weight"],
-            finalist["test"]["threshold"], with_interval(finalist["test"], "accuracy"),
-            with_interval(finalist["test"], "roc_auc"), finalist["test"]["log_loss"],
-        ]  # fmt: skip
-        for finalist in metrics["finalists"]
-    ]
+    rows = [_finalist_row(finalist) for finalist in finalists]
     validation, test = metrics["validation"], metrics["test"]
-    rows.append(
-        [
-            "**the chosen model**", None, None, None, validation["roc_auc"], validation["log_loss"], 1.0,
-            test["threshold"], with_interval(test, "accuracy"), with_interval(test, "roc_auc"), test["log_loss"],
-        ]  # fmt: skip
-    )
+    rows.append([
+        "**the chosen model**", None, None, None, validation["roc_auc"], validation["log_loss"], 1.0,
+        test["threshold"], with_interval(test, "accuracy"), with_interval(test, "roc_auc"), test["log_loss"],
+    ])  # fmt: skip
     return markdown_table(header, rows)
 
 
+def _finalist_row(finalist: dict[str, Any]) -> list[Any]:
+    return [
+        finalist_name(finalist), finalist["search_score"], finalist["search_last_score"], kept_epoch(finalist),
+        finalist["validation"]["roc_auc"], finalist["validation"]["log_loss"], finalist["weight"],
+        finalist["test"]["threshold"], with_interval(finalist["test"], "accuracy"),
+        with_interval(finalist["test"], "roc_auc"), finalist["test"]["log_loss"],
+    ]  # fmt: skip
+
+
+# A retrain's record (a finalist's, a repeat's) may say how many epochs it trained: the time budget can stop one
+# before its schedule ends, and then its kept epoch is of fewer epochs than the schedule's.
+EPOCHS_TRAINED = "epochs_trained"
+
+
+def kept_epoch(record: dict[str, Any]) -> Any:
+    """A retrain's kept epoch, "10 of 11 trained" where the record says how many epochs it trained."""
+    if record.get(EPOCHS_TRAINED) is None:
+        return record["kept_epoch"]
+    return f"{record['kept_epoch']} of {record[EPOCHS_TRAINED]} trained"
+
+
+def epochs_trained(trained: int, planned: int, budgeted: bool) -> str:
+    """The epochs a retrain trained, in words: "45 epochs", or "11 of 45 epochs (stopped by the time budget)". Only
+    the time budget (or Ctrl-C, which leaves the run unfinished) stops a retrain before its schedule ends."""
+    if trained >= planned:
+        return plural(planned, "epoch")
+    return f"{trained} of {plural(planned, 'epoch')} ({'stopped by the time budget' if budgeted else 'stopped early'})"
+
+
 def selection_sentence(metrics: dict[str, Any]) -> str:
-    """How the final model was chosen, and whether validation replaced the baseline's point, in words."""
+    """How the final model was chosen, and whether validation replaced the baseline's point, in words: the rule is
+    said as what it does, never by its config key, and the sentence ends on the model the run delivered (metrics'
+    `replaced`), so that it cannot contradict the weights in the table above it."""
     selection, finalists = metrics["selection"], metrics["finalists"]
     race, greedy = selection["race"], selection["greedy_weights"]
-    names = [finalist_name(finalist) for finalist in finalists]
-    bag = ", ".join(f"{name} {weight:.1f}" for name, weight in zip(names, greedy) if weight > 0)
+    bag = weights_in_words([finalist_name(finalist) for finalist in finalists], greedy)
+    chose = f"Greedy ensemble selection on validation log loss chose {bag}"
     if sum(weight > 0 for weight in greedy) == 1 and greedy[0] > 0:
-        return f"Greedy ensemble selection on validation log loss chose {bag}: it kept the baseline's point alone."
+        return f"{chose}, so the delivered model is the baseline's point."
     low, high = race["ci95"]
     replaced = selection.get("replaced", race["challenger_wins"])  # runs recorded before incumbent_rule raced
     if selection.get("incumbent_rule", "race") == "race":
-        outcome = "above 0, so it replaced" if replaced else "an interval that reaches 0 or lies below it, so it kept"
+        rule = "only where that interval lies above 0"
+        verdict = "it does" if replaced else "it reaches 0 or lies below it"
     else:
-        outcome = "incumbent_rule lower, so it replaced"
+        rule = "wherever the greedy choice's validation log loss is lower"
+        verdict = "it is" if replaced else "it is not"
+    delivered = bag if replaced else "the baseline's point alone"
     return (
-        f"Greedy ensemble selection on validation log loss chose {bag}; the baseline's point's validation log loss "
-        f"minus the ensemble's is {race['difference']:+.4f} [{low:+.4f}, {high:+.4f}] (paired 95% interval over "
-        f"validation patients): {outcome} the baseline's point."
+        f"{chose}; the baseline's point's validation log loss minus that choice's is {race['difference']:+.4f} "
+        f"[{low:+.4f}, {high:+.4f}] (paired 95% interval over validation patients). The final stage replaces the "
+        f"baseline's point {rule}: {verdict}, so the delivered model is {delivered}."
     )
+
+
+def weights_in_words(names: list[str], weights: list[float]) -> str:
+    """The members of a weighted model in words: "trial 03 alone", or "the baseline's point at weight 0.7 and
+    trial 03 at weight 0.3"."""
+    members = [(name, weight) for name, weight in zip(names, weights) if weight > 0]
+    if len(members) == 1:
+        return f"{members[0][0]} alone"
+    parts = [f"{name} at weight {weight:.1f}" for name, weight in members]
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
 def finalist_name(finalist: dict[str, Any]) -> str:
@@ -167,7 +199,7 @@ def members_table(metrics: dict[str, Any]) -> str | None:
         repeats = finalist.get("repeats") or [_only_retrain(finalist)]
         for repeat in repeats:
             rows.append([
-                finalist_name(finalist), repeat["repeat"], repeat["training_seed"], repeat["kept_epoch"],
+                finalist_name(finalist), repeat["repeat"], repeat["training_seed"], kept_epoch(repeat),
                 finalist["weight"] / len(repeats), repeat["validation"]["log_loss"], repeat["validation"]["roc_auc"],
                 repeat["validation"]["threshold"], repeat["test"]["accuracy"], repeat["test"]["roc_auc"],
             ])  # fmt: skip
@@ -178,7 +210,7 @@ def _only_retrain(finalist: dict[str, Any]) -> dict[str, Any]:
     """A finalist retrained once (one that left the race) as its one repeat; runs before 2026-12-03 lack its seed."""
     return {
         "repeat": 1, "training_seed": finalist.get("training_seed"), "kept_epoch": finalist["kept_epoch"],
-        "validation": finalist["validation"], "test": finalist["test"],
+        EPOCHS_TRAINED: finalist.get(EPOCHS_TRAINED), "validation": finalist["validation"], "test": finalist["test"],
     }  # fmt: skip
 
 

@@ -117,7 +117,7 @@ def test_an_older_hyperband_run_renders_its_budget_note(tmp_path: Path) -> None:
 def test_the_tiny_search_says_why_no_importance_is_shown(tiny_runs) -> None:
     run_dir = tiny_runs.search
     section = learned_section((run_dir / "report.md").read_text())
-    assert "cannot be said yet: 3 completed trial(s); importances need at least 8" in section
+    assert "cannot be said yet: 3 completed trials; importances need at least 8" in section
     assert "| rank |" not in section  # no table to show
     assert len(study_trials(run_dir)[1]) == 3
     for name in SEARCH_FIGURES:
