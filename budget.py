@@ -182,6 +182,8 @@ class Budget:
             if finalists and (needed > most or room < needed * trial_seconds):
                 continue
             more = min(most, max(int(room // trial_seconds), 0)) if trial_seconds > 0 else most
+            if trials_done == 0:  # the baseline's trial always runs (a budget too small for it is refused)
+                more = max(more, min(most, 1))
             return Plan(more, finalists, trial_seconds, final)
         raise AssertionError("unreachable: the plan without finalists always returns")
 
@@ -286,11 +288,12 @@ class Planner:
         total = f" of {self.max_trials}" if self.max_trials else ""
         finalists = f"{plan.finalists} finalist{'s' if plan.finalists != 1 else ''} besides the baseline's point"
         finalists += f" (retrained {self.repeats} times)" if self.repeats > 1 else ""
-        bought = (
-            ": the budget buys no search beyond what has run, and the final stage retrains the baseline's point alone"
-            if plan.trials == 0 and plan.finalists == 0
-            else ""
-        )
+        bought = ""
+        if plan.finalists == 0 and trials_done + plan.trials <= 1:
+            bought = ": the budget buys no search beyond the baseline's own trial, and the final stage retrains the "
+            bought += "baseline's point alone"
+        elif plan.finalists == 0 and plan.trials == 0:
+            bought = ": no more trials, and the final stage retrains the baseline's point alone"
         return (
             f"Time budget {duration_text(self.budget.seconds)}, {format_duration(self.budget.left())} left: "
             f"{plan.trials} more trial{'s' if plan.trials != 1 else ''} ({trials_done} done{total}) and {finalists} "

@@ -317,7 +317,12 @@ def test_a_plan_that_buys_no_search_says_so_in_words() -> None:
     clock.now = 130.0  # 70 s left: the baseline's retrain and the report (65 s), nothing more
     plan = ahead.plan(trials_done=1)
     assert (plan.trials, plan.finalists) == (0, 0)
-    assert "the budget buys no search beyond what has run, and the final stage retrains the baseline's point alone" in (
-        ahead.plan_line(plan, 1)
+    assert (
+        "1 more trial (0 done of 25) and 0 finalists besides the baseline's point fit: the budget buys no search beyond "
+        "the baseline's own trial, and the final stage retrains the baseline's point alone"
+    ) in ahead.plan_line(ahead.plan(trials_done=0), 0)  # the baseline's trial always runs: the plan counts it
+    assert ahead.plan_line(plan, 12).split(" (a trial")[0].endswith(
+        "0 more trials (12 done of 25) and 0 finalists besides the baseline's point fit: no more trials, and the final "
+        "stage retrains the baseline's point alone"
     )
     assert "buys no search" not in ahead.plan_line(planner(600, FakeClock()).plan(0), 0)
