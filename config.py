@@ -489,6 +489,8 @@ class Settings(Section):
     hyperband_factor: int = setting(_integer(2))
     early_stopping_patience: int = setting(_integer(1))
     seed: int = setting(_integer(0), flag="--seed")
+    local_share: float = setting(_number(0, 1), legacy=0.0)  # before it, every point was drawn over the whole space
+    local_changes: int = setting(_integer(1, 15), legacy=3)
     search_space: SearchSpace
     final_epochs: int = setting(_integer(1), flag="--final-epochs")
     time_budget: str | None = setting(_optional(_duration), flag="--time-budget", legacy=None)  # ran to its end

@@ -217,6 +217,8 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
         directory=run_dir / "tuner",
         overwrite=False,
         distribution_strategy=strategy,
+        local_share=settings.local_share,
+        local_changes=settings.local_changes,
     )
 
 

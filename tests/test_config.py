@@ -171,6 +171,8 @@ def test_each_key_is_declared_once_as_a_field():
         "backend": "tensorflow",
         "precision": "float32",
         "skip_bad_images": False,
+        "local_share": 0.0,
+        "local_changes": 3,
         "time_budget": None,
         "final_schedule": "constant",
         "final_ema_momentum": None,

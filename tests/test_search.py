@@ -527,3 +527,23 @@ def test_the_smoke_runs_time_is_one_figure_wherever_it_is_stated():
     texts = {name: (repo / name).read_text() for name in ("README.md", "predict.py", "configs/smoke.yaml")}
     assert all("about 40 s" in text for text in texts.values()), [n for n, t in texts.items() if "about 40 s" not in t]
     assert not any("about a minute" in text for text in texts.values())
+
+
+@pytest.mark.e2e
+def test_a_search_near_the_baseline_runs_end_to_end_with_its_study(workdir):
+    """local_share: 1: every trial after the baseline's changes 1 to local_changes of its values, and the report's
+    Optuna study and "What the search learned" read such trials as any others."""
+    (workdir / "near.yaml").write_text("finalists: 0\nlocal_share: 1.0\nlocal_changes: 2\n")
+    flags = [*TINY_ONE_EPOCH, "--config", str(workdir / "near.yaml"), "--tuner", "random", "--max-trials", "3"]
+    assert search.main([*flags, "--epochs", "1"]) == 0
+    run_dir = only_run(workdir / "reports")
+    trials = pd.read_csv(run_dir / "trials.csv")
+    def differs(value, baseline) -> bool:
+        if isinstance(baseline, bool) or isinstance(baseline, str):
+            return str(value) != str(baseline)
+        return abs(float(value) - float(baseline)) > 1e-9
+
+    for _, row in trials.iloc[1:].iterrows():  # the values both points have (a changed depth counts once)
+        shared = [name for name in BASELINE if name in trials.columns and pd.notna(row[name])]
+        assert 1 <= sum(differs(row[name], BASELINE[name]) for name in shared) <= 2, row.to_dict()
+    assert (run_dir / "study.db").is_file() and "local_share: 1.0" in (run_dir / "config.yaml").read_text()

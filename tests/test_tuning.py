@@ -64,3 +64,57 @@ def test_runs_with_neighbouring_seeds_search_different_points():
     # Keras Tuner draws its n-th value with the seed oracle.seed + n: neighbouring seeds share one stream.
     assert len(_random_points(53) & _random_points(54)) >= 10
     assert not _random_points(tuning.sampler_seed(53)) & _random_points(tuning.sampler_seed(54))
+
+
+def _oracle(local_share: float, seed: int = 5) -> tuning.BaselineFirstRandomSearchOracle:
+    import keras_tuner as kt
+
+    from config import load_config
+    from hypermodel import BASELINE, ChestXRayHyperModel
+
+    settings = load_config()
+    space = kt.HyperParameters()
+    ChestXRayHyperModel(80, 1, settings.search_space.as_dict(), settings.augmentation.as_dict()).declare(space)
+    oracle = tuning.BaselineFirstRandomSearchOracle(
+        objective=kt.Objective("val_log_loss", "min"), seed=seed, max_trials=40, baseline_values=BASELINE,
+        local_share=local_share, local_changes=2,
+    )  # fmt: skip
+    oracle.hyperparameters = space
+    return oracle
+
+
+def _search_points(oracle, count: int = 30) -> list[dict]:
+    """The points the oracle proposes, trial after trial (each recorded as a trial, as the search records it)."""
+    import keras_tuner as kt
+
+    points = []
+    for number in range(count):
+        values = oracle._random_values()
+        hp = oracle.hyperparameters.copy()
+        hp.values = dict(values)
+        oracle.trials[f"{number:02d}"] = kt.engine.trial.Trial(hp, trial_id=f"{number:02d}")
+        points.append(values)
+    return points
+
+
+def _changed(point: dict, baseline: dict) -> int:
+    """Values the point changes among those both have (a changed depth counts once, not for each layer it adds)."""
+    return sum(point[name] != baseline[name] for name in point.keys() & baseline.keys())
+
+
+def test_a_local_share_of_the_points_change_one_or_two_of_the_baselines_values():
+    """Drawn over the whole space a point changes 8 to 15 of the baseline's 15 values; near it, 1 to local_changes."""
+    from hypermodel import BASELINE
+
+    whole = _search_points(_oracle(0.0))
+    assert whole[0] == BASELINE and min(_changed(point, BASELINE) for point in whole[1:]) >= 5
+    near = _search_points(_oracle(1.0))
+    assert near[0] == BASELINE
+    changes = [_changed(point, BASELINE) for point in near[1:]]
+    assert set(changes) <= {1, 2} and changes.count(1) >= 5 and changes.count(2) >= 5
+    assert len({tuple(sorted(point.items())) for point in near}) == len(near)  # never a point twice
+    mixed = [_changed(point, BASELINE) for point in _search_points(_oracle(0.5))[1:]]
+    assert 5 <= sum(change <= 2 for change in mixed) <= 25
+    # The same seed proposes the same points: a resumed or distributed search draws them again.
+    assert _search_points(_oracle(0.5)) == _search_points(_oracle(0.5))
+    assert _search_points(_oracle(0.5, seed=6)) != _search_points(_oracle(0.5))
