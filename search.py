@@ -28,7 +28,7 @@ import config
 import runs
 from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
-from pipeline.training import CTRL_C
+from runtime.interrupt import CTRL_C
 
 # Heavy modules (Keras and its backend, Keras Tuner, matplotlib) are imported inside the steps that
 # use them, so `--help` and config mistakes answer at once, and Keras loads the backend chosen.
@@ -113,10 +113,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--synthetic", action="store_true", help="run on a small generated dataset")
     parser.add_argument(
-        "--smoke", action="store_true", help="the whole pipeline in under a minute on generated images (configs/smoke.yaml)"
+        "--smoke",
+        action="store_true",
+        help="the whole pipeline in under a minute on generated images (configs/smoke.yaml)",
     )
     parser.add_argument(
-        "--baseline", action="store_true", help="no search: train the notebook's CNN under its own settings (80 x 80 RGB, constant rate)"
+        "--baseline",
+        action="store_true",
+        help="no search: train the notebook's CNN under its own settings (80 x 80 RGB, constant rate)",
     )
     parser.add_argument("--tuner", choices=TUNERS, help="search algorithm")
     parser.add_argument("--max-trials", type=int, help="most trials to run (hyperband: caps its schedule)")

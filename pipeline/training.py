@@ -1,18 +1,34 @@
 """Training: the search's trials and the final retrains, with what every fit shares (data, class weights,
-callbacks), the retrain's learning rate schedule, and Ctrl-C, which stops a fit at the end of a batch.
+callbacks), the retrain's learning rate schedule, and the callback through which Ctrl-C stops a fit at the end
+of a batch.
 
-One concern: calling fit. It imports Keras (inside the functions, so the backend is chosen first),
-Keras Tuner through tuning.py, data.py, distributed.py and resume.py; never the report modules.
+One concern: calling fit. It imports Keras (search.py imports it once the backend is chosen), Keras Tuner through
+tuning.py, data.py, distributed.py and resume.py; never the report modules.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+import data
 from config import EXACT_OBJECTIVES, Settings
+from evaluation import image_log_loss
+from hypermodel import BASELINE, baseline_hyperparameters
+from pipeline import tuning
+from pipeline.resume import RetrainBackup
+from runtime import distributed
+from runtime.interrupt import CTRL_C
 
 
 @dataclass
@@ -26,64 +42,34 @@ class Candidate:
     is_baseline: bool = False
 
 
-class CtrlC:
-    """Ctrl-C while a model trains stops it at the end of the current batch; elsewhere, or pressed twice, at once.
+def ctrl_c_callback() -> keras.callbacks.Callback:
+    """A Keras callback that marks training and raises a pending Ctrl-C (runtime/interrupt.py) after each batch."""
 
-    Raised at an arbitrary point, the KeyboardInterrupt can land in a weakref callback of TensorFlow's, where
-    Python prints and drops it and the search runs on; raised from a Keras callback it always stops the run.
-    """
+    class StopOnCtrlC(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            CTRL_C.training = True
 
-    def __init__(self) -> None:
-        self.reset()
+        def on_train_end(self, logs=None):
+            CTRL_C.training = False
 
-    def reset(self) -> None:
-        self.training = self.pressed = False
+        def on_train_batch_end(self, batch, logs=None):
+            if CTRL_C.pressed:
+                CTRL_C.training = False
+                raise KeyboardInterrupt
 
-    def handle(self, signum: int, frame: Any) -> None:
-        at_once = self.pressed or not self.training
-        self.pressed = True  # remembered, so that training stops even if this exception is dropped
-        if at_once:
-            raise KeyboardInterrupt
+        on_test_batch_end = on_train_batch_end
 
-    def unraisable(self, unraisable: Any) -> None:
-        """sys.unraisablehook: a dropped Ctrl-C is not news, the next batch raises it again; the rest is printed."""
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-            sys.__unraisablehook__(unraisable)
-
-    def callback(self):
-        """A Keras callback that marks training and raises the pending interrupt after each batch."""
-        import keras
-
-        ctrl_c = self
-
-        class StopOnCtrlC(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                ctrl_c.training = True
-
-            def on_train_end(self, logs=None):
-                ctrl_c.training = False
-
-            def on_train_batch_end(self, batch, logs=None):
-                if ctrl_c.pressed:
-                    ctrl_c.training = False
-                    raise KeyboardInterrupt
-
-            on_test_batch_end = on_train_batch_end
-
-        return StopOnCtrlC()
-
-
-CTRL_C = CtrlC()
+    return StopOnCtrlC()
 
 
 def fit_settings(splits, settings: Settings) -> dict[str, Any]:
     """What every fit shares: the data (the training images weighted by class when `class_weights` is on) and a
     log line per epoch when not on a terminal."""
-    import data
-
     weights = data.class_weights(splits["train"].labels) if settings.class_weights else None
     return {
-        "x": data.to_dataset(splits["train"], settings.batch_size, shuffle=True, seed=settings.seed, class_weights=weights),
+        "x": data.to_dataset(
+            splits["train"], settings.batch_size, shuffle=True, seed=settings.seed, class_weights=weights
+        ),
         "validation_data": data.to_dataset(splits["validation"], settings.batch_size),
         "verbose": 1 if sys.stdout.isatty() else 2,
         "shuffle": False,  # the training dataset reshuffles itself every epoch
@@ -97,11 +83,6 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     Distributed, the chief serves the search and returns its result; a worker returns (None, None). With a time
     budget (`planner`, budget.Planner), a trial starts only where the plan leaves the final stage its time.
     """
-    import keras
-
-    from pipeline import tuning
-    from runtime import distributed
-
     keras.utils.set_random_seed(settings.seed)
     role = settings.distributed.role
     distributed.configure(settings.distributed)  # Keras Tuner reads it when the tuner is built
@@ -114,9 +95,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     if note and role != "worker":
         print(note)
     if role == "chief":
-        distributed.serve_oracle(
-            tuner, settings.distributed.oracle_address, settings.distributed.running_trial_timeout
-        )
+        distributed.serve_oracle(tuner, settings.distributed.oracle_address, settings.distributed.running_trial_timeout)
         return _search_result(tuner, settings)
     shared = fit_settings(splits, settings)
     mode = tuner.oracle.objective.direction
@@ -124,7 +103,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
         keras.callbacks.EarlyStopping(settings.objective, patience=settings.early_stopping_patience, mode=mode),
         # Raising makes a NaN loss a failed trial with this message, not a finished one with a junk score.
         keras.callbacks.TerminateOnNaN(raise_error=True),
-        CTRL_C.callback(),
+        ctrl_c_callback(),
         *tensorboard_logging(settings.tensorboard, run_dir / "tensorboard"),  # Keras Tuner gives each trial a folder
         *budget_deadline(planner, final_stage=True),
     ]
@@ -141,9 +120,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
         )
     if role == "worker":
         ran = ", ".join(tuner.trials_run) or "none"
-        print(
-            f"Worker {settings.distributed.worker_id} ran trials: {ran}. The chief retrains the best and reports."
-        )
+        print(f"Worker {settings.distributed.worker_id} ran trials: {ran}. The chief retrains the best and reports.")
         return None, None
     return _search_result(tuner, settings)
 
@@ -151,8 +128,6 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
 def trial_gate(oracle, planner, hypermodel):
     """What the oracle asks before each new trial (tuning.Gated): re-price from the trials finished so far, print
     the plan, and say whether a trial at this point still fits."""
-    from hypermodel import BASELINE
-    from pipeline import tuning
 
     def gate(values: dict[str, Any]) -> bool:
         done = tuning.completed_trials(oracle)
@@ -176,9 +151,6 @@ def budget_deadline(planner: Any, final_stage: bool) -> list:
     needs (the final stage for a trial, the report for a retrain); nothing without a time budget."""
     if planner is None:
         return []
-    import time
-
-    import keras
 
     class BudgetDeadline(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -202,9 +174,6 @@ def budget_deadline(planner: Any, final_stage: bool) -> list:
 
 def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None):
     """The run's tuner, baseline first; it picks up the state already in `run_dir`/tuner."""
-    from hypermodel import BASELINE
-    from pipeline import tuning
-
     return tuning.build_tuner(
         hypermodel,
         kind=settings.tuner,
@@ -224,9 +193,6 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
 
 def _search_result(tuner, settings: Settings) -> tuple[list[Candidate], Any]:
     """The candidates for the final retrain and the trials table, with a warning when trials failed."""
-    from hypermodel import BASELINE
-    from pipeline import tuning
-
     trials = tuning.trials_table(tuner.oracle)
     failed = trials[trials["status"] != "COMPLETED"]
     if len(failed):
@@ -234,14 +200,13 @@ def _search_result(tuner, settings: Settings) -> tuple[list[Candidate], Any]:
             f"Warning: {len(failed)} of {len(trials)} trials failed; first error: {failed['error'].iloc[0]}",
             file=sys.stderr,
         )
-    chosen = tuning.finalist_trials(tuner, settings.finalists, BASELINE) if settings.finalists else tuning.best_trials(tuner)
+    chosen = (
+        tuning.finalist_trials(tuner, settings.finalists, BASELINE) if settings.finalists else tuning.best_trials(tuner)
+    )
     return [_candidate(trial, trials) for trial in chosen], trials
 
 
 def _candidate(trial: Any, trials: Any) -> Candidate:
-    from hypermodel import BASELINE
-    from pipeline import tuning
-
     row = trials[trials["trial_id"] == trial.trial_id].iloc[0]
     last = row.get("last_objective")
     return Candidate(
@@ -259,14 +224,6 @@ def exact_validation_scores(splits: dict[str, Any], settings: Settings) -> list:
     smoothing or class weights. Nothing otherwise."""
     if settings.objective not in EXACT_OBJECTIVES:
         return []
-    import copy
-
-    import keras
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    import data
-    from evaluation import image_log_loss
 
     images = data.to_dataset(splits["validation"], settings.batch_size)
     labels = np.asarray(splits["validation"].labels)
@@ -291,8 +248,6 @@ def exact_validation_scores(splits: dict[str, Any], settings: Settings) -> list:
 
 def tensorboard_logging(enabled: bool, log_dir: Path) -> list:
     """Keras' TensorBoard callback, or nothing when `tensorboard: false`."""
-    import keras
-
     if not enabled:
         return []
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)]
@@ -303,13 +258,6 @@ def retrain(
 ):
     """Train the chosen point from scratch for final_epochs and keep the epoch best on validation; a retrain
     that was cut off goes on from its last finished epoch, backed up in `backup_dir`."""
-    import keras
-    import pandas as pd
-
-    from pipeline import tuning
-    from pipeline.resume import RetrainBackup
-    from runtime import distributed
-
     keras.utils.set_random_seed(settings.seed)
     with distributed.strategy_scope(settings.distribution):
         ema = settings.final_ema_momentum
@@ -321,24 +269,30 @@ def retrain(
         from tensorboard.plugins.hparams import api as hparams_api
 
         # The retrain joins the trials in TensorBoard's HParams table under the name "final".
-        logging.append(hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id=Path(log_dir).name))
+        logging.append(
+            hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id=Path(log_dir).name)
+        )
     schedule = learning_rate_schedule(settings.final_schedule, hp.get("learning_rate"), settings.final_epochs)
     shared = fit_settings(splits, settings)
     # Validation (and so the kept epoch) sees the averaged weights when the optimizer keeps them.
     averaging = [keras.callbacks.SwapEMAWeights()] if settings.final_ema_momentum else []
     # The exact scores come first and the backup last, so that its rows hold what the others logged.
     deadline = budget_deadline(planner, final_stage=False)
-    callbacks = [*exact_validation_scores(splits, settings), *schedule, *averaging, CTRL_C.callback(), *logging, *deadline, best]
+    callbacks = [
+        *exact_validation_scores(splits, settings),
+        *schedule,
+        *averaging,
+        ctrl_c_callback(),
+        *logging,
+        *deadline,
+        best,
+    ]
     model.fit(epochs=settings.final_epochs, callbacks=callbacks, **shared)
     return model, pd.DataFrame(best.rows), best.best_epoch
 
 
 def learning_rate_schedule(kind: str, learning_rate: float, epochs: int) -> list:
     """Nothing for a constant rate; for cosine, a callback that decays it from the tuned rate towards 0."""
-    import math
-
-    import keras
-
     if kind == "constant":
         return []
     return [
@@ -356,9 +310,6 @@ def final_log_dir(backup: Path, rank: int) -> Path:
 
 def epoch_timer():
     """A Keras callback that keeps each epoch's wall seconds, in order, in its `seconds` list."""
-    import time
-
-    import keras
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -378,12 +329,8 @@ def time_one_epoch(hypermodel, splits, settings: Settings) -> float:
     """Seconds of one training epoch of the baseline's point, validation included: the price of a time budget on
     a machine that has recorded nothing yet. Two epochs are run and the second timed: the first also builds the
     step functions."""
-    import keras
-
-    from hypermodel import baseline_hyperparameters
-
     keras.utils.set_random_seed(settings.seed)
     model, timer = hypermodel.build(baseline_hyperparameters()), epoch_timer()
-    model.fit(epochs=2, callbacks=[timer, CTRL_C.callback()], **{**fit_settings(splits, settings), "verbose": 0})
+    model.fit(epochs=2, callbacks=[timer, ctrl_c_callback()], **{**fit_settings(splits, settings), "verbose": 0})
     keras.backend.clear_session()
     return timer.seconds[-1]
