@@ -65,7 +65,9 @@ def plateau_middle(thresholds: np.ndarray, youden: np.ndarray, tolerance: float)
     closest to it wins.
     """
     floor = youden.max() - tolerance - 1e-12
-    spans = [(lower, upper) for lower, upper, j in zip(np.append(thresholds[1:], 0.0), thresholds, youden) if j >= floor]
+    spans = [
+        (lower, upper) for lower, upper, j in zip(np.append(thresholds[1:], 0.0), thresholds, youden) if j >= floor
+    ]
     middle = _logit_middle(min(lower for lower, _ in spans), max(upper for _, upper in spans))
     above = thresholds >= middle  # J at a threshold is J at the lowest ROC threshold at or above it
     if above.any() and youden[above][np.argmin(thresholds[above])] >= floor:
@@ -279,9 +281,7 @@ def paired_difference(
     }
 
 
-def log_loss_gap(
-    labels: np.ndarray, first: np.ndarray, second: np.ndarray, patients: Sequence[str]
-) -> dict[str, Any]:
+def log_loss_gap(labels: np.ndarray, first: np.ndarray, second: np.ndarray, patients: Sequence[str]) -> dict[str, Any]:
     """`first`'s log loss minus `second`'s on one split, with a paired 95% interval over resampled patients;
     `above_zero` where the whole interval lies above 0, i.e. `first` is clearly the worse of the two."""
     paired = paired_difference(labels, [((first, 0.5), (second, 0.5))], patients)["log_loss"]

@@ -178,7 +178,9 @@ class ChestXRayHyperModel(kt.HyperModel):
         model = keras.Model(inputs, outputs, name="chest_xray_cnn")
         model.compile(
             optimizer=keras.optimizers.RMSprop(
-                learning_rate=point["learning_rate"], use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99
+                learning_rate=point["learning_rate"],
+                use_ema=ema_momentum is not None,
+                ema_momentum=ema_momentum or 0.99,
             ),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=point["label_smoothing"])
             if point["label_smoothing"]

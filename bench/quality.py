@@ -176,7 +176,11 @@ def run_once(run: dict, args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
-SEARCH_ONLY_FLAGS = ("--tuner", "--max-trials", "--epochs")  # each with its value: search.py refuses them for a baseline
+SEARCH_ONLY_FLAGS = (
+    "--tuner",
+    "--max-trials",
+    "--epochs",
+)  # each with its value: search.py refuses them for a baseline
 
 
 def run_flags(run: dict, args: argparse.Namespace) -> list[str]:

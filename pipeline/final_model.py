@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from config import Settings
 
+
 @dataclass
 class FinalModel:
     """What the run delivers and reports."""
@@ -53,7 +54,12 @@ class FinalModel:
 
 
 def train_and_evaluate(
-    hypermodel: Any, candidates: list, splits: dict[str, Any], settings: Settings, run_dir: Path, clock: Any,
+    hypermodel: Any,
+    candidates: list,
+    splits: dict[str, Any],
+    settings: Settings,
+    run_dir: Path,
+    clock: Any,
     planner: Any = None,
 ) -> FinalModel:
     """Retrain for final_epochs and evaluate once on test: the finalists and the model chosen among them, or the
@@ -66,7 +72,9 @@ def train_and_evaluate(
     backups = run_dir / RETRAIN_BACKUP
     if planner is not None and settings.finalists:
         works = [hypermodel.work(tuning.searched_values(c.point)) for c in candidates]
-        candidates = candidates[: planner.finalists_that_fit(works, begun=repeats.first_retrains_begun(candidates, backups))]
+        candidates = candidates[
+            : planner.finalists_that_fit(works, begun=repeats.first_retrains_begun(candidates, backups))
+        ]
     # With repeats, the baseline's point alone is still retrained `repeats` times: the model averages them.
     if settings.finalists and (len(candidates) > 1 or settings.repeats > 1):
         finalists, comparisons = repeats.retrain_repeats(hypermodel, candidates, splits, settings, backups, planner)
@@ -117,7 +125,10 @@ def finalist_record(finalist: Any) -> dict[str, Any]:
 
 SELECTION_ROUNDS = 10  # greedy additions: weights in tenths; more rounds fit validation's noise finer
 
-def greedy_selection(labels: np.ndarray, probabilities: Sequence[np.ndarray], rounds: int = SELECTION_ROUNDS) -> np.ndarray:
+
+def greedy_selection(
+    labels: np.ndarray, probabilities: Sequence[np.ndarray], rounds: int = SELECTION_ROUNDS
+) -> np.ndarray:
     """How many times each model enters the ensemble: each round adds, with replacement, the model whose addition
     gives the bag's mean probability the lowest log loss; the best bag of any round is kept (the earliest at a
     tie, so fewer members win). Ties between models go to the one listed first: the incumbent."""
@@ -228,7 +239,9 @@ def _repeat_records(finalist: Any, tests: Sequence[np.ndarray], splits: dict[str
     return {"repeats": records}
 
 
-def _prediction_columns(finalists, chosen_validation, chosen_test, test, repeat_tests) -> dict[str, dict[str, np.ndarray]]:
+def _prediction_columns(
+    finalists, chosen_validation, chosen_test, test, repeat_tests
+) -> dict[str, dict[str, np.ndarray]]:
     """predictions.csv's columns: the chosen model's, each finalist's (its repeats' mean) and, where a finalist has
     several repeats, each repeat's."""
     scores = {"validation": {"p_pneumonia": chosen_validation}, "test": {"p_pneumonia": chosen_test}}

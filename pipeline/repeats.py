@@ -62,7 +62,11 @@ class Finalist:
 
 
 def retrain_repeats(
-    hypermodel: Any, candidates: Sequence[Any], splits: dict[str, Any], settings: Settings, backup_root: Path,
+    hypermodel: Any,
+    candidates: Sequence[Any],
+    splits: dict[str, Any],
+    settings: Settings,
+    backup_root: Path,
     planner: Any = None,
 ) -> tuple[list[Finalist], list[dict[str, Any]]]:
     """Every finalist retrained in rounds, the incumbent (the first candidate) first in each; challengers raced

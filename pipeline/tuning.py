@@ -36,7 +36,12 @@ class BaselineFirst:
     too, and the prior-guided searches (piBO, PriorBand) draw near it."""
 
     def __init__(
-        self, *args: Any, baseline_values: dict[str, Any], local_share: float = 0.0, local_changes: int = 3, **kwargs: Any
+        self,
+        *args: Any,
+        baseline_values: dict[str, Any],
+        local_share: float = 0.0,
+        local_changes: int = 3,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.baseline_values = baseline_values

@@ -18,7 +18,10 @@ from typing import Any
 CACHE_FOLDER = ".compilation-cache"  # under REPORTS_DIR, beside the run folders (the runs index skips it)
 STEP_FUNCTIONS = ("train_step", "test_step", "predict_step")
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "cache_hits", "/jax/compilation_cache/cache_misses": "cache_misses"}
+_CACHE_EVENTS = {
+    "/jax/compilation_cache/cache_hits": "cache_hits",
+    "/jax/compilation_cache/cache_misses": "cache_misses",
+}
 
 
 @dataclass

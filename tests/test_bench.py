@@ -152,7 +152,9 @@ def check_quality(out: str) -> None:
 
 def check_search_evidence(out: str) -> None:
     # Two committed runs' challengers, each a gap with its paired interval, checked against the kept racing records.
-    assert re.search(rf"^finalists-search-seed49 02\s+9\s+0\.1664\s+0\.1037\s+\+0\.0540 \[{NUMBER}, {NUMBER}\]", out, re.M)
+    assert re.search(
+        rf"^finalists-search-seed49 02\s+9\s+0\.1664\s+0\.1037\s+\+0\.0540 \[{NUMBER}, {NUMBER}\]", out, re.M
+    )
     assert "4 of these gaps were checked against their run's round-1 racing record" in out
     assert "Gap against the number of changed values over 8 challengers" in out
     assert out.rstrip().endswith("Skipped or odd, per run:\n  nothing")  # every gap agrees with its racing record

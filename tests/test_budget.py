@@ -255,7 +255,9 @@ def test_a_budgeted_run_prints_and_records_its_plan_and_a_budget_too_small_is_re
     run_dir = tmp_path / "reports" / "synthetic-best_point-search-random-48px-seed7-budget10m"
     recorded = json.loads((run_dir / "metrics.json").read_text())["budget"]
     assert (recorded["seconds"], recorded["text"], recorded["cut"], len(recorded["plans"])) == (600, "10m", [], 2)
-    assert "| time budget | 10m bought 2 trials (the baseline's point and 1 other)" in (run_dir / "report.md").read_text()
+    assert (
+        "| time budget | 10m bought 2 trials (the baseline's point and 1 other)" in (run_dir / "report.md").read_text()
+    )
 
     assert search.main([*TINY, "--time-budget", "5s"]) == 2
     error = capsys.readouterr().err
@@ -321,8 +323,12 @@ def test_a_plan_that_buys_no_search_says_so_in_words() -> None:
         "1 more trial (0 done of 25) and 0 finalists besides the baseline's point fit: the budget buys no search beyond "
         "the baseline's own trial, and the final stage retrains the baseline's point alone"
     ) in ahead.plan_line(ahead.plan(trials_done=0), 0)  # the baseline's trial always runs: the plan counts it
-    assert ahead.plan_line(plan, 12).split(" (a trial")[0].endswith(
-        "0 more trials (12 done of 25) and 0 finalists besides the baseline's point fit: no more trials, and the final "
-        "stage retrains the baseline's point alone"
+    assert (
+        ahead.plan_line(plan, 12)
+        .split(" (a trial")[0]
+        .endswith(
+            "0 more trials (12 done of 25) and 0 finalists besides the baseline's point fit: no more trials, and the final "
+            "stage retrains the baseline's point alone"
+        )
     )
     assert "buys no search" not in ahead.plan_line(planner(600, FakeClock()).plan(0), 0)

@@ -50,7 +50,10 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
         ("max_trials: 0\n", "max_trials must be at least 1"),
         ("image_size: 4\n", "image_size must be between 8 and 1024"),
         ("skip_bad_images: sometimes\n", "skip_bad_images must be true or false"),
-        ("compilation_cache: 3\n", "compilation_cache must be true (a folder beside the runs), false (no cache) or a folder"),
+        (
+            "compilation_cache: 3\n",
+            "compilation_cache must be true (a folder beside the runs), false (no cache) or a folder",
+        ),
         ("search_space: {dropout: {min: 0.0, max: 0.5, step: 0}}\n", "search_space.dropout.step must be above 0"),
         ("search_space: {learning_rate: {min: 0, max: 0.01}}\n", "search_space.learning_rate.min must lie in (0"),
         ("search_space: {conv_blocks: {min: 2}}\n", "search_space.conv_blocks must be a mapping with keys min, max"),
@@ -114,7 +117,9 @@ def test_dump_round_trips(tmp_path):
     assert load_config(path) == loaded
 
 
-@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "preset", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_preset_is_valid_and_keeps_the_baseline_inside(preset):
     from data import channel_count
     from hypermodel import ChestXRayHyperModel

@@ -20,6 +20,7 @@ from runtime import distributed
 
 pytestmark = pytest.mark.e2e  # every test here trains, or runs a command that does
 
+
 @pytest.fixture
 def cluster(tmp_path, synthetic_root):
     clusters = []
@@ -82,7 +83,9 @@ def test_roles_set_keras_tuners_variables_and_standalone_clears_them(monkeypatch
 
     for name in distributed.ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
-    settings = Distributed(role="worker", oracle_address="10.0.0.5:8000", worker_id="gpu-box-1", running_trial_timeout=None)
+    settings = Distributed(
+        role="worker", oracle_address="10.0.0.5:8000", worker_id="gpu-box-1", running_trial_timeout=None
+    )
     distributed.configure(settings)
     assert (os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]) == ("10.0.0.5", "8000")
     assert utils.has_chief_oracle() and not utils.is_chief_oracle()

@@ -157,11 +157,13 @@ def test_start_estimate_from_a_finished_run_beside(tmp_path: Path) -> None:
     assert start_estimate(tmp_path / "new", {**config, "finalists": 2, "repeats": 3}, SAME_DATA).startswith(
         f"Expected wall time: at most about {format_duration(search + 9 * 45 * epoch)} "
     )
-    assert "then up to 9 retrains x 45 retrain epochs" in start_estimate(tmp_path / "new", {**config, "finalists": 2, "repeats": 3}, SAME_DATA)
-    # A baseline run trains one model even under a config that retrains finalists and repeats them.
-    assert start_estimate(tmp_path / "new", {**config, "finalists": 4, "repeats": 3}, SAME_DATA, search=False).startswith(
-        f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs"
+    assert "then up to 9 retrains x 45 retrain epochs" in start_estimate(
+        tmp_path / "new", {**config, "finalists": 2, "repeats": 3}, SAME_DATA
     )
+    # A baseline run trains one model even under a config that retrains finalists and repeats them.
+    assert start_estimate(
+        tmp_path / "new", {**config, "finalists": 4, "repeats": 3}, SAME_DATA, search=False
+    ).startswith(f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs")
 
 
 def test_start_estimate_needs_a_run_that_costs_the_same(tmp_path: Path) -> None:

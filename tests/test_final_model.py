@@ -129,7 +129,9 @@ def test_a_finalist_search_repeats_its_finalists_chooses_on_validation_and_resum
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert not any("not retrained" in cut for cut in metrics["budget"]["cut"])
     finalists = metrics["finalists"]
-    assert len(finalists) == 2 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)
+    assert (
+        len(finalists) == 2 and finalists[0]["is_baseline"] and sum(f["weight"] for f in finalists) == pytest.approx(1)
+    )
     assert all("log_loss" in f["validation"] and "search_last_score" in f for f in finalists)
     trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
     others = trials[trials["trial_id"] != finalists[0]["trial_id"]]

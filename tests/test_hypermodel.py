@@ -10,7 +10,9 @@ CONFIG = config.load_config()
 
 
 def hypermodel(image_size: int = 80, channels: int = 3, **space) -> ChestXRayHyperModel:
-    return ChestXRayHyperModel(image_size, channels, {**CONFIG.search_space.as_dict(), **space}, CONFIG.augmentation.as_dict())
+    return ChestXRayHyperModel(
+        image_size, channels, {**CONFIG.search_space.as_dict(), **space}, CONFIG.augmentation.as_dict()
+    )
 
 
 def random_point(model: ChestXRayHyperModel, seed: int) -> kt.HyperParameters:

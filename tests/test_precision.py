@@ -49,9 +49,9 @@ def test_a_policy_asked_for_is_kept(monkeypatch):
 
 @pytest.mark.e2e
 def test_mixed_model_computes_in_bfloat16_but_outputs_loss_and_metrics_in_float32(tmp_path):
-    model = ChestXRayHyperModel(48, 1, CONFIG.search_space.as_dict(), CONFIG.augmentation.as_dict(), "mixed_bfloat16").build(
-        baseline_hyperparameters()
-    )
+    model = ChestXRayHyperModel(
+        48, 1, CONFIG.search_space.as_dict(), CONFIG.augmentation.as_dict(), "mixed_bfloat16"
+    ).build(baseline_hyperparameters())
     assert keras.mixed_precision.global_policy().name == "float32"  # left as it was
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert all(layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32" for layer in convs)

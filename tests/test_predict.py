@@ -228,7 +228,11 @@ def test_a_run_made_with_ensemble_size_still_renders_and_serves_its_ensemble(in_
     shutil.copy2(old / "model.keras", old / "ensemble" / "member2.keras")
     metrics = json.loads((old / "metrics.json").read_text())
     point = yaml.safe_load((old / "best_hyperparameters.yaml").read_text())
-    metrics["ensemble"] = {"size": 2, "points": [point, point], **{split: metrics[split] for split in ("validation", "test")}}
+    metrics["ensemble"] = {
+        "size": 2,
+        "points": [point, point],
+        **{split: metrics[split] for split in ("validation", "test")},
+    }
     (old / "metrics.json").write_text(json.dumps(metrics))
     predictions = pd.read_csv(old / "predictions.csv")
     predictions["p_pneumonia_ensemble"] = predictions["p_pneumonia"]

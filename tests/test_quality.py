@@ -223,5 +223,8 @@ def test_where_finalists_repeat_one_retrain_of_the_baselines_point_has_a_row_of_
     result = quality(tmp_path, "--table-only", "--seeds", "1", "--config", "configs/archive/finalists.yaml")
     assert result.returncode == 0, result.stderr
     assert "| baseline point, tuned protocol | 1 | finalists-search-seed1 | 0.930 | 0.990 |" in result.stdout
-    assert re.search(r"\| baseline point, one retrain \| 1 \| finalists-search-seed1 \| 0\.880 \| 0\.975 \|.*\| 0\.100 \|$",
-                     result.stdout, re.MULTILINE)  # its regret: at 0.5 it misses 20% of NORMAL, 10% of the images
+    assert re.search(
+        r"\| baseline point, one retrain \| 1 \| finalists-search-seed1 \| 0\.880 \| 0\.975 \|.*\| 0\.100 \|$",
+        result.stdout,
+        re.MULTILINE,
+    )  # its regret: at 0.5 it misses 20% of NORMAL, 10% of the images

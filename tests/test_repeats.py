@@ -52,7 +52,9 @@ def test_a_budget_keeps_the_baselines_repeats_and_races_challengers_only_while_t
     assert planner.minimum_final_seconds() == pytest.approx(3 * 45 + 20)
     now[0] = 200.0  # 200 s left: the baseline's three repeats and one finalist (180 s + 20 s) fit, two do not
     assert planner.finalists_that_fit([1.0, 1.0, 1.0]) == 2
-    now[0] = 300.0  # 100 s left, one of the incumbent's repeats still to come: a challenger's (45 + 45 + 20) does not fit
+    now[0] = (
+        300.0  # 100 s left, one of the incumbent's repeats still to come: a challenger's (45 + 45 + 20) does not fit
+    )
     assert planner.repeat_fits(1.0, later_incumbent_repeats=0, what="trial 3's repeat 2")
     assert not planner.repeat_fits(1.0, later_incumbent_repeats=1, what="trial 3's repeat 2")
     assert "trial 3's repeat 2 not retrained" in planner.budget.cuts[-1]
@@ -71,7 +73,14 @@ def test_the_racing_sentence_says_why_nothing_was_raced_or_gives_every_compariso
     assert "the time budget held none" in racing_sentence(alone)
     once = {"finalists": [finalist, {"trial_id": "03", "is_baseline": False}], "selection": {"racing": []}}
     assert "retrained once each" in racing_sentence(once)
-    record = {"round": 1, "trial_id": "03", "repeats": 1, "difference": 0.012, "ci95": [0.004, 0.02], "clearly_worse": True}
+    record = {
+        "round": 1,
+        "trial_id": "03",
+        "repeats": 1,
+        "difference": 0.012,
+        "ci95": [0.004, 0.02],
+        "clearly_worse": True,
+    }
     once["selection"]["racing"] = [record]
     assert "round 1, trial 03 over 1 repeat: +0.0120 [+0.0040, +0.0200], clearly worse" in racing_sentence(once)
 

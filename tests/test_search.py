@@ -502,8 +502,6 @@ def test_help_lists_every_flag_without_loading_tensorflow():
     assert result.stdout.strip().endswith("False")
 
 
-
-
 def test_the_python_versions_stated_are_the_ones_enforced():
     """README said "Python 3.10 to 3.12, as requirements.txt pins it" while nothing pinned it and numpy 2.4 needs
     3.11: the versions README and requirements.txt state are pyproject.toml's requires-python, which pip enforces."""
@@ -513,7 +511,9 @@ def test_the_python_versions_stated_are_the_ones_enforced():
 
     repo = Path(search.__file__).parent
     allowed = SpecifierSet(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["requires-python"])
-    low, high = re.search(r"Python (3\.\d+) to (3\.\d+), as `pyproject.toml`", (repo / "README.md").read_text()).groups()
+    low, high = re.search(
+        r"Python (3\.\d+) to (3\.\d+), as `pyproject.toml`", (repo / "README.md").read_text()
+    ).groups()
     assert f"Python {low}-{high}, pyproject.toml's requires-python" in (repo / "requirements.txt").read_text()
     minor = lambda version: int(version.split(".")[1])  # noqa: E731
     stated = {f"3.{n}" for n in range(minor(low), minor(high) + 1)}
@@ -538,6 +538,7 @@ def test_a_search_near_the_baseline_runs_end_to_end_with_its_study(workdir):
     assert search.main([*flags, "--epochs", "1"]) == 0
     run_dir = only_run(workdir / "reports")
     trials = pd.read_csv(run_dir / "trials.csv")
+
     def differs(value, baseline) -> bool:
         if isinstance(baseline, bool) or isinstance(baseline, str):
             return str(value) != str(baseline)
