@@ -6,6 +6,7 @@
     python bench/noise_floor.py --smoke    # a check: 2 repeats of 1 epoch on generated images at 48 px
     python bench/noise_floor.py --seed 42 --training-seeds 42 43 44 --image-size 128 \
         --out bench/results/noise_floor/seed42-128px    # the same point at another input size, same split
+    python bench/noise_floor.py --compare bench/results/noise_floor/seed42 bench/results/noise_floor/seed42-128px
 
 The split (validation patients) comes from `--seed` and never changes; each repeat trains the point (the
 baseline's, or `--point` as JSON) for final_epochs under the preset's retrain settings with its own training seed
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         "--smoke", action="store_true", help="a few seconds' check: 2 one-epoch repeats, generated data"
     )
     parser.add_argument(
+        "--compare", type=Path, nargs="+", metavar="OUT", help="folders of repeats on one split: each against the "
+        "first, paired over validation patients and over the training seeds they share",
+    )  # fmt: skip
+    parser.add_argument(
         "--race", type=Path, nargs="+", metavar="RUN", help="finished finalist runs: each challenger against the "
         "baseline's point after one retrain each, on validation (what round 1 of racing would decide)",
     )  # fmt: skip
@@ -60,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.race:
         print_first_round(args.race)
+        return
+    if args.compare:
+        print_comparison(args.compare)
         return
     if args.out is None:
         parser.error("--out is required")
@@ -150,6 +158,45 @@ def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
         done.with_suffix(".partial").replace(done)
 
 
+def print_comparison(folders: list[Path]) -> None:
+    """Each folder's repeats against the first folder's (the same split, another setting such as the input size):
+    validation log loss and ROC AUC of the repeats they share by training seed, one minus the other, paired over
+    validation patients (the interval of the mean over those seeds), then of their averaged repeats, and the
+    minutes a repeat took (a ratio only where both ran on one machine at one time)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, patients, reference, records = load_repeats(folders[0])
+    order = _file_names(folders[0])
+    print(f"Against {folders[0]} ({len(reference)} repeats), validation only, {len(labels)} images:")
+    for folder in folders[1:]:
+        _, _, other, other_records = load_repeats(folder)
+        # The same images, matched by file name: a run elsewhere names the data folder otherwise.
+        rows = pd.Series(range(len(order)), index=_file_names(folder))[order].to_numpy()
+        other = {seed: p[rows] for seed, p in other.items()}
+        seeds = [seed for seed in other if seed in reference]
+        if not seeds:
+            print(f"{folder}: no repeat shares a training seed with {folders[0]}")
+            continue
+        pairs = [((other[seed], 0.5), (reference[seed], 0.5)) for seed in seeds]
+        paired = paired_difference(labels, pairs, patients)["log_loss"]
+        mean_other, mean_reference = (np.mean([each[seed] for seed in seeds], axis=0) for each in (other, reference))
+        averaged = paired_difference(labels, [((mean_other, 0.5), (mean_reference, 0.5))], patients)["log_loss"]
+        auc = np.mean([roc_auc_score(labels, other[s]) - roc_auc_score(labels, reference[s]) for s in seeds])
+        minutes = [np.mean([r[s]["seconds"] for s in seeds]) / 60 for r in (other_records, records)]
+        interval = lambda gap: f"{gap['difference']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]"  # noqa: E731
+        print(
+            f"{folder.name}: seeds {', '.join(map(str, seeds))}: log loss {interval(paired)} per repeat, "
+            f"{interval(averaged)} averaged; ROC AUC {auc:+.4f} per repeat; {minutes[0]:.1f} against "
+            f"{minutes[1]:.1f} minutes a repeat"
+        )
+
+
+def _file_names(out: Path) -> list[str]:
+    """The validation images' file names, in the order a folder's repeats list them."""
+    first = min(out.glob("repeat-*.csv"))
+    return [Path(file).name for file in pd.read_csv(first)["file"]]
+
+
 def load_repeats(out: Path) -> tuple[np.ndarray, list[str], dict[int, np.ndarray], dict[int, dict]]:
     """The labels, patients and each repeat's validation probabilities (by training seed) and record."""
     probabilities, records, labels, patients = {}, {}, None, None
@@ -218,7 +265,7 @@ def print_subset_averages(labels: np.ndarray, probabilities: dict[int, np.ndarra
         means = [np.mean(subset, axis=0) for subset in itertools.combinations(values, k)]
         losses = [image_log_loss(labels, mean).mean() for mean in means]
         thresholds = [choose_threshold(labels, mean, "plateau") for mean in means]
-        spread = (lambda xs: np.std(xs, ddof=1) if len(xs) > 1 else 0.0)  # noqa: E731
+        spread = lambda xs: np.std(xs, ddof=1) if len(xs) > 1 else 0.0  # noqa: E731
         print(
             f"  k={k}: {len(means)} subsets, log loss {np.mean(losses):.4f} ({spread(losses):.4f}), ROC AUC "
             f"{np.mean([roc_auc_score(labels, mean) for mean in means]):.4f}, plateau threshold "
