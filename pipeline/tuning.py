@@ -161,6 +161,10 @@ class TrialRecorder:
     baseline_values: dict[str, Any] = {}  # the baseline's point, which each trial's header compares with
     resumed = False  # whether trials had ended before this process began the search
 
+    def __init__(self, *args: Any, baseline_values: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.baseline_values = baseline_values or {}
+
     def save(self) -> None:
         # As kt.Tuner.save, with the tuner's own JSON replaced whole (see WholeFiles).
         if not compat.is_worker(self):
@@ -330,16 +334,15 @@ def build_tuner(
     else:
         oracle = BaselineFirstBayesianOracle(max_trials=max_trials, **common)
         tuner_class = SearchTuner
-    tuner = tuner_class(
+    return tuner_class(
         oracle=oracle,
         hypermodel=hypermodel,
         directory=str(directory),
         project_name="search",
         overwrite=overwrite,
         distribution_strategy=distribution_strategy,
+        baseline_values=baseline_values,
     )
-    tuner.baseline_values = baseline_values
-    return tuner
 
 
 def ended_trials(oracle: kt.Oracle) -> list[kt.engine.trial.Trial]:
