@@ -255,12 +255,6 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None, note
     if config["tuner"] != "hyperband" and config["max_trials"] is None:
         raise ConfigError(f"max_trials must be set for tuner {config['tuner']}: pass --max-trials N")
     _check_distributed(config["distributed"], origin)
-    if config["ensemble_size"] > 1:  # older runs made with it still load, render and serve (load_recorded)
-        raise ConfigError(
-            f"{origin.get('ensemble_size', DEFAULT_CONFIG.name)}: ensemble_size {config['ensemble_size']} is retired "
-            "(it retrained the best point's runners-up beside it): set ensemble_size: 1 and finalists: N, which "
-            "retrains the N best points beside the baseline's and chooses their ensemble on validation"
-        )
     return Settings.from_dict(config)
 
 
@@ -298,9 +292,29 @@ def dump(settings: Settings) -> str:
     return yaml.safe_dump(settings.as_dict(), sort_keys=False)
 
 
+# The last commit that renders and serves a run made with ensemble_size above 1 (its runners-up ensemble).
+LAST_WITH_ENSEMBLE_SIZE = "7f6c4e1"
+
+
 def recorded(path: Path) -> dict[str, Any]:
-    """A run's config.yaml as a plain mapping, with the legacy values of keys it predates."""
-    return {**LEGACY_DEFAULTS, **read_yaml(path)}
+    """A run's config.yaml as a plain mapping in today's shape (`upgrade`)."""
+    return upgrade(read_yaml(path), path)
+
+
+def upgrade(values: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run's recorded config.yaml in today's shape, for `recorded` and `load_recorded` (and through them
+    runs.RunFolder). Keys the run predates take their legacy values (LEGACY_DEFAULTS); the removed
+    `ensemble_size` is dropped where it is 1 (every committed run's) and refused above 1, a runners-up ensemble
+    this version can neither render nor serve."""
+    values = {**LEGACY_DEFAULTS, **values}
+    size = values.pop("ensemble_size", 1)
+    if size != 1:
+        raise ConfigError(
+            f"{path}: this run was made with ensemble_size {size}, removed after commit {LAST_WITH_ENSEMBLE_SIZE}, "
+            f"so it predates this version: check out {LAST_WITH_ENSEMBLE_SIZE} (git checkout "
+            f"{LAST_WITH_ENSEMBLE_SIZE}) to render or serve it"
+        )
+    return values
 
 
 def load_recorded(path: Path) -> Settings:
@@ -498,7 +512,6 @@ class Settings(Section):
     final_ema_momentum: float | None = setting(
         _optional(_number(0, 1, include_low=False, include_high=False)), legacy=None
     )
-    ensemble_size: int = setting(_integer(1, 10), legacy=1)
     finalists: int = setting(_integer(0, 10), legacy=0)  # before finalists, the best point alone was retrained
     repeats: int = setting(_integer(1, 10), legacy=1)  # before repeats, each finalist was retrained once
     incumbent_rule: str = setting(_choice("race", "lower"), legacy="race")

@@ -2,7 +2,6 @@
 
     python predict.py xray.jpeg more_xrays/ --run reports/search-random-80px-seed42
     python predict.py more_xrays/ --run reports/<run> --csv predictions.csv --explain gradcam/
-    python predict.py more_xrays/ --run reports/<run> --ensemble   # a run made with ensemble_size above 1 (retired)
 
 Files may be JPEG or PNG, grayscale or colour, any size: each is decoded and resized exactly as
 in training. A file that cannot be read is listed with the reason; the others are still predicted.
@@ -22,7 +21,7 @@ from typing import Any
 
 from config import Settings
 from errors import UserError
-from runs import CONFIG_FILE, ENSEMBLE_DIR, METRICS_FILE, MODEL_FILE, REPORT_FILE, RunFolder
+from runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, RunFolder
 
 # Keras (and its backend: KERAS_BACKEND, else the run's) is imported only once the arguments are known
 # to be usable, so mistakes answer at once. A model saved under any backend loads under any other.
@@ -35,7 +34,7 @@ class RunError(UserError, ValueError):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run = load_run(args.run, args.ensemble)
+        run = load_run(args.run)
         files = collect_files(args.paths)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -73,41 +72,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, required=True, help="a finished run folder, e.g. reports/<run>")
     parser.add_argument("--csv", type=Path, help="also save the table to this CSV file")
     parser.add_argument("--explain", type=Path, metavar="OUT_DIR", help="write a Grad-CAM overlay per image here")
-    parser.add_argument(
-        "--ensemble",
-        action="store_true",
-        help="average the ensemble of a run made with ensemble_size above 1 (retired) at the ensemble's own threshold; "
-        "Grad-CAM still shows the best model",
-    )
     return parser.parse_args(argv)
 
 
-def load_run(run_dir: Path, ensemble: bool = False) -> dict[str, Any]:
-    """The run's settings, its validation-chosen threshold and its model (with `ensemble`, every member and the
-    ensemble's threshold)."""
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """The run's settings, its validation-chosen threshold and its model."""
     check_run_folder(run_dir)
     folder = RunFolder(run_dir)
     metrics = folder.metrics()
-    members = sorted((run_dir / ENSEMBLE_DIR).glob("member*.keras"), key=lambda path: int(path.stem[6:]))
-    if ensemble and ("ensemble" not in metrics or len(members) != metrics["ensemble"]["size"] - 1):
-        raise RunError(
-            f"--ensemble: {run_dir} holds no saved ensemble (only runs made with ensemble_size above 1, now retired, saved their "
-            f"members in {ENSEMBLE_DIR}/): leave out --ensemble to use its best model"
-        )
+    config = folder.settings()
     from runtime import backends
 
-    config = folder.settings()
     # The run's own backend unless KERAS_BACKEND names another: the model loads under any of them.
     backends.activate(backends.choose(None, config.backend)[0])
     import keras
 
-    scored = metrics["ensemble"] if ensemble else metrics
     return {
         "config": config,
-        "threshold": scored["validation"]["threshold"],
-        "ensemble": ensemble,
+        "threshold": metrics["validation"]["threshold"],
         "model": keras.saving.load_model(folder.file(MODEL_FILE), safe_mode=True),
-        "members": [keras.saving.load_model(path, safe_mode=True) for path in members] if ensemble else [],
     }
 
 
@@ -138,8 +121,7 @@ def threshold_line(run: dict[str, Any]) -> str:
         source = f"chosen on validation by the run's `{rule}` rule"
     else:
         source = f"fixed at {rule} by the run's config"
-    whose = "the ensemble's, " if run["ensemble"] else ""
-    return f"Threshold {run['threshold']:.4f} ({whose}{source}): P(pneumonia) at or above it reads PNEUMONIA"
+    return f"Threshold {run['threshold']:.4f} ({source}): P(pneumonia) at or above it reads PNEUMONIA"
 
 
 def collect_files(paths: list[Path]) -> list[Path]:
@@ -191,12 +173,11 @@ def predict(run: dict[str, Any], images, files: list[Path]):
 
     from data import CLASS_NAMES, Split, to_dataset
 
-    models = [run["model"], *run["members"]]  # the ensemble's probability is the mean of its members'
     probabilities = []
     if len(images):
         # Batches of one shape (the last padded, its padding rows predicted last), so JAX compiles predict once.
         batches = to_dataset(Split("predict", files, np.zeros(len(images), int), images), run["config"].batch_size)
-        probabilities = np.mean([model.predict(batches, verbose=0)[: len(images), 1] for model in models], axis=0)
+        probabilities = run["model"].predict(batches, verbose=0)[: len(images), 1]
     return pd.DataFrame(
         {
             "file": list(map(str, files)),

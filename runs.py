@@ -39,7 +39,6 @@ CARD_FILE = "model_card.md"
 STUDY_FILE = "study.db"  # a search as an Optuna study: optuna-dashboard sqlite:///study.db
 DATA_SUMMARY_FILE = "data_summary.csv"
 SKIPPED_FILE = "skipped_images.csv"  # images left out as undecodable (--skip-bad-images)
-ENSEMBLE_DIR = "ensemble"  # runs made with ensemble_size above 1 (retired): member2.keras, ... beside model.keras
 RETRAIN_BACKUP = "retrain"  # what an interrupted retrain resumes from; removed once reported
 CLOCK_FILE = "wall_seconds.json"  # the run's time so far, over every process that ran it (`Stopwatch`)
 # Settings that must match for a search and a baseline run to be compared on test: the same data and the same

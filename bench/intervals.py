@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def with_intervals(run_dir: Path) -> dict[str, Any]:
-    """The run's metrics.json with `ci95`, `bootstrap` and `by_type` added under `test` (and the ensemble's)."""
+    """The run's metrics.json with `ci95`, `bootstrap` and `by_type` added under `test`."""
     from evaluation import bootstrap_test_metrics, classification_metrics
 
     metrics = RunFolder(run_dir).metrics()
@@ -60,16 +60,13 @@ def with_intervals(run_dir: Path) -> dict[str, Any]:
     files = [Path(file) for file in test["file"]]  # names parse wherever the run was made
     patients = [data.patient_id(file) for file in files]
     types = [data.pneumonia_type(file) for file in files]
-    targets = [("p_pneumonia", metrics["test"])]
-    if "ensemble" in metrics:
-        targets.append(("p_pneumonia_ensemble", metrics["ensemble"]["test"]))
-    for column, figures in targets:
-        labels, probabilities = test["label"].to_numpy(), test[column].to_numpy()
-        again = classification_metrics(labels, probabilities, figures["threshold"])
-        for name in ("accuracy", "roc_auc", "sensitivity", "specificity"):
-            if not np.isclose(again[name], figures[name]):
-                raise SystemExit(f"{run_dir}: {name} from predictions.csv is {again[name]}, not {figures[name]}")
-        figures |= bootstrap_test_metrics(labels, probabilities, figures["threshold"], patients, types)
+    figures = metrics["test"]
+    labels, probabilities = test["label"].to_numpy(), test["p_pneumonia"].to_numpy()
+    again = classification_metrics(labels, probabilities, figures["threshold"])
+    for name in ("accuracy", "roc_auc", "sensitivity", "specificity"):
+        if not np.isclose(again[name], figures[name]):
+            raise SystemExit(f"{run_dir}: {name} from predictions.csv is {again[name]}, not {figures[name]}")
+    figures |= bootstrap_test_metrics(labels, probabilities, figures["threshold"], patients, types)
     return metrics
 
 

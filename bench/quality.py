@@ -247,8 +247,7 @@ def threshold_regret(labels: pd.Series, probabilities: pd.Series, threshold: flo
 def judged_models(run: dict, metrics: dict) -> list[tuple[str, dict, str]]:
     """(kind, metrics, predictions.csv column) of each model a run is judged by, the delivered one first: a tuned
     run with finalists delivers its chosen model, its baseline's finalist beside it (where finalists repeat, also its
-    first repeat alone: one retrain of the baseline's point under the protocol); a tuned run with an ensemble
-    is judged by the ensemble (what predict.py --ensemble serves), its best point alone beside it."""
+    first repeat alone: one retrain of the baseline's point under the protocol)."""
     if run["kind"] == "tuned" and "finalists" in metrics:
         baseline = next(finalist for finalist in metrics["finalists"] if finalist["is_baseline"])
         column = f"p_finalist_{baseline['trial_id']}"
@@ -256,11 +255,6 @@ def judged_models(run: dict, metrics: dict) -> list[tuple[str, dict, str]]:
         if baseline.get("repeats"):  # the repeats' mean above; one retrain of the point, as one run gives it, here
             judged.append((ONE_RETRAIN, baseline["repeats"][0], f"{column}_r1"))
         return judged
-    if run["kind"] == "tuned" and "ensemble" in metrics:
-        return [
-            ("tuned", metrics["ensemble"], "p_pneumonia_ensemble"),
-            ("tuned, best point alone", metrics, "p_pneumonia"),
-        ]
     return [(run["kind"], metrics, "p_pneumonia")]
 
 
@@ -345,7 +339,8 @@ def target_lines(results: pd.DataFrame, paired: dict | None = None) -> list[str]
 
 
 def seed_cost_lines(results: pd.DataFrame) -> list[str]:
-    """Wall time of each seed's baseline and tuned run together against the budget (an ensemble row is the same run)."""
+    """Wall time of each seed's baseline and tuned run together against the budget (the rows of a tuned run's other
+    judged models are the same run)."""
     single = results[results["kind"].isin(["baseline", "tuned"])]
     lines = []
     for seed, group in single.groupby("seed"):

@@ -149,9 +149,8 @@ def start_estimate(
 
 def _retrains(config: Mapping[str, Any]) -> int:
     """How many full-length retrains a search's final stage runs: each finalist and the baseline's point, each
-    `repeats` times (at most; racing may drop some), or `ensemble_size` members in runs made before finalists."""
-    finalists = (int(config.get("finalists") or 0) + 1) * int(config.get("repeats") or 1)
-    return max(int(config.get("ensemble_size") or 1), finalists)
+    `repeats` times (at most; racing may drop some)."""
+    return (int(config.get("finalists") or 0) + 1) * int(config.get("repeats") or 1)
 
 
 def _search_part(run_dir: Path, config: Mapping[str, Any], others: list[Path]) -> tuple[float, str, bool] | None:

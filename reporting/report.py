@@ -94,7 +94,6 @@ def render_markdown(result: RunResult) -> str:
         _skipped_section,
         _validation_section,
         _types_section,
-        _ensemble_section,
         _finalists_section,
         _hyperparameters_section,
         _search_section,
@@ -300,18 +299,14 @@ def _file_names(result: RunResult) -> str:
 
 def _types_section(result: RunResult) -> list[str]:
     """Sensitivity per pneumonia type (bacterial, viral), from the file names."""
-    test, ensemble = result.metrics["test"], result.metrics.get("ensemble")
+    test = result.metrics["test"]
     if "by_type" not in test:
         return []
     header = ["type", "test images", "patients", "sensitivity [95% interval]"]
-    if ensemble and "by_type" in ensemble["test"]:
-        header.append("ensemble")
-    rows = []
-    for name, by_type in test["by_type"].items():
-        row = [name, by_type["n_images"], by_type["n_patients"], type_sensitivity(by_type)]
-        if len(header) == 5:
-            row.append(type_sensitivity(ensemble["test"]["by_type"][name]))
-        rows.append(row)
+    rows = [
+        [name, by_type["n_images"], by_type["n_patients"], type_sensitivity(by_type)]
+        for name, by_type in test["by_type"].items()
+    ]
     return [
         "## Sensitivity by pneumonia type (test)",
         "",
@@ -320,35 +315,6 @@ def _types_section(result: RunResult) -> list[str]:
         "An interval of [1.000, 1.000] means no image of that type was missed in any resample, not that none can be.",
         "",
         markdown_table(header, rows) if rows else "No test image named a pneumonia type.",
-        "",
-    ]
-
-
-def _ensemble_section(result: RunResult) -> list[str]:
-    """The averaged prediction of the top points' retrained models, beside the best model alone."""
-    ensemble, validation, test = (result.metrics.get(key) for key in ("ensemble", "validation", "test"))
-    if not ensemble:
-        return []
-    rows = [
-        [
-            name,
-            validation[name],
-            ensemble["validation"][name],
-            with_interval(test, name),
-            with_interval(ensemble["test"], name),
-        ]
-        for name in METRIC_ROWS
-    ]
-    return [
-        f"## Ensemble of the {ensemble['size']} best points",
-        "",
-        f"The {ensemble['size']} best distinct points of the search, each retrained like the best one, their "
-        "P(pneumonia) averaged; its threshold was chosen on validation by the same rule. `model.keras` and "
-        "`predict.py` are the best model alone; `predictions.csv` holds the ensemble's probabilities too.",
-        "",
-        markdown_table(
-            ["metric", "validation: best model", "validation: ensemble", "test: best model", "test: ensemble"], rows
-        ),
         "",
     ]
 

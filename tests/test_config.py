@@ -144,12 +144,16 @@ def test_settings_are_frozen_and_nested():
 
 def test_a_run_recorded_before_newer_keys_loads_with_their_legacy_values(tmp_path):
     old = config.dump(load_config()).splitlines()
-    dropped = ("precision:", "backend:", "final_schedule:", "final_ema_momentum:", "ensemble_size:")
-    path = write(tmp_path, "\n".join(line for line in old if not line.startswith(dropped)) + "\nretired_key: 1\n")
+    dropped = ("precision:", "backend:", "final_schedule:", "final_ema_momentum:")
+    # Runs also recorded ensemble_size: 1 (every committed run's config.yaml), a key removed since.
+    kept = [line for line in old if not line.startswith(dropped)]
+    path = write(tmp_path, "\n".join(kept) + "\nensemble_size: 1\nretired_key: 1\n")
     recorded = config.load_recorded(path)
     assert (recorded.precision, recorded.backend, recorded.final_schedule) == ("float32", "tensorflow", "constant")
-    assert recorded.final_ema_momentum is None and recorded.ensemble_size == 1
+    assert recorded.final_ema_momentum is None and not hasattr(recorded, "ensemble_size")
     assert recorded.image_size == 80  # what the run did record is kept
+    mapping = config.recorded(path)  # the plain mapping, in today's shape too
+    assert "ensemble_size" not in mapping and mapping["precision"] == "float32"
 
 
 def test_the_compilation_cache_sits_beside_the_runs_unless_moved_or_off():
@@ -181,7 +185,6 @@ def test_each_key_is_declared_once_as_a_field():
         "time_budget": None,
         "final_schedule": "constant",
         "final_ema_momentum": None,
-        "ensemble_size": 1,
         "finalists": 0,
         "repeats": 1,
         "incumbent_rule": "race",

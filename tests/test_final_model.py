@@ -5,6 +5,7 @@ finalist after an interruption)."""
 from __future__ import annotations
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from config import ConfigError, load_config
 from evaluation import choose_threshold, image_log_loss
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, weighted_ensemble, without_augmentation
 from pipeline import final_model
+from runs import RunFolder
 
 
 def test_greedy_selection_averages_models_whose_errors_differ_and_keeps_one_that_dominates():
@@ -90,11 +92,26 @@ def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(syn
     assert training.exact_validation_scores(splits, settings.replace(objective="val_auc")) == []
 
 
-def test_ensemble_size_is_retired_for_new_runs(tmp_path):
+def test_ensemble_size_is_gone_and_a_run_made_with_it_above_1_names_the_commit_that_reads_it(tmp_path):
+    # The runners-up ensemble (ensemble_size) was removed: a new run's config does not know the key, and a run
+    # folder that recorded it above 1 is refused by every reader in one sentence (config.upgrade).
     path = tmp_path / "runners-up.yaml"
     path.write_text("finalists: 0\nensemble_size: 3\n")
-    with pytest.raises(ConfigError, match=r"runners-up.yaml: ensemble_size 3 is retired .* finalists: N"):
+    with pytest.raises(ConfigError, match=r"runners-up.yaml: unknown key 'ensemble_size'"):
         load_config(path)
+    folder = RunFolder(tmp_path / "old-run")
+    folder.path.mkdir()
+    folder.file("config.yaml").write_text("finalists: 0\nensemble_size: 3\n")
+    sentence = (
+        rf"^{re.escape(str(folder.file('config.yaml')))}: this run was made with ensemble_size 3, removed after "
+        r"commit 7f6c4e1, so it predates this version: check out 7f6c4e1 \(git checkout 7f6c4e1\) to render or "
+        r"serve it$"
+    )
+    for read in (folder.config, folder.settings):
+        with pytest.raises(ConfigError, match=sentence):
+            read()
+    folder.file("config.yaml").write_text("finalists: 0\nensemble_size: 1\n")  # every committed run's
+    assert "ensemble_size" not in folder.config() and folder.settings().finalists == 0
 
 
 FINALISTS = [*TINY_ONE_EPOCH, "--tuner", "random", "--max-trials", "3", "--epochs", "1", "--config", "finalists.yaml"]

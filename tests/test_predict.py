@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ from conftest import write_image
 
 import data
 import predict
+from config import ConfigError
 from hypermodel import weighted_ensemble
 from reporting import explain, report
 from reporting import index as reports_index
@@ -114,10 +114,10 @@ def test_the_caption_names_the_label_probability_and_threshold():
     assert predict.caption("NORMAL", 0.1, 0.181)[1] == "below the threshold 0.181"
 
 
-def test_the_threshold_line_says_whose_threshold_and_where_it_came_from():
-    fixed = {"config": SimpleNamespace(threshold=0.5), "threshold": 0.5, "ensemble": True}
-    assert predict.threshold_line(fixed).startswith(
-        "Threshold 0.5000 (the ensemble's, fixed at 0.5 by the run's config)"
+def test_the_threshold_line_says_where_the_threshold_came_from():
+    fixed = {"config": SimpleNamespace(threshold=0.5), "threshold": 0.5}
+    assert predict.threshold_line(fixed) == (
+        "Threshold 0.5000 (fixed at 0.5 by the run's config): P(pneumonia) at or above it reads PNEUMONIA"
     )
 
 
@@ -171,11 +171,6 @@ def test_a_run_without_its_model_says_so_and_how_to_train_one(run_dir, tmp_path,
     assert "that holds a report.md" not in captured.err  # it does hold one
 
 
-def test_ensemble_of_a_run_without_one_is_one_sentence(in_workdir, capsys):
-    assert predict.main([str(in_workdir), "--run", str(in_workdir), "--ensemble"]) == 2
-    assert "holds no saved ensemble" in capsys.readouterr().err
-
-
 def test_report_shows_calibration_and_grad_cam(in_workdir):
     text = (in_workdir / "report.md").read_text()
     predictions = pd.read_csv(in_workdir / "predictions.csv").query("split == 'test'")
@@ -216,34 +211,30 @@ def test_a_folder_copied_in_part_does_not_stop_the_index(run_dir, tmp_path):
     assert "| garbled | unreadable (KeyError('run')) |" in index
 
 
-def test_a_run_made_with_ensemble_size_still_renders_and_serves_its_ensemble(in_workdir, tmp_path):
-    # ensemble_size is retired for new runs; a run it made keeps its members in ensemble/ and the ensemble's
-    # figures in metrics.json. Made here from a finished run whose second member is a copy of the first, so the
-    # ensemble's probabilities are the model's.
+def test_a_run_made_with_ensemble_size_is_served_at_1_and_refused_in_one_sentence_above(in_workdir, tmp_path, capsys):
+    # Older runs recorded ensemble_size (removed): at 1, every committed run's value, they render and serve as
+    # before; above 1 (a runners-up ensemble in ensemble/) predict.py and the report refuse them in one sentence
+    # naming the run's config.yaml and the commit that still reads them (config.upgrade).
     old = tmp_path / "reports" / "made-with-ensemble-size"
     shutil.copytree(in_workdir, old, ignore=shutil.ignore_patterns("tensorboard"))
-    config = yaml.safe_load((old / "config.yaml").read_text())
-    (old / "config.yaml").write_text(yaml.safe_dump({**config, "ensemble_size": 2}, sort_keys=False))
-    (old / "ensemble").mkdir()
-    shutil.copy2(old / "model.keras", old / "ensemble" / "member2.keras")
-    metrics = json.loads((old / "metrics.json").read_text())
-    point = yaml.safe_load((old / "best_hyperparameters.yaml").read_text())
-    metrics["ensemble"] = {
-        "size": 2,
-        "points": [point, point],
-        **{split: metrics[split] for split in ("validation", "test")},
-    }
-    (old / "metrics.json").write_text(json.dumps(metrics))
-    predictions = pd.read_csv(old / "predictions.csv")
-    predictions["p_pneumonia_ensemble"] = predictions["p_pneumonia"]
-    predictions.to_csv(old / "predictions.csv", index=False)
-
     report.render(old)
-    assert "## Ensemble of the 2 best points" in (old / "report.md").read_text()
-    test_files = predictions[predictions["split"] == "test"]
-    csv = tmp_path / "ensemble.csv"
-    assert predict.main([*test_files["file"], "--run", str(old), "--ensemble", "--csv", str(csv)]) == 0
+    as_written = (old / "report.md").read_text()
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    (old / "config.yaml").write_text(yaml.safe_dump({**config, "ensemble_size": 1}, sort_keys=False))
+    report.render(old)
+    assert (old / "report.md").read_text() == as_written
+    test_files = pd.read_csv(old / "predictions.csv").query("split == 'test'")
+    csv = tmp_path / "served.csv"
+    assert predict.main([*test_files["file"], "--run", str(old), "--csv", str(csv)]) == 0
     ours = pd.read_csv(csv)
-    assert ours["p_pneumonia"].to_numpy() == pytest.approx(test_files["p_pneumonia_ensemble"].to_numpy(), abs=1e-5)
-    threshold = metrics["ensemble"]["validation"]["threshold"]
-    assert list(ours["label"]) == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in ours["p_pneumonia"]]
+    assert ours["p_pneumonia"].to_numpy() == pytest.approx(test_files["p_pneumonia"].to_numpy(), abs=1e-5)
+    capsys.readouterr()
+
+    (old / "config.yaml").write_text(yaml.safe_dump({**config, "ensemble_size": 2}, sort_keys=False))
+    assert predict.main([*test_files["file"], "--run", str(old)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith(f"error: {old / 'config.yaml'}: this run was made with ensemble_size 2, ")
+    assert "check out 7f6c4e1 (git checkout 7f6c4e1) to render or serve it" in captured.err
+    with pytest.raises(ConfigError, match="ensemble_size 2, removed after commit 7f6c4e1"):
+        report.render(old)
