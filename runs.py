@@ -378,8 +378,11 @@ def find_counterpart(settings: Settings, kind: str) -> tuple[str, dict[str, Any]
     for metrics_file in finished:
         if not is_finished(metrics_file.parent):
             continue
-        other = json.loads(metrics_file.read_text())
-        other_config = recorded(metrics_file.with_name(CONFIG_FILE))
+        try:
+            other = json.loads(metrics_file.read_text())
+            other_config = recorded(metrics_file.with_name(CONFIG_FILE))
+        except (ConfigError, OSError, ValueError):  # a folder this version cannot read is no counterpart
+            continue
         if other.get("run", {}).get("kind") != kind and all(other_config.get(key) == now[key] for key in PROTOCOL_KEYS):
             return metrics_file.parent.name, other
     return None

@@ -15,6 +15,7 @@ from conftest import TINY_ONE_EPOCH
 from sklearn.metrics import roc_auc_score
 
 import predict
+import runs
 import search
 from config import ConfigError, load_config
 from evaluation import choose_threshold, image_log_loss
@@ -110,6 +111,11 @@ def test_ensemble_size_is_gone_and_a_run_made_with_it_above_1_names_the_commit_t
     for read in (folder.config, folder.settings):
         with pytest.raises(ConfigError, match=sentence):
             read()
+    # Beside a new run, such a folder is no counterpart to compare with, not a failure after the run's training.
+    folder.file("metrics.json").write_text('{"run": {"kind": "baseline"}}')
+    folder.file("report.md").write_text("finished")
+    settings = load_config().replace(reports_dir=str(tmp_path))
+    assert runs.find_counterpart(settings, "search") is None
     folder.file("config.yaml").write_text("finalists: 0\nensemble_size: 1\n")  # every committed run's
     assert "ensemble_size" not in folder.config() and folder.settings().finalists == 0
 
