@@ -258,9 +258,6 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None, note
     return Settings.from_dict(config)
 
 
-load_config = load  # the name bench scripts and older code use
-
-
 def _check_distributed(settings: dict[str, Any], origin: dict[str, str]) -> None:
     """A chief needs an address to listen on; a worker an address and an id of its own."""
     role = settings["role"]

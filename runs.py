@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from config import Settings, dump, load_recorded, recorded
-from errors import ConfigError, RunFilesError  # noqa: F401  (RunFilesError: raised by the writers' callers)
+from errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where tables are read, so `search.py --help` stays instant

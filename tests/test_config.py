@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 import config
-from config import ConfigError, load_config
+from config import ConfigError, load
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -14,7 +14,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_hold_the_finalist_protocol():
-    loaded = load_config()
+    loaded = load()
     assert loaded.image_size == 80 and loaded.color_mode == "grayscale"
     assert loaded.final_epochs == 45 and loaded.batch_size == 64 and loaded.final_schedule == "cosine"
     assert loaded.tuner == "random" and loaded.objective == "val_log_loss" and loaded.max_trials == 25
@@ -24,7 +24,7 @@ def test_defaults_hold_the_finalist_protocol():
 
 def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
     path = write(tmp_path, "epochs: 4\nsearch_space:\n  dropout: {min: 0.1, max: 0.3, step: 0.1}\n")
-    loaded = load_config(path, {"--epochs": ("epochs", 7)})
+    loaded = load(path, {"--epochs": ("epochs", 7)})
     assert loaded.epochs == 7
     assert loaded.search_space.dropout == config.Range(min=0.1, max=0.3, step=0.1)
     assert loaded.search_space.filters == (16, 32, 64, 128)  # untouched default
@@ -69,7 +69,7 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
 def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as error:
-        load_config(path)
+        load(path)
     assert expected in str(error.value)
     assert str(path) in str(error.value)
 
@@ -77,44 +77,44 @@ def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "epochs: 3\nseed: [1, 2\n")
     with pytest.raises(ConfigError, match=r"user\.yaml line \d+: YAML syntax error"):
-        load_config(path)
+        load(path)
 
 
 def test_binary_config_file_is_one_sentence(tmp_path):
     path = tmp_path / "model.keras"
     path.write_bytes(b"PK\x03\x04\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match=r"model\.keras is not UTF-8 text"):
-        load_config(path)
+        load(path)
 
 
 def test_bad_flag_value_names_the_flag():
     with pytest.raises(ConfigError, match=r"^--final-epochs: final_epochs must be at least 1"):
-        load_config(None, {"--final-epochs": ("final_epochs", 0)})
+        load(None, {"--final-epochs": ("final_epochs", 0)})
 
 
 def test_random_and_bayesian_need_max_trials(tmp_path):
     unbounded = write(tmp_path, "max_trials: null\n")
     with pytest.raises(ConfigError, match="max_trials must be set for tuner random"):
-        load_config(unbounded, {"--tuner": ("tuner", "random")})
+        load(unbounded, {"--tuner": ("tuner", "random")})
     with pytest.raises(ConfigError, match="max_trials must be set for tuner bayesian"):
-        load_config(unbounded, {"--tuner": ("tuner", "bayesian")})
+        load(unbounded, {"--tuner": ("tuner", "bayesian")})
 
 
 def test_missing_config_file_is_one_sentence(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
-        load_config(tmp_path / "absent.yaml")
+        load(tmp_path / "absent.yaml")
 
 
 def test_yaml_is_loaded_safely(tmp_path):
     path = write(tmp_path, "seed: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="YAML syntax error"):
-        load_config(path)
+        load(path)
 
 
 def test_dump_round_trips(tmp_path):
-    loaded = load_config()
+    loaded = load()
     path = write(tmp_path, config.dump(loaded))
-    assert load_config(path) == loaded
+    assert load(path) == loaded
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_every_preset_is_valid_and_keeps_the_baseline_inside(preset):
     from data import channel_count
     from hypermodel import ChestXRayHyperModel
 
-    loaded = load_config(preset)
+    loaded = load(preset)
     space, augmentation = loaded.search_space.as_dict(), loaded.augmentation.as_dict()
     ChestXRayHyperModel(loaded.image_size, channel_count(loaded.color_mode), space, augmentation)
 
@@ -132,7 +132,7 @@ def test_every_preset_is_valid_and_keeps_the_baseline_inside(preset):
 def test_settings_are_frozen_and_nested():
     import dataclasses
 
-    loaded = load_config()
+    loaded = load()
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.seed = 1
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -143,7 +143,7 @@ def test_settings_are_frozen_and_nested():
 
 
 def test_a_run_recorded_before_newer_keys_loads_with_their_legacy_values(tmp_path):
-    old = config.dump(load_config()).splitlines()
+    old = config.dump(load()).splitlines()
     dropped = ("precision:", "backend:", "final_schedule:", "final_ema_momentum:")
     # Runs also recorded ensemble_size: 1 (every committed run's config.yaml), a key removed since.
     kept = [line for line in old if not line.startswith(dropped)]
@@ -189,7 +189,7 @@ def test_each_key_is_declared_once_as_a_field():
         "repeats": 1,
         "incumbent_rule": "race",
     }
-    assert list(yaml.safe_load(config.dump(load_config()))) == list(config.SCHEMA)
+    assert list(yaml.safe_load(config.dump(load()))) == list(config.SCHEMA)
 
 
 def test_every_flag_of_a_key_is_a_search_py_option():
@@ -210,7 +210,7 @@ def test_every_search_space_key_is_drawn_by_one_declared_hyperparameter():
 
     declared = config.HYPERPARAMETERS
     assert sorted(h.key for h in declared) == sorted(field.name for field in dataclasses.fields(config.SearchSpace))
-    space = load_config().search_space.as_dict()
+    space = load().search_space.as_dict()
     for position, hyperparameter in enumerate(declared):
         bounds = space[hyperparameter.key]
         if hyperparameter.kind in config.RANGE_KINDS:  # a min/max mapping, with a step for a stepped one

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 import predict
 import runs
 import search
-from config import ConfigError, load_config
+from config import ConfigError, load
 from evaluation import choose_threshold, image_log_loss
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, weighted_ensemble, without_augmentation
 from pipeline import final_model
@@ -59,7 +59,7 @@ def test_the_plateau_threshold_sits_in_the_middle_of_the_gap_in_logit_space():
 
 
 def test_the_weighted_ensemble_is_one_keras_model_that_predicts_the_weighted_mean(tmp_path):
-    defaults = load_config()
+    defaults = load()
     hypermodel = ChestXRayHyperModel(48, 1, defaults.search_space.as_dict(), defaults.augmentation.as_dict())
     keras.utils.set_random_seed(1)
     members = [without_augmentation(hypermodel.build(baseline_hyperparameters())) for _ in range(3)]
@@ -77,7 +77,7 @@ def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(syn
     import data
     from pipeline import training
 
-    settings = load_config(None, {"--image-size": ("image_size", 48)}).replace(objective="val_roc_auc")
+    settings = load(None, {"--image-size": ("image_size", 48)}).replace(objective="val_roc_auc")
     splits = data.load_splits(synthetic_root, settings.validation_fraction, settings.seed)
     data.decode_splits(splits, 48, settings.color_mode)
     (callback,) = training.exact_validation_scores(splits, settings)
@@ -99,7 +99,7 @@ def test_ensemble_size_is_gone_and_a_run_made_with_it_above_1_names_the_commit_t
     path = tmp_path / "runners-up.yaml"
     path.write_text("finalists: 0\nensemble_size: 3\n")
     with pytest.raises(ConfigError, match=r"runners-up.yaml: unknown key 'ensemble_size'"):
-        load_config(path)
+        load(path)
     folder = RunFolder(tmp_path / "old-run")
     folder.path.mkdir()
     folder.file("config.yaml").write_text("finalists: 0\nensemble_size: 3\n")
@@ -114,7 +114,7 @@ def test_ensemble_size_is_gone_and_a_run_made_with_it_above_1_names_the_commit_t
     # Beside a new run, such a folder is no counterpart to compare with, not a failure after the run's training.
     folder.file("metrics.json").write_text('{"run": {"kind": "baseline"}}')
     folder.file("report.md").write_text("finished")
-    settings = load_config().replace(reports_dir=str(tmp_path))
+    settings = load().replace(reports_dir=str(tmp_path))
     assert runs.find_counterpart(settings, "search") is None
     folder.file("config.yaml").write_text("finalists: 0\nensemble_size: 1\n")  # every committed run's
     assert "ensemble_size" not in folder.config() and folder.settings().finalists == 0

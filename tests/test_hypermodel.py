@@ -6,7 +6,7 @@ import pytest
 import config
 from hypermodel import BASELINE, ChestXRayHyperModel, baseline_hyperparameters, max_conv_blocks
 
-CONFIG = config.load_config()
+CONFIG = config.load()
 
 
 def hypermodel(image_size: int = 80, channels: int = 3, **space) -> ChestXRayHyperModel:
@@ -187,8 +187,8 @@ def test_padded_batches_train_and_score_as_their_real_rows_alone(synthetic_root)
 
     splits = data.load_splits(synthetic_root, 0.2, seed=3)
     data.decode_splits(splits, 48, "grayscale")
-    space = config.load_config().search_space.as_dict()
-    hypermodel = ChestXRayHyperModel(48, 1, space, {key: 0.0 for key in config.load_config().augmentation.as_dict()})
+    space = config.load().search_space.as_dict()
+    hypermodel = ChestXRayHyperModel(48, 1, space, {key: 0.0 for key in config.load().augmentation.as_dict()})
     hp = baseline_hyperparameters()
     hp.values.update(dropout=0.0, batch_norm=False)
     weights = {0: 1.5, 1: 0.75}
@@ -209,9 +209,7 @@ def test_padded_batches_train_and_score_as_their_real_rows_alone(synthetic_root)
 
 
 def test_the_saved_model_is_a_plain_keras_model(tmp_path):
-    model = ChestXRayHyperModel(48, 1, config.load_config().search_space.as_dict(), {}).build(
-        baseline_hyperparameters()
-    )
+    model = ChestXRayHyperModel(48, 1, config.load().search_space.as_dict(), {}).build(baseline_hyperparameters())
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert type(loaded) is type(keras.Model(model.inputs, model.outputs))

@@ -10,7 +10,7 @@ import config
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, without_augmentation
 from runtime import precision
 
-CONFIG = config.load_config()
+CONFIG = config.load()
 
 
 def test_native_bfloat16_is_read_from_the_cpu_flags():

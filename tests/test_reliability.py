@@ -20,7 +20,7 @@ from conftest import TINY_DATA, TINY_ONE_EPOCH, best_point_only
 
 import runs
 import search
-from config import load_config
+from config import load
 from hypermodel import BASELINE, ChestXRayHyperModel, baseline_hyperparameters, without_augmentation
 from pipeline import tuning
 from reporting import figures
@@ -153,7 +153,7 @@ def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path
 
 
 def test_tuner_state_is_replaced_whole_so_a_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):
-    defaults = load_config()
+    defaults = load()
     tuner = tuning.build_tuner(
         ChestXRayHyperModel(48, 3, defaults.search_space.as_dict(), defaults.augmentation.as_dict()),
         kind="random",
@@ -272,7 +272,7 @@ def test_a_depth_that_does_not_fit_the_image_exits_2(workdir, capsys):
 
 
 def test_saved_model_loads_in_keras_safe_mode(tmp_path):
-    defaults = load_config()
+    defaults = load()
     hypermodel = ChestXRayHyperModel(48, 3, defaults.search_space.as_dict(), defaults.augmentation.as_dict())
     model = hypermodel.build(baseline_hyperparameters())
     without_augmentation(model).save(tmp_path / "model.keras")  # what search.py saves

@@ -49,10 +49,10 @@ def _random_points(oracle_seed: int, count: int = 20) -> set[tuple]:
     """The first `count` points Keras Tuner's random sampler draws from the default space with `oracle_seed`."""
     import keras_tuner as kt
 
-    from config import load_config
+    from config import load
     from hypermodel import ChestXRayHyperModel
 
-    settings = load_config()
+    settings = load()
     space = kt.HyperParameters()
     ChestXRayHyperModel(80, 1, settings.search_space.as_dict(), settings.augmentation.as_dict()).declare(space)
     oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_log_loss", "min"), seed=oracle_seed)
@@ -69,10 +69,10 @@ def test_runs_with_neighbouring_seeds_search_different_points():
 def _oracle(local_share: float, seed: int = 5) -> tuning.BaselineFirstRandomSearchOracle:
     import keras_tuner as kt
 
-    from config import load_config
+    from config import load
     from hypermodel import BASELINE, ChestXRayHyperModel
 
-    settings = load_config()
+    settings = load()
     space = kt.HyperParameters()
     ChestXRayHyperModel(80, 1, settings.search_space.as_dict(), settings.augmentation.as_dict()).declare(space)
     oracle = tuning.BaselineFirstRandomSearchOracle(

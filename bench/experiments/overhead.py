@@ -60,10 +60,10 @@ def trial_overhead(args: argparse.Namespace) -> None:
     if args.inter_op is not None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     import data
-    from config import load_config
+    from config import load
     from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
 
-    config = load_config(overrides={"--image-size": ("image_size", args.image_size)})
+    config = load(overrides={"--image-size": ("image_size", args.image_size)})
     splits = data.load_splits(args.data_dir, config.validation_fraction, config.seed)
     data.decode_splits(splits, config.image_size, config.color_mode)
     weights = data.class_weights(splits["train"].labels)

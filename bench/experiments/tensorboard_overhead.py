@@ -26,11 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     import data
-    from config import load_config
+    from config import load
     from hypermodel import ChestXRayHyperModel, baseline_hyperparameters
     from pipeline import training
 
-    config = load_config(None, {"--data-dir": ("data_dir", args.data_dir)})
+    config = load(None, {"--data-dir": ("data_dir", args.data_dir)})
     splits = data.load_splits(data.resolve_data_dir(config.data_dir), config.validation_fraction, config.seed)
     data.decode_splits(splits, config.image_size, config.color_mode)
     hypermodel = ChestXRayHyperModel(config.image_size, 3, config.search_space.as_dict(), config.augmentation.as_dict())
