@@ -59,31 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = CTRL_C.unraisable
     try:
         run = resolve_run(args, command)
-        from pipeline import training
         from pipeline.final_model import train_and_evaluate
 
-        settings = run.settings
-        hypermodel = make_hypermodel(settings)
-        resuming = runs.will_resume(settings, args.overwrite)  # a finished or changed run is refused here
-        splits = load_data(settings)
-        # Planned before the folder is made: a budget refused leaves nothing behind, so its advice works as printed.
-        planner = plan_budget(run, hypermodel, splits, clock, resuming)
-        run_dir = runs.prepare_run_dir(settings, args.overwrite)
-        if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
-            # A kill loses the time since the clock's last save: under a time budget that time would be spent twice.
-            clock.keep_in(run_dir, every=5.0 if settings.time_budget else 60.0)
-        print_estimates(run, run_dir, splits)
-        clock.lap("data")
-        if run.kind == "baseline":
-            from hypermodel import baseline_hyperparameters
-
-            candidates, trials = [training.Candidate("baseline", baseline_hyperparameters(), is_baseline=True)], None
-        else:
-            candidates, trials = training.search(hypermodel, splits, settings, run_dir, planner)
-            clock.lap("search")
-            if candidates is None:  # a distributed worker: the chief retrains the best and reports
-                return 0
-        final = train_and_evaluate(hypermodel, candidates, splits, settings, run_dir, clock, planner)
+        hypermodel, splits, planner, run_dir = set_up(run, args.overwrite, clock)
+        candidates, trials = find_candidates(run, hypermodel, splits, run_dir, planner, clock)
+        if candidates is None:  # a distributed worker: the chief retrains the best and reports
+            return 0
+        final = train_and_evaluate(hypermodel, candidates, splits, run.settings, run_dir, clock, planner)
         write_report(run, splits, trials, final, clock, planner)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -100,6 +82,40 @@ def main(argv: list[str] | None = None) -> int:
         sys.unraisablehook = sys.__unraisablehook__
         CTRL_C.reset()
     return 0
+
+
+def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[str, Any], Any, Path]:
+    """The search space, the data, the budget's planner and the run folder, in the order that refuses a finished
+    or changed run, or a budget too small, before anything is written: a refusal leaves nothing behind, so the
+    advice it prints works as printed."""
+    settings = run.settings
+    hypermodel = make_hypermodel(settings)
+    resuming = runs.will_resume(settings, overwrite)
+    splits = load_data(settings)
+    planner = plan_budget(run, hypermodel, splits, clock, resuming)
+    run_dir = runs.prepare_run_dir(settings, overwrite)
+    if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
+        # A kill loses the time since the clock's last save: under a time budget that time would be spent twice.
+        clock.keep_in(run_dir, every=5.0 if settings.time_budget else 60.0)
+    print_estimates(run, run_dir, splits)
+    clock.lap("data")
+    return hypermodel, splits, planner, run_dir
+
+
+def find_candidates(
+    run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, planner: Any, clock: runs.Stopwatch
+) -> tuple[list | None, Any]:
+    """The points the final stage retrains and the trials table: the baseline's point alone for --baseline, else
+    the search's (None on a distributed worker, whose chief retrains and reports)."""
+    from pipeline import training
+
+    if run.kind == "baseline":
+        from hypermodel import baseline_hyperparameters
+
+        return [training.Candidate("baseline", baseline_hyperparameters(), is_baseline=True)], None
+    candidates, trials = training.search(hypermodel, splits, run.settings, run_dir, planner)
+    clock.lap("search")
+    return candidates, trials
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
