@@ -191,3 +191,14 @@ def test_noise_floor_replays_the_first_round_of_racing_on_committed_finalist_run
     lines = [line for line in out.splitlines() if line.startswith("finalists-search-seed49 trial ")]
     assert len(lines) == 4 and sum(line.endswith("clearly worse: out") for line in lines) == 3
     assert "trial 04 (weight 0.00): +0.0111 [-0.0013, +0.0227] races on" in out
+
+
+def test_noise_floor_compares_kept_repeats_paired_by_training_seed(capsys, monkeypatch):
+    # results.md's table of single changes: batch normalisation's gap over the two training seeds both ran, and the
+    # baseline's point retrained twice at one commit, which gave the same probabilities.
+    monkeypatch.chdir(BENCH.parent)
+    kept = "bench/results/noise_floor/seed42-80px"
+    argv = ["--compare", kept, f"{kept}-again", f"{kept}-batchnorm"]
+    out = run_script("noise_floor.py", argv, capsys, monkeypatch)
+    assert "seed42-80px-again: seeds 42: log loss +0.0000 [+0.0000, +0.0000] per repeat" in out
+    assert "seed42-80px-batchnorm: seeds 42, 43: log loss -0.0256 [-0.0418, -0.0114] per repeat" in out
