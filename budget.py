@@ -254,10 +254,13 @@ class Planner:
         """The final stage at its smallest: the baseline's retrain (each of its repeats) and the report."""
         return self.budget.final_seconds(self.price, [self.baseline_work] * self.repeats, self.final_epochs)
 
+    def baseline_trial_seconds(self, search: bool = True) -> float:
+        """The baseline's trial, a search's first, for its full `epochs`; none for a run without search."""
+        return self.epochs * self.price.epoch(self.baseline_work) if search else 0.0
+
     def minimum_seconds(self, search: bool = True) -> float:
         """The least a run needs: the baseline's trial (a search's first), its retrain and the report."""
-        trial = self.epochs * self.price.epoch(self.baseline_work) if search else 0.0
-        return trial + self.minimum_final_seconds()
+        return self.baseline_trial_seconds(search) + self.minimum_final_seconds()
 
     def too_small(self, search: bool = True) -> str | None:
         """Why the budget cannot hold even the baseline's trial and retrain, with flags that would; None if it can.
@@ -280,8 +283,7 @@ class Planner:
     def final_epochs_that_fit(self, search: bool = True) -> int:
         """The most retrain epochs (each of the baseline's repeats) that the budget holds beside the baseline's
         trial and the report, with the advice's margin; 0 when not even one does."""
-        trial = self.epochs * self.price.epoch(self.baseline_work) if search else 0.0
-        spare = self.budget.left() / ADVICE_MARGIN - trial - self.budget.report_seconds
+        spare = self.budget.left() / ADVICE_MARGIN - self.baseline_trial_seconds(search) - self.budget.report_seconds
         per_epoch = self.repeats * self.price.epoch(self.baseline_work)
         return max(min(int(spare // per_epoch), self.final_epochs - 1), 0) if per_epoch > 0 else 0
 
