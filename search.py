@@ -39,12 +39,14 @@ SMOKE_PRESET = Path(__file__).with_name("configs") / "smoke.yaml"
 
 @dataclass(frozen=True)
 class Run:
-    """What a run decided at start: its settings with backend, precision, data folder and name settled."""
+    """What a run decided at start: its settings with backend, precision, data folder and name settled, and the
+    search space they give (made before any data is read, so that its checks come first)."""
 
     settings: Settings
     kind: str  # "search" or "baseline"
     command: str  # as typed, to reproduce the run
     precision_reason: str
+    hypermodel: Any  # hypermodel.ChestXRayHyperModel
 
     @property
     def dir(self) -> Path:
@@ -88,8 +90,7 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[
     """The search space, the data, the budget's planner and the run folder, in the order that refuses a finished
     or changed run, or a budget too small, before anything is written: a refusal leaves nothing behind, so the
     advice it prints works as printed."""
-    settings = run.settings
-    hypermodel = make_hypermodel(settings)
+    settings, hypermodel = run.settings, run.hypermodel
     resuming = runs.will_resume(settings, overwrite)
     splits = load_data(settings)
     planner = plan_budget(run, hypermodel, splits, clock, resuming)
@@ -194,9 +195,10 @@ def resolve_run(args: argparse.Namespace, command: str = "python search.py") -> 
         print(cache_line)
     print(backends.devices_line())
     policy, reason = choose_precision(settings, args.overwrite)
-    make_hypermodel(settings.replace(precision=policy))  # its checks (the image size among them) before any data
+    settings = settings.replace(precision=policy)
+    hypermodel = make_hypermodel(settings)  # its checks (the image size among them) before any data
     data_dir = find_data(settings, args.synthetic)
-    return Run(settings.replace(precision=policy, data_dir=str(data_dir)), kind, command, reason)
+    return Run(settings.replace(data_dir=str(data_dir)), kind, command, reason, hypermodel)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -213,7 +215,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 # Flags a mode has no use for: refused rather than silently ignored.
-SEARCH_ONLY_FLAGS = ("tuner", "max_trials", "epochs")
+SEARCH_ONLY_FLAGS = ("--tuner", "--max-trials", "--epochs")
 
 
 def refuse_ignored_flags(args: argparse.Namespace) -> None:
@@ -226,9 +228,8 @@ def refuse_ignored_flags(args: argparse.Namespace) -> None:
             f"or drop {generated} to use that folder (`{real} --data-dir {args.data_dir}`)"
         )
     if args.baseline:
-        for name in SEARCH_ONLY_FLAGS:
-            if getattr(args, name) is not None:
-                flag = "--" + name.replace("_", "-")
+        for flag in SEARCH_ONLY_FLAGS:
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
                 raise ConfigError(f"--baseline runs no search, so {flag} would be ignored: drop {flag}")
 
 

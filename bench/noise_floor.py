@@ -127,7 +127,7 @@ def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
     from hypermodel import baseline_hyperparameters, without_augmentation
     from pipeline import training
 
-    hypermodel = search.make_hypermodel(settings)
+    hypermodel = run.hypermodel
     splits = search.load_data(settings)
     point = baseline_hyperparameters()
     if args.point:

@@ -44,6 +44,7 @@ from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS
 from evaluation import paired_difference
 from reporting.tables import markdown_table
 from runs import PREDICTIONS_FILE, TRIALS_FILE, RunFolder, is_finished
+from search import SEARCH_ONLY_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,19 +177,12 @@ def run_once(run: dict, args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
-SEARCH_ONLY_FLAGS = (
-    "--tuner",
-    "--max-trials",
-    "--epochs",
-)  # each with its value: search.py refuses them for a baseline
-
-
 def run_flags(run: dict, args: argparse.Namespace) -> list[str]:
     """The data and the extra flags a run takes: generated images name no data folder, and a baseline run, which
     searches nothing, takes no search flag (search.py refuses a flag a run would ignore)."""
     flags = list(args.search_flags)
     if "--baseline" in run["flags"]:
-        for name in SEARCH_ONLY_FLAGS:
+        for name in SEARCH_ONLY_FLAGS:  # each with its value
             while name in flags:
                 at = flags.index(name)
                 del flags[at : at + 2]
