@@ -25,7 +25,7 @@ from errors import DataError
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
-DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what TensorFlow's decode_image read before
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # TensorFlow's decode_image's: a Keras user's folder reads
 WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit (and 32-bit) grey
 GREY_MODES = ("1", "L", "LA", *WIDE_GREY_MODES)
 SHRINK_RATIOS = (8, 4)  # libjpeg's DCT-domain shrink, used when the short side is at least ratio x image_size
@@ -267,7 +267,7 @@ def decode_file(path: Path, image_size: int, channels: int) -> np.ndarray:
 def _decode_and_resize(path: Path, image_size: int, channels: int) -> np.ndarray:
     """A JPEG, PNG, GIF, BMP or WebP file, grayscale or colour, any size -> uint8 (size, size, channels).
 
-    EXIF orientation is ignored, as TensorFlow's decoder (used before) ignored it.
+    EXIF orientation is ignored, as TensorFlow's decode_image ignores it: an image looks as Keras' loaders show it.
     """
     mode = "RGB" if channels == 3 else "L"
     with Image.open(path, formats=DECODABLE_FORMATS) as image:

@@ -1,7 +1,7 @@
 """The evaluation protocol and its metrics: the threshold chosen on validation only, then the single test
 prediction; the metrics of each split, patient-bootstrap intervals and paired differences.
 
-One concern: scoring predictions. It imports numpy and scikit-learn; `evaluate` alone also uses data.py
+One concern: scoring predictions. It imports numpy and scikit-learn; `predict_split` alone also uses data.py
 and the trained Keras models it is given.
 """
 
@@ -281,11 +281,14 @@ def paired_difference(
     }
 
 
-def log_loss_gap(labels: np.ndarray, first: np.ndarray, second: np.ndarray, patients: Sequence[str]) -> dict[str, Any]:
-    """`first`'s log loss minus `second`'s on one split, with a paired 95% interval over resampled patients;
-    `above_zero` where the whole interval lies above 0, i.e. `first` is clearly the worse of the two."""
-    paired = paired_difference(labels, [((first, 0.5), (second, 0.5))], patients)["log_loss"]
-    return {**paired, "above_zero": bool(paired["ci95"][0] > 0)}
+def challenger_minus_incumbent(
+    labels: np.ndarray, incumbent: np.ndarray, challenger: np.ndarray, patients: Sequence[str]
+) -> dict[str, Any]:
+    """The challenger's log loss minus the incumbent's on one split, with a paired 95% interval over resampled
+    patients: `clearly_better` where the whole interval lies below 0, `clearly_worse` where it lies above."""
+    paired = paired_difference(labels, [((challenger, 0.5), (incumbent, 0.5))], patients)["log_loss"]
+    low, high = paired["ci95"]
+    return {**paired, "clearly_better": bool(high < 0), "clearly_worse": bool(low > 0)}
 
 
 def brier_scores(predictions: pd.DataFrame) -> dict[str, float]:
@@ -294,16 +297,6 @@ def brier_scores(predictions: pd.DataFrame) -> dict[str, float]:
         split: float(metrics.brier_score_loss(rows["label"], rows["p_pneumonia"]))
         for split, rows in predictions.groupby("split", sort=False)
     }
-
-
-def evaluate(model: Any, splits: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The threshold from validation; then, and only then, the single prediction of the test split."""
-    (validation,) = predict_split([model], splits["validation"], settings.batch_size)
-    threshold = validation_threshold(splits, validation, settings)
-    (test,) = predict_split([model], splits["test"], settings.batch_size)  # once, after every choice
-    scores = {"validation": {"p_pneumonia": validation}, "test": {"p_pneumonia": test}}
-    metrics = scored(splits, {name: scores[name]["p_pneumonia"] for name in scores}, threshold)
-    return metrics, predictions_table(splits, scores)
 
 
 def predict_split(models: Sequence[Any], split: Any, batch_size: int) -> list[np.ndarray]:

@@ -75,7 +75,10 @@ class RunFolder:
         return load_recorded(self.file(CONFIG_FILE))
 
     def metrics(self) -> dict[str, Any]:
-        return json.loads(self.file(METRICS_FILE).read_text())
+        """metrics.json in today's shape, however old the run (`upgrade_metrics`)."""
+        metrics = json.loads(self.file(METRICS_FILE).read_text())
+        point = self.file(BEST_POINT_FILE)
+        return upgrade_metrics(metrics, lambda: self.best_point() if point.exists() else None)
 
     def best_point(self) -> dict[str, Any]:
         return yaml.safe_load(self.file(BEST_POINT_FILE).read_text())
@@ -369,6 +372,54 @@ def changed_settings(previous: dict[str, Any], settings: Settings) -> list[str]:
     return [key for key in now if key not in RUNTIME_KEYS and previous.get(key) != now[key]]
 
 
+def upgrade_metrics(metrics: dict[str, Any], best_point: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+    """The one upgrade of an older metrics.json: a run recorded before every final stage kept its finalists (the
+    best point alone, retrained once) gets that point as its one finalist, of weight 1, and the selection that
+    chose it; `best_point` reads the run's best_hyperparameters.yaml (None without one), only where it is needed."""
+    if "finalists" in metrics:
+        return {**metrics, "selection": _upgrade_selection(metrics["selection"])} if "selection" in metrics else metrics
+    point, run = best_point(), metrics.get("run", {})
+    baseline = run.get("baseline_hyperparameters")
+    is_baseline = run.get("kind") == "baseline" or (
+        point is not None and baseline is not None and all(point.get(k) == v for k, v in baseline.items())
+    )
+    only = {
+        "trial_id": "baseline" if run.get("kind") == "baseline" else None,  # a search's trial went unrecorded
+        "is_baseline": is_baseline,
+        "point": point,
+        "search_score": None,
+        "search_last_score": None,
+        "kept_epoch": run.get("best_epoch"),
+        "weight": 1.0,
+        "validation": metrics.get("validation"),
+        "test": metrics.get("test"),
+    }
+    return {**metrics, "finalists": [only], "selection": only_finalist_selection()}
+
+
+def _upgrade_selection(selection: dict[str, Any]) -> dict[str, Any]:
+    """A selection recorded before the race's sign was the challenger's minus the incumbent's (runs before
+    2026-12-06 kept the incumbent's minus the challenger's, and `challenger_wins`), or before `incumbent_rule`."""
+    race = selection["race"]
+    if "challenger_wins" in race:
+        low, high = race["ci95"]
+        race = {"difference": -race["difference"], "ci95": [-high, -low], "clearly_better": race["challenger_wins"]}
+    return {"incumbent_rule": "race", "replaced": race["clearly_better"], **selection, "race": race}
+
+
+def only_finalist_selection() -> dict[str, Any]:
+    """metrics.json's "selection" where the final stage retrained one point: nothing to choose, nothing raced."""
+    alone = {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
+    return {"rule": "one finalist: nothing to choose", "replaced": False, "greedy_weights": [1.0], "race": alone,
+            "weights": [1.0]}  # fmt: skip
+
+
+def chose_among_finalists(metrics: dict[str, Any]) -> bool:
+    """Whether the final stage had a choice to make (several finalists, or repeats raced): False for the best point
+    alone retrained once, which the report describes as one retrain."""
+    return len(metrics["finalists"]) > 1 or "racing" in metrics["selection"]
+
+
 def find_counterpart(settings: Settings, kind: str) -> tuple[str, dict[str, Any]] | None:
     """The newest finished run of the other kind (search or baseline) with the same protocol."""
     now = settings.as_dict()
@@ -379,9 +430,9 @@ def find_counterpart(settings: Settings, kind: str) -> tuple[str, dict[str, Any]
         if not is_finished(metrics_file.parent):
             continue
         try:
-            other = json.loads(metrics_file.read_text())
+            other = RunFolder(metrics_file.parent).metrics()
             other_config = recorded(metrics_file.with_name(CONFIG_FILE))
-        except (ConfigError, OSError, ValueError):  # a folder this version cannot read is no counterpart
+        except (ConfigError, OSError, ValueError, KeyError, yaml.YAMLError):  # unreadable: no counterpart
             continue
         if other.get("run", {}).get("kind") != kind and all(other_config.get(key) == now[key] for key in PROTOCOL_KEYS):
             return metrics_file.parent.name, other

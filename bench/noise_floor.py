@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 def print_first_round(run_dirs: list[Path]) -> None:
     """Round 1 of racing replayed on finished finalist runs: each challenger's validation log loss minus the
     baseline's point's, one retrain each, with its paired 95% interval over validation patients."""
-    from pipeline.repeats import compare
+    from evaluation import challenger_minus_incumbent
 
     for run_dir in run_dirs:
         folder = RunFolder(run_dir)
@@ -91,7 +91,9 @@ def print_first_round(run_dirs: list[Path]) -> None:
         for finalist in finalists:
             if finalist["is_baseline"]:
                 continue
-            record = compare(labels, incumbent, rows[f"p_finalist_{finalist['trial_id']}"].to_numpy(), patients)
+            record = challenger_minus_incumbent(
+                labels, incumbent, rows[f"p_finalist_{finalist['trial_id']}"].to_numpy(), patients
+            )
             low, high = record["ci95"]
             verdict = "clearly worse: out" if record["clearly_worse"] else "races on"
             print(

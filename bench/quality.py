@@ -43,7 +43,7 @@ import runs
 from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS
 from evaluation import paired_difference
 from reporting.tables import markdown_table
-from runs import PREDICTIONS_FILE, TRIALS_FILE, RunFolder, is_finished
+from runs import PREDICTIONS_FILE, TRIALS_FILE, RunFolder, chose_among_finalists, is_finished
 from search import SEARCH_ONLY_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def judged_models(run: dict, metrics: dict) -> list[tuple[str, dict, str]]:
     """(kind, metrics, predictions.csv column) of each model a run is judged by, the delivered one first: a tuned
     run with finalists delivers its chosen model, its baseline's finalist beside it (where finalists repeat, also its
     first repeat alone: one retrain of the baseline's point under the protocol)."""
-    if run["kind"] == "tuned" and "finalists" in metrics:
+    if run["kind"] == "tuned" and chose_among_finalists(metrics):
         baseline = next(finalist for finalist in metrics["finalists"] if finalist["is_baseline"])
         column = f"p_finalist_{baseline['trial_id']}"
         judged = [("tuned", metrics, "p_pneumonia"), (SAME_PROTOCOL, baseline, column)]

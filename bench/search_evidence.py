@@ -12,7 +12,7 @@ records. Three parts:
 1. Every retrained challenger (a finalist other than the baseline's point): how many values its point changes from
    the baseline's, which, its short trial's score (trials.csv `objective`) and its first 45-epoch retrain's
    validation log loss minus the baseline's point's first retrain in the same run, with the paired 95% interval
-   over validation patients (pipeline.repeats.compare, what round 1 of racing decides; a finalist with repeats
+   over validation patients (evaluation.challenger_minus_incumbent, what round 1 of racing decides; a finalist with repeats
    is read from its first repeat's column, p_finalist_<id>_r1). Then the gap against the number of changed values
    (Spearman, and binned), and per hyperparameter the mean gap of challengers that changed it against those that
    did not.
@@ -45,7 +45,7 @@ import pandas as pd
 import config
 from data import patient_id
 from evaluation import image_log_loss
-from runs import METRICS_FILE, PREDICTIONS_FILE, RunFolder
+from runs import METRICS_FILE, PREDICTIONS_FILE, RunFolder, chose_among_finalists
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "bench" / "results" / "quality"
@@ -129,7 +129,7 @@ def load_run(path: Path) -> Run:
         objective=objective,
         baseline=baseline,
         trials=folder.trials(),
-        finalists=metrics.get("finalists"),
+        finalists=metrics["finalists"] if metrics and chose_among_finalists(metrics) else None,
         racing=metrics.get("selection", {}).get("racing", []),
         validation=validation_rows(folder),
     )
@@ -211,7 +211,7 @@ def _incumbent(run: Run) -> dict[str, Any] | None:
 
 def challenger_rows(run: Run) -> list[dict[str, Any]]:
     """Part 1's rows of one run: each challenger's changed values, short score and paired gap to the baseline's."""
-    from pipeline.repeats import compare
+    from evaluation import challenger_minus_incumbent
 
     baseline = _incumbent(run)
     if baseline is None:
@@ -230,7 +230,7 @@ def challenger_rows(run: Run) -> list[dict[str, Any]]:
             run.notes.append(f"trial {trial_id}: no p_finalist_{trial_id} column in predictions.csv, left out")
             continue
         _check_point(run, finalist)
-        record = compare(labels, incumbent, challenger, patients)
+        record = challenger_minus_incumbent(labels, incumbent, challenger, patients)
         changed = changed_values(finalist["point"], run.baseline)
         if trial_id in raced:
             run.raced += 1
@@ -273,7 +273,9 @@ def print_challengers(runs: Sequence[Run]) -> pd.DataFrame:
     table = pd.DataFrame([row for run in runs for row in challenger_rows(run)])
     print("1. Retrained challengers against the baseline's point, first 45-epoch retrain of each, validation only.")
     print("   gap: the challenger's validation log loss minus the baseline point's in the same run (positive: worse),")
-    print("   with its paired 95% interval over validation patients (2,000 resamples, pipeline.repeats.compare);")
+    print(
+        "   with its paired 95% interval over validation patients (2,000 resamples, evaluation.challenger_minus_incumbent);"
+    )
     print("   changed: how many active values differ from the baseline's point, and which.\n")
     if table.empty:
         print("   No challenger with validation predictions.")

@@ -9,7 +9,9 @@ incumbent: it is replaced only where a paired bootstrap over validation patients
 model's log loss lower (SMAC's intensification races a challenger against the incumbent the same way).
 Then, and only then, the test split is predicted, once, for every finalist.
 
-Without finalists (`finalists: 0`), the best point alone is retrained.
+Without finalists (`finalists: 0`), or for a --baseline run, the one point retrained is the only finalist: the
+same retrains, the same scoring and the same metrics.json shape (`chose_among_finalists` says whether there was a
+choice to make).
 
 One concern: the final model. It imports training.py (the retrains), evaluation.py (the scores), runs.py
 (the retrain backups' folder), hypermodel.py (the saved forms) and data.py (each image's patient).
@@ -25,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation import (
+    challenger_minus_incumbent,
     classification_metrics,
     image_log_loss,
-    log_loss_gap,
     predict_split,
     predictions_table,
     scored,
     validation_threshold,
 )
-from runs import RETRAIN_BACKUP
+from runs import RETRAIN_BACKUP, only_finalist_selection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,39 +64,31 @@ def train_and_evaluate(
     clock: Any,
     planner: Any = None,
 ) -> FinalModel:
-    """Retrain for final_epochs and evaluate once on test: the finalists and the model chosen among them, or the
-    best point alone. With a time budget (`planner`), only the finalists that fit in the time left are retrained,
-    the baseline's point always."""
-    from evaluation import evaluate
-    from hypermodel import weighted_ensemble, without_augmentation
-    from pipeline import repeats, training, tuning
+    """Retrain the finalists for final_epochs, choose the final model among them and evaluate once on test. The
+    best point alone (`finalists: 0`, or a --baseline run) is one finalist, scored by the same code. With a time
+    budget (`planner`), only the finalists that fit in the time left are retrained, the first always."""
+    from hypermodel import weighted_ensemble
+    from pipeline import repeats, tuning
 
     backups = run_dir / RETRAIN_BACKUP
-    if planner is not None and settings.finalists:
+    if not settings.finalists:
+        candidates = candidates[:1]
+    elif planner is not None:
         works = [hypermodel.work(tuning.searched_values(c.point)) for c in candidates]
         candidates = candidates[
             : planner.finalists_that_fit(works, begun=repeats.first_retrains_begun(candidates, backups))
         ]
-    # With repeats, the baseline's point alone is still retrained `repeats` times: the model averages them.
-    if settings.finalists and (len(candidates) > 1 or settings.repeats > 1):
-        finalists, comparisons = repeats.retrain_repeats(hypermodel, candidates, splits, settings, backups, planner)
-        clock.lap("final_training")
-        metrics, predictions, weights = evaluate_finalists(finalists, splits, settings)
-        if settings.repeats > 1:
-            metrics["selection"]["racing"] = comparisons
-        heaviest = finalists[int(np.argmax(weights))]
-        members = [(model, weight / len(f.models), _member_name(f, k)) for f, weight in zip(finalists, weights)
-                   for k, model in enumerate(f.models, start=1)]  # fmt: skip
-        chosen = weighted_ensemble(*(list(column) for column in zip(*members)))
-        point = tuning.searched_values(heaviest.candidate.point)
-        return FinalModel(chosen, heaviest.histories[0], heaviest.kept_epochs[0], point, metrics, predictions)
-    best = candidates[0].point
-    model, history, kept = training.retrain(
-        hypermodel, best, splits, settings, backups / "best", run_dir / "tensorboard" / "final", planner
-    )
+    finalists, comparisons = repeats.retrain_repeats(hypermodel, candidates, splits, settings, backups, planner)
     clock.lap("final_training")
-    metrics, predictions = evaluate(model, splits, settings)
-    return FinalModel(without_augmentation(model), history, kept, tuning.searched_values(best), metrics, predictions)
+    metrics, predictions, weights = evaluate_finalists(finalists, splits, settings)
+    if settings.repeats > 1:
+        metrics["selection"]["racing"] = comparisons
+    heaviest = finalists[int(np.argmax(weights))]
+    members = [(model, weight / len(f.models), _member_name(f, k)) for f, weight in zip(finalists, weights)
+               for k, model in enumerate(f.models, start=1)]  # fmt: skip
+    chosen = weighted_ensemble(*(list(column) for column in zip(*members)))
+    point = tuning.searched_values(heaviest.candidate.point)
+    return FinalModel(chosen, heaviest.histories[0], heaviest.kept_epochs[0], point, metrics, predictions)
 
 
 def _member_name(finalist: Any, repeat: int) -> str:
@@ -144,30 +138,23 @@ def greedy_selection(
     return best_counts
 
 
-def race_against_incumbent(
-    labels: np.ndarray, incumbent: np.ndarray, challenger: np.ndarray, patients: Sequence[str]
-) -> dict[str, Any]:
-    """The incumbent's validation log loss minus the challenger's, with a paired 95% interval over resampled
-    validation patients; the challenger wins only where the interval lies above 0."""
-    gap = log_loss_gap(labels, incumbent, challenger, patients)
-    return {"difference": gap["difference"], "ci95": gap["ci95"], "challenger_wins": gap["above_zero"]}
-
-
 def choose(
     labels: np.ndarray, probabilities: Sequence[np.ndarray], patients: Sequence[str], rule: str = "race"
 ) -> dict[str, Any]:
     """The weights of the finalists (the incumbent, the baseline's point, first) in the final model. The greedy
     ensemble's validation log loss is never above the incumbent's (its first pick is the best single model);
-    `race` replaces the incumbent only where the paired interval of the difference lies above 0, `lower` wherever
+    `race` replaces the incumbent only where the paired interval of the choice's log loss minus the incumbent's
+    lies below 0 (`challenger_minus_incumbent`'s `clearly_better`), `lower` wherever
     the greedy ensemble differs from the incumbent alone. The race's interval is recorded under either rule."""
     counts = greedy_selection(labels, probabilities)
     challenger = np.average(probabilities, axis=0, weights=counts)
     incumbent_alone = np.eye(len(probabilities), dtype=int)[0]
     if np.array_equal(counts > 0, incumbent_alone > 0):
-        race = {"difference": 0.0, "ci95": [0.0, 0.0], "challenger_wins": False}
+        race = {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
     else:
-        race = race_against_incumbent(labels, probabilities[0], challenger, patients)
-    replaced = race["challenger_wins"] if rule == "race" else not np.array_equal(counts > 0, incumbent_alone > 0)
+        gap = challenger_minus_incumbent(labels, probabilities[0], challenger, patients)
+        race = {"difference": gap["difference"], "ci95": gap["ci95"], "clearly_better": gap["clearly_better"]}
+    replaced = race["clearly_better"] if rule == "race" else not np.array_equal(counts > 0, incumbent_alone > 0)
     weights = counts / counts.sum() if replaced else incumbent_alone.astype(float)
     return {
         "rule": f"greedy selection with replacement on validation log loss ({SELECTION_ROUNDS} rounds), "
@@ -197,7 +184,10 @@ def evaluate_finalists(
     validation = [finalist.mean_validation() for finalist in finalists]
     patients = [data.patient_id(path) for path in splits["validation"].files]
     racing = [i for i, finalist in enumerate(finalists) if not finalist.clearly_worse]
-    selection = choose(labels, [validation[i] for i in racing], patients, settings.incumbent_rule)
+    if len(finalists) == 1:  # the best point alone, or the budget held no challenger
+        selection = {**only_finalist_selection(), "incumbent_rule": settings.incumbent_rule}
+    else:
+        selection = choose(labels, [validation[i] for i in racing], patients, settings.incumbent_rule)
     weights = np.zeros(len(finalists))
     weights[racing] = selection["weights"]
     chosen_validation = np.average(validation, axis=0, weights=weights)

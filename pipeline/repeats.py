@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evaluation import log_loss_gap, predict_split
+from evaluation import challenger_minus_incumbent, predict_split
 from runs import plural, point_name
 
 if TYPE_CHECKING:
@@ -97,8 +97,9 @@ def retrain_repeats(
                 finalist.left_race = f"the time budget held no repeat {repeat}"
                 continue
             repeats = f", repeat {repeat} of {settings.repeats}" if settings.repeats > 1 else ""
+            order = " (the baseline's point first)" if len(finalists) > 1 else ""
             print(
-                f"\nFinal stage, point {rank} of {len(finalists)} (the baseline's point first): {finalist.name}"
+                f"\nFinal stage, point {rank} of {len(finalists)}{order}: {finalist.name}"
                 f"{repeats}, retrained for {plural(settings.final_epochs, 'epoch')}"
             )
             seed = repeat_seed(settings.seed, repeat)
@@ -142,18 +143,12 @@ def race_round(
         if challenger.left_race:
             continue
         count = min(len(challenger.validation), len(incumbent.validation))
-        record = compare(labels, incumbent.mean_validation(count), challenger.mean_validation(count), patients)
+        gap = challenger_minus_incumbent(
+            labels, incumbent.mean_validation(count), challenger.mean_validation(count), patients
+        )
+        record = {"difference": gap["difference"], "ci95": gap["ci95"], "clearly_worse": gap["clearly_worse"]}
         if record["clearly_worse"]:
             challenger.left_race = f"clearly worse than the incumbent after {count} repeats"
             challenger.clearly_worse = True
         records.append({"round": repeat, "trial_id": challenger.candidate.trial_id, "repeats": count, **record})
     return records
-
-
-def compare(
-    labels: np.ndarray, incumbent: np.ndarray, challenger: np.ndarray, patients: Sequence[str]
-) -> dict[str, Any]:
-    """The challenger's validation log loss minus the incumbent's, with a paired 95% interval over resampled
-    validation patients; clearly worse where the whole interval lies above 0."""
-    gap = log_loss_gap(labels, challenger, incumbent, patients)
-    return {"difference": gap["difference"], "ci95": gap["ci95"], "clearly_worse": gap["above_zero"]}

@@ -19,7 +19,7 @@ from sklearn.metrics import auc as area_under
 from data import CLASS_NAMES
 from evaluation import brier_scores
 from reporting import search_plots
-from runs import MODEL_FILE, RunResult, save_figure
+from runs import MODEL_FILE, RunResult, chose_among_finalists, save_figure
 
 EXAMPLES_PER_OUTCOME = 3
 FEW_IMAGES = 10  # a reliability bin with fewer images is drawn hollow: its share of PNEUMONIA is mostly chance
@@ -63,7 +63,7 @@ def draw(result: RunResult) -> None:
     save_figure(run_dir / "confusion_matrix.png", confusion_figure(result.metrics))
     save_figure(run_dir / "roc_curve.png", roc_figure(result.predictions, result.metrics))
     save_figure(run_dir / "calibration.png", calibration_figure(result.predictions))
-    if "finalists" in result.metrics:
+    if chose_among_finalists(result.metrics):
         save_figure(run_dir / "finalists.png", finalists_figure(result.metrics, objective))
     if (run_dir / MODEL_FILE).exists() and not (run_dir / "gradcam.png").exists():
         save_figure(run_dir / "gradcam.png", gradcam_figure(result))

@@ -25,7 +25,7 @@ from reporting.tables import (
     type_sensitivity,
     with_interval,
 )
-from runs import MODEL_FILE, RunResult
+from runs import MODEL_FILE, RunResult, chose_among_finalists
 
 # No license has been chosen for this project's code or weights; Hugging Face's "other" says so
 # instead of claiming one. The training data's own license (CC BY 4.0) is named in the card.
@@ -119,7 +119,7 @@ def _details_section(result: RunResult) -> list[str]:
         f"the weights of epoch {run['best_epoch']} (best {config.objective}) were kept"
         + (
             " (for an ensemble, by its heaviest member; each member kept its own)."
-            if "finalists" in result.metrics
+            if chose_among_finalists(result.metrics)
             else "."
         ),
         *_chosen_lines(result),
@@ -142,7 +142,7 @@ def _intro(result: RunResult) -> str:
 
 def _chosen_lines(result: RunResult) -> list[str]:
     """For a finalist run: which of the full-length finalists the model is, and why."""
-    if "finalists" not in result.metrics:
+    if not chose_among_finalists(result.metrics):
         return []
     return [f"- **Chosen among finalists** (see Evaluation): {selection_sentence(result.metrics)}"]
 
@@ -240,7 +240,7 @@ def _evaluation_section(result: RunResult) -> list[str]:
         "0.25 a constant 0.5).",
         "",
     ]
-    if "finalists" in result.metrics:
+    if chose_among_finalists(result.metrics):
         lines += [
             "Each finalist after its retrain, beside the chosen model (search scores are "
             f"{config.objective}; test figures at each model's own validation-chosen threshold, scored once, after "

@@ -40,7 +40,16 @@ from reporting.tables import (
     weights_in_words,
     with_interval,
 )
-from runs import CARD_FILE, MODEL_FILE, REPORT_FILE, STUDY_FILE, RunResult, disk_usage, write_text
+from runs import (
+    CARD_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    STUDY_FILE,
+    RunResult,
+    chose_among_finalists,
+    disk_usage,
+    write_text,
+)
 
 PUBLISHED = {
     "accuracy": 0.9295,
@@ -268,10 +277,9 @@ def _final_training(result: RunResult) -> str:
         f"{trained}, {config.final_schedule} learning rate, kept epoch {metrics['run']['best_epoch']} "
         f"(best {config.objective})"
     )
-    finalists = metrics.get("finalists")
-    if not finalists:
+    if not chose_among_finalists(metrics):
         return text
-    heaviest = max(finalists, key=lambda finalist: finalist["weight"])
+    heaviest = max(metrics["finalists"], key=lambda finalist: finalist["weight"])
     return f'{finalist_name(heaviest)}: {text}; every finalist\'s retrain is under "Finalists and the chosen model"'
 
 
@@ -321,7 +329,7 @@ def _types_section(result: RunResult) -> list[str]:
 
 def _finalists_section(result: RunResult) -> list[str]:
     """The full-length finalists beside the chosen model, and how it was chosen (a finalist run only)."""
-    if "finalists" not in result.metrics:
+    if not chose_among_finalists(result.metrics):
         return []
     which = _finalists_named(len(result.metrics["finalists"]) - 1)
     return [
@@ -390,8 +398,8 @@ def _bought(result: RunResult) -> str:
         if n_trials == 1
         else f"{n_trials} trials (the baseline's point and {plural(n_trials - 1, 'other')})"
     )
-    finalists = result.metrics.get("finalists")
-    if finalists:
+    finalists = result.metrics["finalists"]
+    if chose_among_finalists(result.metrics):
         others = len(finalists) - 1
         retrains = sum(len(finalist.get("repeats") or [finalist]) for finalist in finalists)
         more = f", {plural(retrains, 'retrain')} in all" if retrains != len(finalists) else ""
@@ -582,9 +590,8 @@ def _delivered_sentence(result: RunResult, done: pd.DataFrame) -> str:
     """What the run delivered, said against the short-trial ranking: the final stage (finalists retrained on the
     full schedule) can deliver another point than the best short trial, and only what it delivered says whether
     the search found anything better than the baseline."""
-    finalists = result.metrics.get("finalists")
-    if finalists:
-        return _delivered_among_finalists(finalists)
+    if chose_among_finalists(result.metrics):
+        return _delivered_among_finalists(result.metrics["finalists"])
     delivered, is_baseline = _delivered_point(result)
     if not is_baseline:
         return f'The delivered model is {delivered}, retrained (its hyperparameters are under "Hyperparameters").'

@@ -154,16 +154,16 @@ def selection_sentence(metrics: dict[str, Any]) -> str:
     if sum(weight > 0 for weight in greedy) == 1 and greedy[0] > 0:
         return f"{chose}, so the delivered model is the baseline's point."
     low, high = race["ci95"]
-    replaced = selection.get("replaced", race["challenger_wins"])  # runs recorded before incumbent_rule raced
-    if selection.get("incumbent_rule", "race") == "race":
-        rule = "only where that interval lies above 0"
-        verdict = "it does" if replaced else "it reaches 0 or lies below it"
+    replaced = selection["replaced"]
+    if selection["incumbent_rule"] == "race":
+        rule = "only where that interval lies below 0"
+        verdict = "it does" if replaced else "it reaches 0 or lies above it"
     else:
         rule = "wherever the greedy choice's validation log loss is lower"
         verdict = "it is" if replaced else "it is not"
     delivered = bag if replaced else "the baseline's point alone"
     return (
-        f"{chose}; the baseline's point's validation log loss minus that choice's is {race['difference']:+.4f} "
+        f"{chose}; that choice's validation log loss minus the baseline's point's is {race['difference']:+.4f} "
         f"[{low:+.4f}, {high:+.4f}] (paired 95% interval over validation patients). The final stage replaces the "
         f"baseline's point {rule}: {verdict}, so the delivered model is {delivered}."
     )
@@ -187,7 +187,7 @@ def finalist_name(finalist: dict[str, Any]) -> str:
 def members_table(metrics: dict[str, Any]) -> str | None:
     """Each repeat of each finalist: its training seed, kept epoch, weight in the delivered model and figures at
     its own validation-chosen threshold; None for a run whose finalists were retrained once."""
-    finalists = metrics.get("finalists") or []
+    finalists = metrics["finalists"]
     if not any("repeats" in finalist for finalist in finalists):
         return None
     header = [
@@ -216,10 +216,10 @@ def _only_retrain(finalist: dict[str, Any]) -> dict[str, Any]:
 
 def racing_sentence(metrics: dict[str, Any]) -> str | None:
     """Every comparison of a challenger with the incumbent on their repeats' mean, in words; None without racing."""
-    racing = metrics.get("selection", {}).get("racing")
+    racing = metrics["selection"].get("racing")  # recorded where finalists repeat
     if racing is None:
         return None
-    if not racing and len(metrics.get("finalists") or []) == 1:
+    if not racing and len(metrics["finalists"]) == 1:
         return "Racing: no challenger was retrained (the time budget held none), so none was raced."
     if not racing:
         return "Racing: no challenger had a repeat to compare (the finalists were retrained once each)."

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -18,7 +19,7 @@ import predict
 import runs
 import search
 from config import ConfigError, load
-from evaluation import choose_threshold, image_log_loss
+from evaluation import challenger_minus_incumbent, choose_threshold, image_log_loss
 from hypermodel import ChestXRayHyperModel, baseline_hyperparameters, weighted_ensemble, without_augmentation
 from pipeline import final_model
 from runs import RunFolder
@@ -44,8 +45,23 @@ def test_the_incumbent_stays_unless_validation_shows_the_challenger_better():
     assert final_model.choose(labels, [good, slightly], patients)["weights"] == [1.0, 0.0]
     poor = np.where(labels == 1, 0.55, 0.45)
     chosen = final_model.choose(labels, [poor, good], patients)
-    assert chosen["weights"] == [0.0, 1.0] and chosen["race"]["challenger_wins"]
-    assert chosen["race"]["ci95"][0] > 0
+    # The race's record is the challenger's log loss minus the incumbent's, as every comparison is.
+    assert chosen["weights"] == [0.0, 1.0] and chosen["race"]["clearly_better"]
+    assert chosen["race"]["difference"] < 0 and chosen["race"]["ci95"][1] < 0
+    gap = challenger_minus_incumbent(labels, poor, good, patients)
+    assert gap["difference"] == pytest.approx(chosen["race"]["difference"]) and gap["clearly_better"]
+    worse = challenger_minus_incumbent(labels, good, poor, patients)
+    assert worse["difference"] == pytest.approx(-gap["difference"]) and worse["clearly_worse"]
+    assert not worse["clearly_better"] and not gap["clearly_worse"]
+
+
+def test_a_race_recorded_with_the_older_sign_reads_as_the_challenger_minus_the_incumbent():
+    # Runs before 2026-12-06 kept the incumbent's log loss minus the challenger's, and `challenger_wins`;
+    # RunFolder reads them in today's sign, so the report's sentence and the racing records agree.
+    old = {"finalists": [], "selection": {"race": {"difference": 0.02, "ci95": [0.005, 0.04], "challenger_wins": True}}}
+    race = runs.upgrade_metrics(old, dict)["selection"]
+    assert race["race"] == {"difference": -0.02, "ci95": [-0.04, -0.005], "clearly_better": True}
+    assert race["replaced"] and race["incumbent_rule"] == "race"  # recorded before the rule had a choice
 
 
 def test_the_plateau_threshold_sits_in_the_middle_of_the_gap_in_logit_space():
@@ -197,5 +213,49 @@ def test_incumbent_rule_lower_takes_the_greedy_ensemble_that_the_race_would_not(
     noisy = np.clip(good + np.where(labels == 1, 0.01, -0.01) + rng.normal(0, 0.1, 400), 0.01, 0.99)
     raced = final_model.choose(labels, [good, noisy], patients, "race")
     lower = final_model.choose(labels, [good, noisy], patients, "lower")
-    assert raced["weights"] == [1.0, 0.0] and not raced["replaced"] and raced["race"]["ci95"][0] < 0
+    assert raced["weights"] == [1.0, 0.0] and not raced["replaced"] and raced["race"]["ci95"][1] > 0
     assert lower["weights"] == [0.5, 0.5] and lower["replaced"] and lower["race"] == raced["race"]
+
+
+def test_the_point_alone_is_one_finalist_scored_by_the_finalists_code(tiny_runs):
+    # A --baseline run retrains one point: it goes through the finalists' retrains and scoring, so its metrics.json
+    # has the shape of every other run's, written so (no upgrade applies), and its report calls it one retrain.
+    folder = RunFolder(tiny_runs.baseline)
+    written = json.loads(folder.file("metrics.json").read_text())
+    assert folder.metrics() == written
+    (only,) = written["finalists"]
+    assert only["is_baseline"] and only["trial_id"] == "baseline" and only["weight"] == 1.0
+    assert only["validation"] == written["validation"] and only["test"] == written["test"]
+    assert written["selection"]["weights"] == [1.0] and not written["selection"]["replaced"]
+    assert not runs.chose_among_finalists(written)
+    predictions = folder.predictions()
+    assert predictions["p_finalist_baseline"].equals(predictions["p_pneumonia"])
+    assert "## Finalists and the chosen model" not in folder.file("report.md").read_text()
+
+
+def test_a_metrics_json_from_before_every_run_had_finalists_reads_in_todays_shape(tiny_runs, tmp_path):
+    # Runs recorded before the one final-stage path kept no "finalists" for the best point alone; RunFolder reads
+    # them as one finalist of weight 1, named from best_hyperparameters.yaml, and their report renders as before.
+    from reporting import report
+
+    copy, search_copy = tmp_path / tiny_runs.baseline.name, tmp_path / tiny_runs.search.name
+    shutil.copytree(tiny_runs.baseline, copy)
+    shutil.copytree(tiny_runs.search, search_copy)  # the report compares with it
+    today = RunFolder(copy).metrics()
+    old = {key: value for key, value in today.items() if key not in ("finalists", "selection")}
+    RunFolder(copy).file("metrics.json").write_text(json.dumps(old))
+    upgraded = RunFolder(copy).metrics()
+    (only,) = upgraded["finalists"]
+    assert only["is_baseline"] and only["point"] == RunFolder(copy).best_point() and only["weight"] == 1.0
+    assert only["validation"] == today["validation"] and only["kept_epoch"] == today["run"]["best_epoch"]
+    assert upgraded["selection"]["weights"] == [1.0] and not runs.chose_among_finalists(upgraded)
+    before = (copy / "report.md").read_text()
+    report.render(copy, (search_copy.name, RunFolder(search_copy).metrics()))
+    assert (copy / "report.md").read_text() == before
+    # A search's old best point that is not the baseline's is no baseline finalist.
+    old["run"] = {**old["run"], "kind": "search"}
+    RunFolder(copy).file("metrics.json").write_text(json.dumps(old))
+    (copy / "best_hyperparameters.yaml").write_text(
+        (copy / "best_hyperparameters.yaml").read_text().replace("dropout: 0.2", "dropout: 0.5")
+    )
+    assert not RunFolder(copy).metrics()["finalists"][0]["is_baseline"]

@@ -215,6 +215,9 @@ def test_where_finalists_repeat_one_retrain_of_the_baselines_point_has_a_row_of_
     metrics["finalists"] = [
         {"trial_id": "00", "is_baseline": True, "weight": 1.0, "test": metrics["test"], "repeats": [first_repeat]},
     ]
+    # Its challengers were cut by the budget: one finalist, and a race with no comparison to make.
+    alone = {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
+    metrics["selection"] = {"race": alone, "replaced": False, "incumbent_rule": "race", "racing": []}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     predictions = fake_predictions(0.0)
     predictions["p_finalist_00"] = predictions["p_pneumonia"]
