@@ -68,6 +68,12 @@ def duration_text(seconds: float) -> str:
     )
 
 
+def final_retrains(finalists: int, repeats: int) -> int:
+    """The most full-length retrains a final stage runs: the baseline's point (or the best point alone) and each
+    finalist, each `repeats` times (racing and the time budget may run fewer). Counted here only."""
+    return (finalists + 1) * repeats
+
+
 def format_duration(seconds: float | None) -> str:
     """A duration as a person reads it: "45s", "12m 30s", "1h 05m" (an estimate has no use for seconds past an hour)."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import budget
 import config
 import runs
+from budget import Planner
 from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
 from runtime.interrupt import CTRL_C
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[str, Any], Any, Path]:
+def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[str, Any], Planner | None, Path]:
     """The search space, the data, the budget's planner and the run folder, in the order that refuses a finished
     or changed run, or a budget too small, before anything is written: a refusal leaves nothing behind, so the
     advice it prints works as printed."""
@@ -104,7 +106,7 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[
 
 
 def find_candidates(
-    run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, planner: Any, clock: runs.Stopwatch
+    run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, planner: Planner | None, clock: runs.Stopwatch
 ) -> tuple[list | None, Any]:
     """The points the final stage retrains and the trials table: the baseline's point alone for --baseline, else
     the search's (None on a distributed worker, whose chief retrains and reports)."""
@@ -335,14 +337,15 @@ def print_estimates(run: Run, run_dir: Path, splits: dict[str, Any]) -> None:
         print(line)
 
 
-def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], clock: runs.Stopwatch, resuming: bool):
+def plan_budget(
+    run: Run, hypermodel: Any, splits: dict[str, Any], clock: runs.Stopwatch, resuming: bool
+) -> Planner | None:
     """With a time budget, its planner: prices from what this machine recorded on the same data (else a timed
     epoch of the baseline's point), and, for a fresh run, a budget too small for the baseline refused. None
     without."""
     settings = run.settings
     if not settings.time_budget or settings.distributed.role == "worker":
         return None
-    import budget
     import data
     from hypermodel import BASELINE
     from pipeline import eta, training
@@ -367,7 +370,7 @@ def plan_budget(run: Run, hypermodel: Any, splits: dict[str, Any], clock: runs.S
     refusal = None if resuming else planner.too_small(run.kind == "search")
     if refusal:
         raise ConfigError(refusal)
-    return planner  # a search prints its plan before each trial (training.trial_gate)
+    return planner  # a search prints its plan before each trial (training.BudgetGate)
 
 
 def make_hypermodel(settings: Settings):
@@ -411,7 +414,7 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
 
 
 def write_report(
-    run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch, planner: Any = None
+    run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch, planner: Planner | None = None
 ) -> None:
     """Write the run's files (the model, then the tables) and its report, and refresh the
     other kind's report to compare with this one."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from budget import format_duration
+from budget import final_retrains, format_duration
 from runs import CONFIG_FILE, REPORT_FILE, RunFolder, is_synthetic
 
 
@@ -148,9 +148,8 @@ def start_estimate(
 
 
 def _retrains(config: Mapping[str, Any]) -> int:
-    """How many full-length retrains a search's final stage runs: each finalist and the baseline's point, each
-    `repeats` times (at most; racing may drop some)."""
-    return (int(config.get("finalists") or 0) + 1) * int(config.get("repeats") or 1)
+    """How many full-length retrains a recorded search's final stage runs at most (budget.final_retrains)."""
+    return final_retrains(int(config.get("finalists") or 0), int(config.get("repeats") or 1))
 
 
 def _search_part(run_dir: Path, config: Mapping[str, Any], others: list[Path]) -> tuple[float, str, bool] | None:

@@ -40,6 +40,7 @@ from runs import RETRAIN_BACKUP, only_finalist_selection
 if TYPE_CHECKING:
     import pandas as pd
 
+    from budget import Planner
     from config import Settings
 
 
@@ -62,7 +63,7 @@ def train_and_evaluate(
     settings: Settings,
     run_dir: Path,
     clock: Any,
-    planner: Any = None,
+    planner: Planner | None = None,
 ) -> FinalModel:
     """Retrain the finalists for final_epochs, choose the final model among them and evaluate once on test. The
     best point alone (`finalists: 0`, or a --baseline run) is one finalist, scored by the same code. With a time

@@ -30,6 +30,7 @@ from evaluation import challenger_minus_incumbent, predict_split
 from runs import plural, point_name
 
 if TYPE_CHECKING:
+    from budget import Planner
     from config import Settings
 
 
@@ -67,7 +68,7 @@ def retrain_repeats(
     splits: dict[str, Any],
     settings: Settings,
     backup_root: Path,
-    planner: Any = None,
+    planner: Planner | None = None,
 ) -> tuple[list[Finalist], list[dict[str, Any]]]:
     """Every finalist retrained in rounds, the incumbent (the first candidate) first in each; challengers raced
     against it from round 2 on. Returns the finalists with their repeats and every comparison made. A killed run

@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 import data
+from budget import Planner, final_retrains
 from config import EXACT_OBJECTIVES, Settings
 from evaluation import image_log_loss
 from hypermodel import BASELINE, baseline_hyperparameters
@@ -76,7 +77,7 @@ def fit_settings(splits, settings: Settings) -> dict[str, Any]:
     }
 
 
-def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any = None):
+def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Planner | None = None):
     """Run (or resume) the search; the first trial is the baseline. Returns the candidates for the final retrain
     (the baseline's point and the `finalists` best others; or, with no finalists, the best point) and the trials.
 
@@ -86,11 +87,7 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     keras.utils.set_random_seed(settings.seed)
     role = settings.distributed.role
     distributed.configure(settings.distributed)  # Keras Tuner reads it when the tuner is built
-    tuner = make_tuner(hypermodel, settings, run_dir, distributed.choose_strategy(settings.distribution))
-    # The trial headers' ETA counts the final retrains too: the finalists (each repeat), or the best point alone.
-    tuner.retrain_epochs = settings.final_epochs * (settings.finalists + 1) * settings.repeats
-    if planner is not None:
-        tuner.oracle.trial_gate = trial_gate(tuner.oracle, planner, hypermodel)
+    tuner = make_tuner(hypermodel, settings, run_dir, distributed.choose_strategy(settings.distribution), planner)
     note = tuning.schedule_note(tuner.oracle, settings.epochs, settings.hyperband_factor)
     if note and role != "worker":
         print(note)
@@ -125,28 +122,31 @@ def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Any =
     return _search_result(tuner, settings)
 
 
-def trial_gate(oracle, planner, hypermodel):
-    """What the oracle asks before each new trial (tuning.Gated): re-price from the trials finished so far, print
-    the plan, and say whether a trial at this point still fits."""
+class BudgetGate:
+    """What the oracle asks before each new trial under a time budget (tuning.TrialGate): re-price from the trials
+    finished so far, print the plan, and say whether a trial at this point still fits."""
 
-    def gate(values: dict[str, Any]) -> bool:
+    def __init__(self, planner: Planner, hypermodel: Any):
+        self.planner, self.hypermodel = planner, hypermodel
+        self.planned: int | None = None  # the trial header's "Trial k of N"
+
+    def allows(self, oracle: Any, values: dict[str, Any]) -> bool:
+        planner, work = self.planner, self.hypermodel.work
         done = tuning.completed_trials(oracle)
         if done:
-            planner.reprice([(hypermodel.work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
+            planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
         trial_epochs = sum(e for _, e, _ in done) / len(done) if done else None
         started = len(oracle.trials)
         plan = planner.plan(started, trial_epochs)
         line = planner.plan_line(plan, started)
         planner.budget.plans.append(line)
         print(line, flush=True)
-        oracle.budget_planned = started + max(plan.trials, 1)  # the trial header's "Trial k of N"
-        ranked = [hypermodel.work(v) for v in tuning.ranked_points(oracle, BASELINE)]
-        return planner.may_start(hypermodel.work(values), started, ranked, trial_epochs or planner.epochs)
-
-    return gate
+        self.planned = started + max(plan.trials, 1)
+        ranked = [work(v) for v in tuning.ranked_points(oracle, BASELINE)]
+        return planner.may_start(work(values), started, ranked, trial_epochs or planner.epochs)
 
 
-def budget_deadline(planner: Any, final_stage: bool) -> list:
+def budget_deadline(planner: Planner | None, final_stage: bool) -> list:
     """A callback that ends a fit after the epoch past which the next would eat into the time the rest of the run
     needs (the final stage for a trial, the report for a retrain); nothing without a time budget."""
     if planner is None:
@@ -172,8 +172,9 @@ def budget_deadline(planner: Any, final_stage: bool) -> list:
     return [BudgetDeadline()]
 
 
-def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None):
-    """The run's tuner, baseline first; it picks up the state already in `run_dir`/tuner."""
+def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None, planner: Planner | None = None):
+    """The run's tuner, baseline first; it picks up the state already in `run_dir`/tuner. With a time budget
+    (`planner`), each new trial starts only where its plan allows."""
     return tuning.build_tuner(
         hypermodel,
         kind=settings.tuner,
@@ -188,6 +189,9 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
         distribution_strategy=strategy,
         local_share=settings.local_share,
         local_changes=settings.local_changes,
+        trial_gate=BudgetGate(planner, hypermodel) if planner is not None else None,
+        # The trial headers' ETA counts the final retrains too.
+        retrain_epochs=settings.final_epochs * final_retrains(settings.finalists, settings.repeats),
     )
 
 
@@ -254,7 +258,13 @@ def tensorboard_logging(enabled: bool, log_dir: Path) -> list:
 
 
 def retrain(
-    hypermodel, hp, splits, settings: Settings, backup_dir: Path, log_dir: Path | None = None, planner: Any = None
+    hypermodel,
+    hp,
+    splits,
+    settings: Settings,
+    backup_dir: Path,
+    log_dir: Path | None = None,
+    planner: Planner | None = None,
 ):
     """Train the chosen point from scratch for final_epochs and keep the epoch best on validation; a retrain
     that was cut off goes on from its last finished epoch, backed up in `backup_dir`."""

@@ -13,7 +13,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import keras_tuner as kt
@@ -91,16 +91,27 @@ def _other_value(hp: Any, current: Any, rng: np.random.Generator) -> Any:
     return value
 
 
-class Gated:
-    """Oracle mixin: a new trial starts only where `trial_gate(values)` allows its point (the time budget's plan,
-    training.trial_gate); otherwise the search ends, as when max_trials is reached."""
+class TrialGate(Protocol):
+    """What decides whether a new trial starts (the time budget's, training.BudgetGate), given to the tuner once,
+    where it is made."""
 
-    trial_gate = None
+    planned: int | None  # the trials its latest plan fits, which the trial headers count to
+
+    def allows(self, oracle: kt.Oracle, values: dict[str, Any]) -> bool: ...
+
+
+class Gated:
+    """Oracle mixin: a new trial starts only where the `trial_gate` allows its point; otherwise the search ends, as
+    when max_trials is reached."""
+
+    def __init__(self, *args: Any, trial_gate: TrialGate | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.trial_gate = trial_gate
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         response = super().populate_space(trial_id)
         allowed = self.trial_gate is None or response.get("status") != kt.engine.trial.TrialStatus.RUNNING
-        if allowed or self.trial_gate(response["values"]):
+        if allowed or self.trial_gate.allows(self, response["values"]):
             return response
         return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
 
@@ -157,13 +168,20 @@ class BaselineFirstBayesianOracle(WholeFiles, Gated, BaselineFirst, TrialsById, 
 class TrialRecorder:
     """Tuner mixin: prints progress and records each trial's epochs and seconds with its metrics."""
 
-    retrain_epochs: int | None = None  # the final retrains' epochs in all, which the ETA counts too
-    baseline_values: dict[str, Any] = {}  # the baseline's point, which each trial's header compares with
     resumed = False  # whether trials had ended before this process began the search
 
-    def __init__(self, *args: Any, baseline_values: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        baseline_values: dict[str, Any] | None = None,
+        retrain_epochs: int | None = None,
+        trial_gate: TrialGate | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
-        self.baseline_values = baseline_values or {}
+        self.baseline_values = baseline_values or {}  # the baseline's point, which each trial's header compares with
+        self.retrain_epochs = retrain_epochs  # the final retrains' epochs in all, which the ETA counts too
+        self.trial_gate = trial_gate  # the oracle's, whose plan the headers count to
 
     def save(self) -> None:
         # As kt.Tuner.save, with the tuner's own JSON replaced whole (see WholeFiles).
@@ -183,8 +201,8 @@ class TrialRecorder:
         self.trials_run.append(trial.trial_id)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.search_started))
         since = " since resuming" if self.resumed else ""
-        # Under a time budget, the trials its latest plan fits (training.trial_gate), else max_trials.
-        planned = getattr(self.oracle, "budget_planned", None) or planned_trials(self.oracle)
+        # Under a time budget, the trials its latest plan fits, else max_trials.
+        planned = (self.trial_gate and self.trial_gate.planned) or planned_trials(self.oracle)
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
         best = [trial for trial in self.oracle.get_best_trials(1) if trial.score is not None]
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
@@ -201,7 +219,7 @@ class TrialRecorder:
         # Under a time budget the plan printed above says what is left; an ETA for max_trials would contradict it.
         eta = (
             "ETA: within the time budget (the plan above)"
-            if getattr(self.oracle, "trial_gate", None)
+            if self.trial_gate
             else eta_text(seconds, epochs, planned, max_epochs, len(ended), self.retrain_epochs)
         )
         print(
@@ -316,13 +334,16 @@ def build_tuner(
     distribution_strategy: Any = None,
     local_share: float = 0.0,
     local_changes: int = 3,
+    trial_gate: TrialGate | None = None,
+    retrain_epochs: int | None = None,
 ) -> kt.Tuner:
     """A tuner of the given kind whose first trial is the baseline, a `local_share` of the later points near it; it
-    resumes from `directory`."""
+    resumes from `directory`. A `trial_gate` decides whether each new trial starts (a time budget); the trial
+    headers' ETA counts `retrain_epochs` for the final stage."""
     goal = kt.Objective(objective, direction="min" if objective.endswith("loss") else "max")
     common = {
         "objective": goal, "seed": sampler_seed(seed), "baseline_values": baseline_values,
-        "local_share": local_share, "local_changes": local_changes,
+        "local_share": local_share, "local_changes": local_changes, "trial_gate": trial_gate,
     }  # fmt: skip
     if kind == "hyperband":
         oracle = BaselineFirstHyperbandOracle(max_epochs=epochs, factor=hyperband_factor, **common)
@@ -342,6 +363,8 @@ def build_tuner(
         overwrite=overwrite,
         distribution_strategy=distribution_strategy,
         baseline_values=baseline_values,
+        retrain_epochs=retrain_epochs,
+        trial_gate=trial_gate,
     )
 
 

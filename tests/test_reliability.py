@@ -121,7 +121,7 @@ def test_a_retrain_killed_half_way_goes_on_from_its_last_finished_epoch(tmp_path
     command = [sys.executable, str(REPO / "search.py"), *flags]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     run_dir = tmp_path / "reports" / "retrain"
-    state_file = run_dir / runs.RETRAIN_BACKUP / "best" / "state.json"
+    state_file = run_dir / runs.RETRAIN_BACKUP / "finalist-baseline" / "state.json"  # its one finalist
     with open(tmp_path / "killed.out", "w") as out:
         killed = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300

@@ -4,6 +4,7 @@ Performance, Memory); tests/test_compat.py checks the registry itself on the pin
 from __future__ import annotations
 
 import keras
+import keras_tuner as kt
 import numpy as np
 import pytest
 
@@ -118,3 +119,42 @@ def test_a_local_share_of_the_points_change_one_or_two_of_the_baselines_values()
     # The same seed proposes the same points: a resumed or distributed search draws them again.
     assert _search_points(_oracle(0.5)) == _search_points(_oracle(0.5))
     assert _search_points(_oracle(0.5, seed=6)) != _search_points(_oracle(0.5))
+
+
+class _Units(kt.HyperModel):
+    """One searched value on a two-layer model: a tuner that trains in milliseconds."""
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        model = keras.Sequential([
+            keras.Input((3,)), keras.layers.Dense(hp.Int("units", 1, 64, default=4), activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ])  # fmt: skip
+        model.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+class _OneTrialGate:
+    """A trial gate that lets the first trial start and no other, and says its plan holds 7."""
+
+    def __init__(self):
+        self.planned, self.asked = None, []
+
+    def allows(self, oracle, values) -> bool:
+        self.asked.append(oracle)
+        self.planned = 7
+        return len(self.asked) == 1
+
+
+def test_a_trial_gate_given_where_the_tuner_is_made_decides_each_trial_and_sets_the_headers_count(tmp_path, capsys):
+    # The time budget reaches the search through build_tuner only: nothing is set on the tuner or its oracle later.
+    gate = _OneTrialGate()
+    tuner = tuning.build_tuner(
+        _Units(), kind="random", objective="val_accuracy", max_trials=5, epochs=1, hyperband_factor=3, seed=1,
+        baseline_values={"units": 4}, directory=tmp_path, overwrite=True, trial_gate=gate, retrain_epochs=10,
+    )  # fmt: skip
+    x = np.random.default_rng(0).uniform(size=(8, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(8) % 2, 2)
+    tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert len(tuner.oracle.trials) == 1 and gate.asked[0] is tuner.oracle and len(gate.asked) == 2
+    out = capsys.readouterr().out
+    assert "== Trial 0 (1 of 7)" in out and "ETA: within the time budget" in out
