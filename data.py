@@ -13,6 +13,7 @@ import functools
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,23 @@ class Split:
 
     def subset(self, name: str, indices: np.ndarray) -> Split:
         return Split(name, [self.files[i] for i in indices], self.labels[indices])
+
+
+@dataclass
+class Splits:
+    """The run's three splits: train and validation carved by patient from Kaggle's train, and Kaggle's test.
+    Iterating gives them in that order; each knows its own name."""
+
+    train: Split
+    validation: Split
+    test: Split
+
+    def __iter__(self) -> Iterator[Split]:
+        return iter((self.train, self.validation, self.test))
+
+    def split(self, name: str) -> Split:
+        """The split called `name` ("train", "validation" or "test")."""
+        return {split.name: split for split in self}[name]
 
 
 def patient_id(path: Path) -> str:
@@ -183,7 +201,7 @@ def split_by_patient(pool: Split, fraction: float, seed: int) -> tuple[np.ndarra
     return train_indices, validation_indices
 
 
-def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, Split]:
+def load_splits(root: Path, validation_fraction: float, seed: int) -> Splits:
     """train / validation / test file lists; Kaggle's 16-image val joins the pool validation is drawn from."""
     train = list_split(root, "train")
     if (root / "val").is_dir():
@@ -193,26 +211,21 @@ def load_splits(root: Path, validation_fraction: float, seed: int) -> dict[str, 
         if np.sum(train.labels == label) < 2:
             raise DataError(f"{root / 'train' / class_name} needs at least 2 images to carve a validation split from")
     train_indices, validation_indices = split_by_patient(train, validation_fraction, seed)
-    splits = {
-        "train": train.subset("train", train_indices),
-        "validation": train.subset("validation", validation_indices),
-    }
-    _check_patients_per_class(root, splits)
-    return {**splits, "test": list_split(root, "test")}
+    training, validation = train.subset("train", train_indices), train.subset("validation", validation_indices)
+    _check_patients_per_class(root, training, validation)
+    return Splits(training, validation, list_split(root, "test"))
 
 
-def _check_patients_per_class(root: Path, splits: dict[str, Split]) -> None:
+def _check_patients_per_class(root: Path, train: Split, validation: Split) -> None:
     """Train and validation each need a patient of each class, or nothing can be learned or chosen.
 
     split_by_patient keeps a class's last patient in train, so only a class of one patient fails here.
     """
     for label, class_name in enumerate(CLASS_NAMES):
-        if np.any(splits["validation"].labels == label):
+        if np.any(validation.labels == label):
             continue
-        patients = sorted(
-            {patient_id(path) for path, y in zip(splits["train"].files, splits["train"].labels) if y == label}
-        )
-        images = int(np.sum(splits["train"].labels == label))
+        patients = sorted({patient_id(path) for path, y in zip(train.files, train.labels) if y == label})
+        images = int(np.sum(train.labels == label))
         where = f"{root / 'train' / class_name}" + (" and val/" if (root / "val").is_dir() else "")
         raise DataError(
             f"{where}: train and validation each need at least one {class_name} patient, but all {images} "
@@ -307,12 +320,13 @@ def _listing(files: list[Path]) -> str:
     return shown + (f" and {len(files) - 10} more" if len(files) > 10 else "")
 
 
-def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str, *, skip_bad: bool = False) -> None:
+def decode_splits(splits: Iterable[Split], image_size: int, color_mode: str, *, skip_bad: bool = False) -> None:
     """Fill each split's images in place, decoding all files in one pass so every bad file is listed.
 
     With `skip_bad`, files that do not decode are dropped from their split and kept in its `skipped`.
     """
-    files = [path for split in splits.values() for path in split.files]
+    splits = list(splits)
+    files = [path for split in splits for path in split.files]
     images, decoded = _decode(files, image_size, channel_count(color_mode))
     if not decoded.all() and not skip_bad:
         bad = [files[i] for i in np.flatnonzero(~decoded)]
@@ -320,8 +334,8 @@ def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str, *,
             f"{len(bad)} file(s) could not be decoded as images: {_listing(bad)}; remove or replace them, "
             "or pass --skip-bad-images to run without them"
         )
-    boundaries = np.cumsum([len(split) for split in splits.values()])[:-1]
-    for split, part, ok in zip(splits.values(), np.split(images, boundaries), np.split(decoded, boundaries)):
+    boundaries = np.cumsum([len(split) for split in splits])[:-1]
+    for split, part, ok in zip(splits, np.split(images, boundaries), np.split(decoded, boundaries)):
         split.skipped = [path for path, good in zip(split.files, ok) if not good]
         split.files = [path for path, good in zip(split.files, ok) if good]
         split.labels, split.images = split.labels[ok], part[ok]
@@ -333,11 +347,11 @@ def decode_splits(splits: dict[str, Split], image_size: int, color_mode: str, *,
                 )
 
 
-def skipped_table(splits: dict[str, Split]) -> pd.DataFrame:
+def skipped_table(splits: Iterable[Split]) -> pd.DataFrame:
     """One row per image left out of a split because it could not be decoded."""
     rows = [
-        {"split": name, "file": str(path), "class": path.parent.name}
-        for name, split in splits.items()
+        {"split": split.name, "file": str(path), "class": path.parent.name}
+        for split in splits
         for path in split.skipped
     ]
     return pd.DataFrame(rows, columns=["split", "file", "class"])
@@ -425,23 +439,23 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {label: float(len(labels) / (len(CLASS_NAMES) * count)) for label, count in enumerate(counts)}
 
 
-def summary_table(splits: dict[str, Split]) -> pd.DataFrame:
+def summary_table(splits: Iterable[Split]) -> pd.DataFrame:
     """Images per split and class, and patients per split."""
     rows = {
-        name: {
+        split.name: {
             **{class_name: int(np.sum(split.labels == label)) for label, class_name in enumerate(CLASS_NAMES)},
             "images": len(split),
             "patients": len(split.patients),
         }
-        for name, split in splits.items()
+        for split in splits
     }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def image_counts(splits: dict[str, Split]) -> dict[str, int]:
+def image_counts(splits: Splits) -> dict[str, int]:
     """The images a run reads: the training pool (train and validation together, so that every seed's split counts
     alike) and test. Runs with the same counts on the same kind of data (real or generated) read the same dataset."""
-    return {"pool": len(splits["train"]) + len(splits["validation"]), "test": len(splits["test"])}
+    return {"pool": len(splits.train) + len(splits.validation), "test": len(splits.test)}
 
 
 def make_synthetic_dataset(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from config import Settings
+    from data import Splits
 
 
 # The plateau rule's width: J within this many images of the smaller class of the best J. On the validation
@@ -309,35 +310,41 @@ def predict_split(models: Sequence[Any], split: Any, batch_size: int) -> list[np
     return [model.predict(images, verbose=0)[: len(split), 1].astype(np.float64) for model in models]
 
 
-def validation_threshold(splits: dict[str, Any], probabilities: np.ndarray, settings: Settings) -> float:
+def validation_threshold(splits: Splits, probabilities: np.ndarray, settings: Settings) -> float:
     """The threshold `settings.threshold` chooses on the validation split alone."""
     import data
 
-    patients = [data.patient_id(path) for path in splits["validation"].files]
-    return choose_threshold(splits["validation"].labels, probabilities, settings.threshold, patients)
+    patients = [data.patient_id(path) for path in splits.validation.files]
+    return choose_threshold(splits.validation.labels, probabilities, settings.threshold, patients)
 
 
-def scored(splits: dict[str, Any], probabilities: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+def scored(splits: Splits, probabilities: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
     """Validation and test metrics at one threshold; test also with intervals over resampled test patients and
     sensitivity per pneumonia type (test is only described: nothing is chosen from it)."""
     import data
 
     result = {
-        name: classification_metrics(splits[name].labels, scores, threshold) for name, scores in probabilities.items()
+        name: classification_metrics(splits.split(name).labels, scores, threshold)
+        for name, scores in probabilities.items()
     }
-    files = splits["test"].files
+    files = splits.test.files
     patients, types = [data.patient_id(path) for path in files], [data.pneumonia_type(path) for path in files]
-    result["test"] |= bootstrap_test_metrics(splits["test"].labels, probabilities["test"], threshold, patients, types)
+    result["test"] |= bootstrap_test_metrics(splits.test.labels, probabilities["test"], threshold, patients, types)
     return result
 
 
-def predictions_table(splits: dict[str, Any], scores: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+def predictions_table(splits: Splits, scores: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """predictions.csv: one row per validation and test image, one column per scored model."""
     import pandas as pd
 
     return pd.concat(
         pd.DataFrame(
-            {"split": name, "file": map(str, splits[name].files), "label": splits[name].labels, **scores[name]}
+            {
+                "split": name,
+                "file": map(str, splits.split(name).files),
+                "label": splits.split(name).labels,
+                **scores[name],
+            }
         )
         for name in scores
     )

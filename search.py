@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import budget
 import config
@@ -31,6 +31,9 @@ from budget import Planner
 from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
 from runtime.interrupt import CTRL_C
+
+if TYPE_CHECKING:
+    from data import Splits
 
 # Heavy modules (Keras and its backend, Keras Tuner, matplotlib) are imported inside the steps that
 # use them, so `--help` and config mistakes answer at once, and Keras loads the backend chosen.
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[str, Any], Planner | None, Path]:
+def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, Splits, Planner | None, Path]:
     """The search space, the data, the budget's planner and the run folder, in the order that refuses a finished
     or changed run, or a budget too small, before anything is written: a refusal leaves nothing behind, so the
     advice it prints works as printed."""
@@ -106,7 +109,7 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, dict[
 
 
 def find_candidates(
-    run: Run, hypermodel: Any, splits: dict[str, Any], run_dir: Path, planner: Planner | None, clock: runs.Stopwatch
+    run: Run, hypermodel: Any, splits: Splits, run_dir: Path, planner: Planner | None, clock: runs.Stopwatch
 ) -> tuple[list | None, Any]:
     """The points the final stage retrains and the trials table: the baseline's point alone for --baseline, else
     the search's (None on a distributed worker, whose chief retrains and reports)."""
@@ -286,7 +289,7 @@ def find_data(settings: Settings, synthetic: bool) -> Path:
     return data.resolve_data_dir(settings.data_dir)
 
 
-def load_data(settings: Settings) -> dict[str, Any]:
+def load_data(settings: Settings) -> Splits:
     """Split the data by patient and decode it once."""
     import data
 
@@ -294,7 +297,7 @@ def load_data(settings: Settings) -> dict[str, Any]:
     splits = data.load_splits(root, settings.validation_fraction, settings.seed)
     print(f"Data: {root}")
     print(data.summary_table(splits).to_string())
-    shared = splits["test"].patients & (splits["train"].patients | splits["validation"].patients)
+    shared = splits.test.patients & (splits.train.patients | splits.validation.patients)
     if shared:
         print(
             f"Note: {len(shared)} file-name patient ids of train/validation also occur in Kaggle's test split (docs/protocol.md)."
@@ -314,7 +317,7 @@ def load_data(settings: Settings) -> dict[str, Any]:
 PROTOCOL_COST_KEYS = ("tuner", "max_trials", "epochs", "final_epochs", "finalists", "repeats", "image_size")
 
 
-def print_estimates(run: Run, run_dir: Path, splits: dict[str, Any]) -> None:
+def print_estimates(run: Run, run_dir: Path, splits: Splits) -> None:
     """Before trial 1 (a worker leaves it to the chief): how to bound a long run on a CPU, and the expected wall
     time, each from runs on the same data only."""
     import data
@@ -337,9 +340,7 @@ def print_estimates(run: Run, run_dir: Path, splits: dict[str, Any]) -> None:
         print(line)
 
 
-def plan_budget(
-    run: Run, hypermodel: Any, splits: dict[str, Any], clock: runs.Stopwatch, resuming: bool
-) -> Planner | None:
+def plan_budget(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, resuming: bool) -> Planner | None:
     """With a time budget, its planner: prices from what this machine recorded on the same data (else a timed
     epoch of the baseline's point), and, for a fresh run, a budget too small for the baseline refused. None
     without."""
@@ -414,7 +415,7 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
 
 
 def write_report(
-    run: Run, splits: dict[str, Any], trials: Any, final: Any, clock: runs.Stopwatch, planner: Planner | None = None
+    run: Run, splits: Splits, trials: Any, final: Any, clock: runs.Stopwatch, planner: Planner | None = None
 ) -> None:
     """Write the run's files (the model, then the tables) and its report, and refresh the
     other kind's report to compare with this one."""

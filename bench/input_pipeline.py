@@ -130,7 +130,7 @@ def measure(variant: str, root: Path, epochs: int, image_size: int = IMAGE_SIZE)
         baseline_hyperparameters()
     )
     splits = data.load_splits(root, 0.1, SEED)
-    weights = data.class_weights(splits["train"].labels)
+    weights = data.class_weights(splits.train.labels)
     decode_seconds = 0.0
     if variant == "a":
         from tensorflow import keras as tf_keras  # the legacy generator lives on under tf.keras
@@ -147,9 +147,9 @@ def measure(variant: str, root: Path, epochs: int, image_size: int = IMAGE_SIZE)
         model.fit(flow, epochs=1, steps_per_epoch=min(3, len(flow)), class_weight=weights, verbose=0)  # warm-up
         flow.reset()
     else:
-        pool = {name: splits[name] for name in ("train", "validation")}  # what training needs; test is decoded later
-        data.decode_images(splits["train"].files[:BATCH_SIZE], image_size, 3)  # warm-up of the decoder
-        warm = data.Split("warm", splits["train"].files[:BATCH_SIZE], splits["train"].labels[:BATCH_SIZE])
+        pool = [splits.train, splits.validation]  # what training needs; test is decoded later
+        data.decode_images(splits.train.files[:BATCH_SIZE], image_size, 3)  # warm-up of the decoder
+        warm = data.Split("warm", splits.train.files[:BATCH_SIZE], splits.train.labels[:BATCH_SIZE])
         warm.images = data.decode_images(warm.files, image_size, 3)
         warm_batches = (
             tf_data_batches(warm, shuffle=False)
@@ -162,7 +162,7 @@ def measure(variant: str, root: Path, epochs: int, image_size: int = IMAGE_SIZE)
         started = time.perf_counter()
         data.decode_splits(pool, image_size, "rgb")
         decode_seconds = time.perf_counter() - started
-        train, images = in_memory_batches(variant, splits["train"], weights), len(splits["train"])
+        train, images = in_memory_batches(variant, splits.train, weights), len(splits.train)
     from pipeline import training
 
     timer = training.epoch_timer()

@@ -141,12 +141,11 @@ def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
             continue
         print(f"\nRepeat with training seed {training_seed} (split seed {args.seed})", flush=True)
         started = time.monotonic()
-        repeat_settings = settings.replace(seed=training_seed)
         model, history, kept = training.retrain(
-            hypermodel, point, splits, repeat_settings, args.out / f"backup-{training_seed}"
+            hypermodel, point, splits, settings, args.out / f"backup-{training_seed}", training_seed=training_seed
         )
         seconds = time.monotonic() - started
-        (p,) = predict_split([without_augmentation(model)], splits["validation"], settings.batch_size)
+        (p,) = predict_split([without_augmentation(model)], splits.validation, settings.batch_size)
         history.to_csv(args.out / f"history-{training_seed}.csv", index=False)
         (args.out / f"repeat-{training_seed}.json").write_text(
             json.dumps({"split_seed": args.seed, "training_seed": training_seed, "kept_epoch": kept,
@@ -154,7 +153,7 @@ def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
                         "image_size": settings.image_size}, indent=1)
         )  # fmt: skip
         frame = pd.DataFrame(
-            {"file": map(str, splits["validation"].files), "label": splits["validation"].labels, "p_pneumonia": p}
+            {"file": map(str, splits.validation.files), "label": splits.validation.labels, "p_pneumonia": p}
         )
         frame.to_csv(done.with_suffix(".partial"), index=False)
         done.with_suffix(".partial").replace(done)

@@ -71,10 +71,10 @@ def throughput(data_dir: Path, epochs: int, image_size: int = IMAGE_SIZE, rounds
 
     auto, reason = precision.resolve("auto")
     splits = data.load_splits(data_dir, 0.1, SEED)
-    train = {"train": splits["train"]}
+    train = [splits.train]
     data.decode_splits(train, image_size, "rgb")
-    weights = data.class_weights(splits["train"].labels)
-    dataset = data.to_dataset(splits["train"], BATCH_SIZE, shuffle=True, seed=SEED, class_weights=weights)
+    weights = data.class_weights(splits.train.labels)
+    dataset = data.to_dataset(splits.train, BATCH_SIZE, shuffle=True, seed=SEED, class_weights=weights)
     keras.utils.set_random_seed(SEED)
     models = {
         "today (float32, three layers)": three_layer_model(build("float32", image_size)),
@@ -95,7 +95,7 @@ def throughput(data_dir: Path, epochs: int, image_size: int = IMAGE_SIZE, rounds
             models[name].fit(dataset, epochs=1, callbacks=[timer], verbose=0)
             if epoch:  # the first epoch traces the model
                 seconds[name] += timer.seconds
-    images = len(splits["train"])
+    images = len(splits.train)
     rates = {name: statistics.median(images / s for s in times) for name, times in seconds.items()}
     fastest = {name: images / min(times) for name, times in seconds.items()}
     today, today_fastest = rates["today (float32, three layers)"], fastest["today (float32, three layers)"]
@@ -107,7 +107,7 @@ def throughput(data_dir: Path, epochs: int, image_size: int = IMAGE_SIZE, rounds
             f"  {name:32}{rate:>10.0f}{rate / today:>9.2f}{fastest[name]:>9.0f}{fastest[name] / today_fastest:>9.2f}"
             f"   {', '.join(f'{s:.1f}' for s in seconds[name])}"
         )
-    augmentation_alone(models["today (float32, three layers)"], models["fused float32"], splits["train"].images, rounds)
+    augmentation_alone(models["today (float32, three layers)"], models["fused float32"], splits.train.images, rounds)
     for name, target in TARGETS.items():
         ratio = rates[name] / today
         print(f"{name} {ratio:.2f}x today's vs target {target:.1f}x: {'met' if ratio >= target else 'not met'}")

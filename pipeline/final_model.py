@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from budget import Planner
     from config import Settings
+    from data import Splits
 
 
 @dataclass
@@ -59,7 +60,7 @@ class FinalModel:
 def train_and_evaluate(
     hypermodel: Any,
     candidates: list,
-    splits: dict[str, Any],
+    splits: Splits,
     settings: Settings,
     run_dir: Path,
     clock: Any,
@@ -173,7 +174,7 @@ def choose(
 
 
 def evaluate_finalists(
-    finalists: Sequence[Any], splits: dict[str, Any], settings: Settings
+    finalists: Sequence[Any], splits: Splits, settings: Settings
 ) -> tuple[dict[str, Any], pd.DataFrame, list[float]]:
     """Choose the final model on validation, then predict test once for every repeat of every finalist. A finalist
     is scored by its repeats' mean; one that left the race clearly worse takes no part in the choice. Returns
@@ -181,9 +182,9 @@ def evaluate_finalists(
     where it has several, the choice under "selection"), predictions.csv, and each finalist's weight."""
     import data
 
-    labels = np.asarray(splits["validation"].labels)
+    labels = np.asarray(splits.validation.labels)
     validation = [finalist.mean_validation() for finalist in finalists]
-    patients = [data.patient_id(path) for path in splits["validation"].files]
+    patients = [data.patient_id(path) for path in splits.validation.files]
     racing = [i for i, finalist in enumerate(finalists) if not finalist.clearly_worse]
     if len(finalists) == 1:  # the best point alone, or the budget held no challenger
         selection = {**only_finalist_selection(), "incumbent_rule": settings.incumbent_rule}
@@ -192,7 +193,7 @@ def evaluate_finalists(
     weights = np.zeros(len(finalists))
     weights[racing] = selection["weights"]
     chosen_validation = np.average(validation, axis=0, weights=weights)
-    repeat_tests = [predict_split(finalist.models, splits["test"], settings.batch_size) for finalist in finalists]
+    repeat_tests = [predict_split(finalist.models, splits.test, settings.batch_size) for finalist in finalists]
     test = [np.mean(each, axis=0) for each in repeat_tests]  # once, after every choice
     chosen_test = np.average(test, axis=0, weights=weights)
 
@@ -214,7 +215,7 @@ def evaluate_finalists(
     return metrics, predictions_table(splits, columns), weights.tolist()
 
 
-def _repeat_records(finalist: Any, tests: Sequence[np.ndarray], splits: dict[str, Any], settings: Settings) -> dict:
+def _repeat_records(finalist: Any, tests: Sequence[np.ndarray], splits: Splits, settings: Settings) -> dict:
     """Each repeat's training seed, kept epoch and figures at its own validation threshold (none for one repeat)."""
     if len(finalist.models) == 1:
         return {}
@@ -224,8 +225,8 @@ def _repeat_records(finalist: Any, tests: Sequence[np.ndarray], splits: dict[str
         threshold = validation_threshold(splits, ours, settings)
         records.append({
             "repeat": k + 1, "training_seed": seed, "kept_epoch": kept, "epochs_trained": len(history),
-            "validation": classification_metrics(splits["validation"].labels, ours, threshold),
-            "test": classification_metrics(splits["test"].labels, theirs, threshold),
+            "validation": classification_metrics(splits.validation.labels, ours, threshold),
+            "test": classification_metrics(splits.test.labels, theirs, threshold),
         })  # fmt: skip
     return {"repeats": records}
 

@@ -32,6 +32,7 @@ from runs import plural, point_name
 if TYPE_CHECKING:
     from budget import Planner
     from config import Settings
+    from data import Splits
 
 
 def repeat_seed(seed: int, repeat: int) -> int:
@@ -65,7 +66,7 @@ class Finalist:
 def retrain_repeats(
     hypermodel: Any,
     candidates: Sequence[Any],
-    splits: dict[str, Any],
+    splits: Splits,
     settings: Settings,
     backup_root: Path,
     planner: Planner | None = None,
@@ -79,8 +80,8 @@ def retrain_repeats(
     from pipeline.resume import has_begun
 
     finalists = [Finalist(candidate) for candidate in candidates]
-    labels = np.asarray(splits["validation"].labels)
-    patients = [data.patient_id(path) for path in splits["validation"].files]
+    labels = np.asarray(splits.validation.labels)
+    patients = [data.patient_id(path) for path in splits.validation.files]
     comparisons: list[dict[str, Any]] = []
     for repeat in range(1, settings.repeats + 1):
         for rank, finalist in enumerate(finalists, start=1):
@@ -105,15 +106,15 @@ def retrain_repeats(
             )
             seed = repeat_seed(settings.seed, repeat)
             model, history, kept = training.retrain(
-                hypermodel, finalist.candidate.point, splits, settings.replace(seed=seed), backup,
-                training.final_log_dir(backup, rank) if repeat == 1 else None, planner,
+                hypermodel, finalist.candidate.point, splits, settings, backup,
+                training.final_log_dir(backup, rank) if repeat == 1 else None, planner, training_seed=seed,
             )  # fmt: skip
             model = without_augmentation(model)
             finalist.models.append(model)
             finalist.histories.append(history)
             finalist.kept_epochs.append(kept)
             finalist.seeds.append(seed)
-            finalist.validation.append(predict_split([model], splits["validation"], settings.batch_size)[0])
+            finalist.validation.append(predict_split([model], splits.validation, settings.batch_size)[0])
         if settings.repeats > 1 and repeat < settings.repeats:
             comparisons += race_round(finalists, labels, patients, repeat)
     # A challenger the budget held no first retrain for is a recorded cut, not a finalist.

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 import data
 from budget import Planner, final_retrains
 from config import EXACT_OBJECTIVES, Settings
+from data import Splits
 from evaluation import image_log_loss
 from hypermodel import BASELINE, baseline_hyperparameters
 from pipeline import tuning
@@ -63,15 +64,14 @@ def ctrl_c_callback() -> keras.callbacks.Callback:
     return StopOnCtrlC()
 
 
-def fit_settings(splits, settings: Settings) -> dict[str, Any]:
-    """What every fit shares: the data (the training images weighted by class when `class_weights` is on) and a
-    log line per epoch when not on a terminal."""
-    weights = data.class_weights(splits["train"].labels) if settings.class_weights else None
+def fit_settings(splits, settings: Settings, training_seed: int | None = None) -> dict[str, Any]:
+    """What every fit shares: the data (the training images weighted by class when `class_weights` is on, in an
+    order drawn from `training_seed`, the run's seed by default) and a log line per epoch when not on a terminal."""
+    weights = data.class_weights(splits.train.labels) if settings.class_weights else None
+    seed = settings.seed if training_seed is None else training_seed
     return {
-        "x": data.to_dataset(
-            splits["train"], settings.batch_size, shuffle=True, seed=settings.seed, class_weights=weights
-        ),
-        "validation_data": data.to_dataset(splits["validation"], settings.batch_size),
+        "x": data.to_dataset(splits.train, settings.batch_size, shuffle=True, seed=seed, class_weights=weights),
+        "validation_data": data.to_dataset(splits.validation, settings.batch_size),
         "verbose": 1 if sys.stdout.isatty() else 2,
         "shuffle": False,  # the training dataset reshuffles itself every epoch
     }
@@ -222,15 +222,15 @@ def _candidate(trial: Any, trials: Any) -> Candidate:
     )
 
 
-def exact_validation_scores(splits: dict[str, Any], settings: Settings) -> list:
+def exact_validation_scores(splits: Splits, settings: Settings) -> list:
     """A callback that adds the exact validation ROC AUC and log loss to each epoch's logs, where the objective
     is one of them (config.EXACT_OBJECTIVES): from the validation predictions, unbinned, without label
     smoothing or class weights. Nothing otherwise."""
     if settings.objective not in EXACT_OBJECTIVES:
         return []
 
-    images = data.to_dataset(splits["validation"], settings.batch_size)
-    labels = np.asarray(splits["validation"].labels)
+    images = data.to_dataset(splits.validation, settings.batch_size)
+    labels = np.asarray(splits.validation.labels)
 
     class ExactValidationScores(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -265,10 +265,13 @@ def retrain(
     backup_dir: Path,
     log_dir: Path | None = None,
     planner: Planner | None = None,
+    *,
+    training_seed: int,
 ):
     """Train the chosen point from scratch for final_epochs and keep the epoch best on validation; a retrain
-    that was cut off goes on from its last finished epoch, backed up in `backup_dir`."""
-    keras.utils.set_random_seed(settings.seed)
+    that was cut off goes on from its last finished epoch, backed up in `backup_dir`. `training_seed` draws its
+    weights, augmentation and batch order; the split is the run's (settings.seed) whatever it is."""
+    keras.utils.set_random_seed(training_seed)
     with distributed.strategy_scope(settings.distribution):
         ema = settings.final_ema_momentum
         model = hypermodel.build(hp, ema_momentum=ema) if ema else hypermodel.build(hp)
@@ -283,7 +286,7 @@ def retrain(
             hparams_api.KerasCallback(str(logging[0].log_dir), tuning.searched_values(hp), trial_id=Path(log_dir).name)
         )
     schedule = learning_rate_schedule(settings.final_schedule, hp.get("learning_rate"), settings.final_epochs)
-    shared = fit_settings(splits, settings)
+    shared = fit_settings(splits, settings, training_seed)
     # Validation (and so the kept epoch) sees the averaged weights when the optimizer keeps them.
     averaging = [keras.callbacks.SwapEMAWeights()] if settings.final_ema_momentum else []
     # The exact scores come first and the backup last, so that its rows hold what the others logged.

@@ -60,7 +60,7 @@ def test_real_test_split_has_kaggles_patients_and_types():
 
 def test_split_keeps_patients_whole_and_classes_balanced(synthetic_root):
     splits = data.load_splits(synthetic_root, 0.25, seed=1)
-    train, validation = splits["train"], splits["validation"]
+    train, validation = splits.train, splits.validation
     assert not train.patients & validation.patients
     for label in (0, 1):
         share = np.sum(validation.labels == label) / (
@@ -73,9 +73,9 @@ def test_split_keeps_patients_whole_and_classes_balanced(synthetic_root):
 
 
 def test_split_is_deterministic_for_a_seed(synthetic_root):
-    first = data.load_splits(synthetic_root, 0.2, seed=5)["validation"].files
-    again = data.load_splits(synthetic_root, 0.2, seed=5)["validation"].files
-    other = data.load_splits(synthetic_root, 0.2, seed=6)["validation"].files
+    first = data.load_splits(synthetic_root, 0.2, seed=5).validation.files
+    again = data.load_splits(synthetic_root, 0.2, seed=5).validation.files
+    other = data.load_splits(synthetic_root, 0.2, seed=6).validation.files
     assert first == again
     assert first != other
 
@@ -86,7 +86,7 @@ def test_multi_image_patients_never_straddle_splits(tmp_path):
         write_image(root / "train" / "PNEUMONIA" / f"person1_virus_{shot}.jpeg")
     for seed in range(10):
         splits = data.load_splits(root, 0.3, seed)
-        owners = [name for name in ("train", "validation") if "PERSON1" in splits[name].patients]
+        owners = [name for name in ("train", "validation") if "PERSON1" in splits.split(name).patients]
         assert len(owners) == 1
 
 
@@ -195,10 +195,10 @@ def test_undecodable_files_can_be_left_out_and_are_kept_for_the_report(tmp_path)
     root = make_layout(tmp_path / "ds")
     broken = broken_images(root)
     splits = data.load_splits(root, 0.3, seed=0)
-    total = sum(len(split) for split in splits.values())
+    total = sum(len(split) for split in splits)
     data.decode_splits(splits, 16, "rgb", skip_bad=True)
-    assert sum(len(split) for split in splits.values()) == total - 3
-    for split in splits.values():
+    assert sum(len(split) for split in splits) == total - 3
+    for split in splits:
         assert len(split.images) == len(split.labels) == len(split.files)
         assert not set(split.files) & set(broken)
     skipped = data.skipped_table(splits)
@@ -338,18 +338,18 @@ def test_summary_table_counts(synthetic_root):
     table = data.summary_table(splits)
     assert list(table.index) == ["train", "validation", "test"]
     assert table.loc["test", "NORMAL"] == 16 and table.loc["test", "PNEUMONIA"] == 16
-    assert table["images"].sum() == sum(len(split) for split in splits.values())
+    assert table["images"].sum() == sum(len(split) for split in splits)
     assert table.loc["test", "patients"] == 16  # two images per synthetic patient
 
 
 def test_dataset_yields_uint8_images_and_one_hot_labels(synthetic_root):
     splits = data.load_splits(synthetic_root, 0.25, seed=0)
     data.decode_splits(splits, 32, "grayscale")
-    batches = data.to_dataset(splits["test"], 8)
+    batches = data.to_dataset(splits.test, 8)
     images, labels, weights = batches[0]
     assert images.dtype == np.uint8 and images.shape == (8, 32, 32, 1)
     assert labels.dtype == np.float32 and np.all(labels.sum(axis=1) == 1)
-    assert np.array_equal(labels.argmax(axis=1), splits["test"].labels[:8])
+    assert np.array_equal(labels.argmax(axis=1), splits.test.labels[:8])
     assert weights.dtype == np.float32 and np.all(weights == 1)
 
 
@@ -438,7 +438,7 @@ def test_keras_trains_and_predicts_in_file_order_with_class_weights():
 def test_synthetic_classes_differ_in_a_learnable_way(synthetic_root):
     splits = data.load_splits(synthetic_root, 0.25, seed=0)
     data.decode_splits(splits, 32, "grayscale")
-    train = splits["train"]
+    train = splits.train
     brightness = train.images.reshape(len(train), -1).mean(axis=1)
     assert brightness[train.labels == 1].mean() > brightness[train.labels == 0].mean() + 5
 
@@ -461,5 +461,5 @@ def test_real_dataset_counts_and_patient_split():
     assert table.loc["test", "NORMAL"] == 234 and table.loc["test", "PNEUMONIA"] == 390
     assert table.loc[["train", "validation"], "NORMAL"].sum() == 1341 + 8
     assert table.loc[["train", "validation"], "PNEUMONIA"].sum() == 3875 + 8
-    assert not splits["train"].patients & splits["validation"].patients
-    assert 0.09 <= len(splits["validation"]) / (len(splits["train"]) + len(splits["validation"])) <= 0.11
+    assert not splits.train.patients & splits.validation.patients
+    assert 0.09 <= len(splits.validation) / (len(splits.train) + len(splits.validation)) <= 0.11

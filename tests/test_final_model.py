@@ -101,9 +101,9 @@ def test_exact_validation_scores_match_sklearn_on_the_models_own_predictions(syn
         baseline_hyperparameters()
     )
     history = model.fit(**training.fit_settings(splits, settings) | {"verbose": 0}, epochs=1, callbacks=[callback])
-    predicted = model.predict(data.to_dataset(splits["validation"], 64), verbose=0)[: len(splits["validation"])]
+    predicted = model.predict(data.to_dataset(splits.validation, 64), verbose=0)[: len(splits.validation)]
     probabilities = predicted[:, 1].astype(np.float64)
-    labels = np.asarray(splits["validation"].labels)
+    labels = np.asarray(splits.validation.labels)
     assert history.history["val_roc_auc"][0] == pytest.approx(roc_auc_score(labels, probabilities))
     assert history.history["val_log_loss"][0] == pytest.approx(image_log_loss(labels, probabilities).mean())
     assert training.exact_validation_scores(splits, settings.replace(objective="val_auc")) == []

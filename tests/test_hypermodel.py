@@ -196,9 +196,9 @@ def test_padded_batches_train_and_score_as_their_real_rows_alone(synthetic_root)
     for pad in (False, True):
         keras.utils.set_random_seed(1)
         model = hypermodel.build(hp)
-        train = data.to_dataset(splits["train"], 12, shuffle=True, seed=5, class_weights=weights, pad=pad)
-        validation = data.to_dataset(splits["validation"], 12, pad=pad)
-        assert len(train[len(train) - 1][0]) == (12 if pad else len(splits["train"]) % 12)
+        train = data.to_dataset(splits.train, 12, shuffle=True, seed=5, class_weights=weights, pad=pad)
+        validation = data.to_dataset(splits.validation, 12, pad=pad)
+        assert len(train[len(train) - 1][0]) == (12 if pad else len(splits.train) % 12)
         history = model.fit(train, validation_data=validation, epochs=1, verbose=0, shuffle=False).history
         results.append((history, model.get_weights()))
     (short, short_weights), (padded, padded_weights) = results

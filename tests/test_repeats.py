@@ -117,11 +117,11 @@ def test_a_short_budget_drops_challengers_before_the_incumbents_repeats(tmp_path
     assert planner.finalists_that_fit([1.0, 1.0, 1.0]) == 3  # priced at 45 s each: 5 retrains and the report fit
     labels = np.array([0, 1] * 20)
     files = [Path(f"person{i}_bacteria_{i}.jpeg") for i in range(40)]
-    splits = {"validation": SimpleNamespace(labels=labels, files=files)}
+    splits = SimpleNamespace(validation=SimpleNamespace(labels=labels, files=files))
     trained = []
 
-    def retrain(hypermodel_, point, splits_, settings, backup, log_dir=None, planner_=None):
-        trained.append((point.name, settings.seed))
+    def retrain(hypermodel_, point, splits_, settings, backup, log_dir=None, planner_=None, *, training_seed):
+        trained.append((point.name, training_seed))
         now[0] += 45.0 if point.name == "00" else 90.0  # each challenger takes twice its price
         return SimpleNamespace(), None, 1
 

@@ -80,7 +80,12 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
 
     splits = _splits(config)
     model, history, kept = training.retrain(
-        search.make_hypermodel(config), point, splits, config, run_dir / "objective-bench-retrain"
+        search.make_hypermodel(config),
+        point,
+        splits,
+        config,
+        run_dir / "objective-bench-retrain",
+        training_seed=config.seed,
     )
     row = history.iloc[kept - 1]
     scores = {
@@ -89,14 +94,14 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
         "val_loss": row["val_loss"],
         "val_accuracy": row["val_accuracy"],
     }
-    images = data.to_dataset(splits["validation"], config.batch_size)
-    return scores, model.predict(images, verbose=0)[: len(splits["validation"]), 1].astype(np.float64)
+    images = data.to_dataset(splits.validation, config.batch_size)
+    return scores, model.predict(images, verbose=0)[: len(splits.validation), 1].astype(np.float64)
 
 
 def _validation_frame(config: Settings) -> pd.DataFrame:
     import data
 
-    validation = _splits(config)["validation"]
+    validation = _splits(config).validation
     return pd.DataFrame(
         {
             "file": map(str, validation.files),

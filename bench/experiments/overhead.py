@@ -66,16 +66,16 @@ def trial_overhead(args: argparse.Namespace) -> None:
     config = load(overrides={"--image-size": ("image_size", args.image_size)})
     splits = data.load_splits(args.data_dir, config.validation_fraction, config.seed)
     data.decode_splits(splits, config.image_size, config.color_mode)
-    weights = data.class_weights(splits["train"].labels)
-    train = data.to_dataset(splits["train"], config.batch_size, shuffle=True, seed=config.seed, class_weights=weights)
-    validation = data.to_dataset(splits["validation"], config.batch_size)
+    weights = data.class_weights(splits.train.labels)
+    train = data.to_dataset(splits.train, config.batch_size, shuffle=True, seed=config.seed, class_weights=weights)
+    validation = data.to_dataset(splits.validation, config.batch_size)
     hypermodel = ChestXRayHyperModel(config.image_size, 3, config.search_space.as_dict(), config.augmentation.as_dict())
     threads = (
         tf.config.threading.get_inter_op_parallelism_threads(),
         tf.config.threading.get_intra_op_parallelism_threads(),
     )
-    print(f"\nTrials of {args.epochs} epochs at {args.image_size} px on {len(splits['train'])} train / "
-          f"{len(splits['validation'])} validation images; inter-op/intra-op threads {threads} (0 = TF's choice)")  # fmt: skip
+    print(f"\nTrials of {args.epochs} epochs at {args.image_size} px on {len(splits.train)} train / "
+          f"{len(splits.validation)} validation images; inter-op/intra-op threads {threads} (0 = TF's choice)")  # fmt: skip
     print(f"{'trial':>5}{'total s':>9}{'build':>7}{'first':>7}{'end':>7}{'epochs':>8}{'overhead':>10}")
     shares = []
     for trial in range(args.trials):

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         _, random = training.search(hypermodel, splits, config, Path(scratch) / "random")
 
     objective = config.objective
-    print(f"\nBest {objective} so far against epochs spent ({args.image_size} px, all {len(splits['train'])} train / "
-          f"{len(splits['validation'])} validation images, max {args.epochs} epochs per trial, seed {config.seed})")  # fmt: skip
+    print(f"\nBest {objective} so far against epochs spent ({args.image_size} px, all {len(splits.train)} train / "
+          f"{len(splits.validation)} validation images, max {args.epochs} epochs per trial, seed {config.seed})")  # fmt: skip
     maximise = not objective.endswith("loss")
     curves = {}
     for name, table in (("hyperband", hyperband), ("random", random)):

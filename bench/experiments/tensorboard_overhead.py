@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {round_ + 1}, {way}: epochs 2+ " + ", ".join(f"{s:.1f}s" for s in timer.seconds[1:]))
 
     medians = {way: statistics.median(seconds) for way, seconds in epoch_seconds.items()}
-    images = len(splits["train"]) + len(splits["validation"])
+    images = len(splits.train) + len(splits.validation)
     print(
-        f"\n{len(splits['train'])} train + {len(splits['validation'])} validation images at {config.image_size} px, batch {config.batch_size}"
+        f"\n{len(splits.train)} train + {len(splits.validation)} validation images at {config.image_size} px, batch {config.batch_size}"
     )
     for way, median in medians.items():
         print(

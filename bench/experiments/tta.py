@@ -50,7 +50,7 @@ def measure(run_dir: Path) -> list[dict]:
 
     config = RunFolder(run_dir).settings()
     splits = data.load_splits(Path(config.data_dir), config.validation_fraction, config.seed)
-    validation = splits["validation"]
+    validation = splits.validation
     images = data.decode_images(validation.files, config.image_size, data.channel_count(config.color_mode))
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     each = {name: predict_view(model, images, *view) for name, view in VIEWS.items()}
