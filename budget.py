@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,27 +88,16 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def point_work(values: Mapping[str, Any], image_size: int, channels: int) -> float:
-    """One epoch's relative cost at a point of the search space (hypermodel.py's layers: 3x3 valid convolutions,
-    each followed by a 2x2 max pooling; then dense layers)."""
-    side, inputs, multiply_adds, activations = image_size, channels, 0.0, 0.0
-    for block in range(int(values["conv_blocks"])):
-        filters = int(values[f"filters_{block}"])
-        out = side - 2
-        multiply_adds += out * out * 9 * inputs * filters
-        activations += out * out * filters
-        side, inputs = out // 2, filters
-    features = inputs if values.get("pooling") == "average" else side * side * inputs
-    for layer in range(int(values["dense_layers"])):
-        units = int(values[f"units_{layer}"])
-        multiply_adds += features * units
-        features = units
+def point_work(multiply_adds: float, activations: float, batch_norm: bool) -> float:
+    """One epoch's relative cost at a point of the search space, from the size of its model (per image: the
+    multiply-adds of its convolutions and hidden dense layers, the activations its convolutions write;
+    hypermodel.model_size counts them beside the builder)."""
     weights = WORK_WEIGHTS
     return (
         weights["constant"]
         + weights["multiply_adds"] * multiply_adds / 1e6
         + weights["activations"] * activations / 1e6
-        + weights["normalised"] * activations / 1e6 * bool(values.get("batch_norm"))
+        + weights["normalised"] * activations / 1e6 * batch_norm
     )
 
 

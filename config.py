@@ -394,17 +394,24 @@ RANGE_KINDS = ("int", "stepped", "log")  # the kinds drawn from a min/max mappin
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """One hyperparameter of the search: its name, the search_space key it draws from and its kind. With `per`, it
-    is one per layer: `name`_0 .. `name`_{n-1}, n the most `per` (a count declared before it) allows."""
+    """One hyperparameter of the search, declared once: its name, kind, the validator of the search_space entry it
+    draws from (`key`, its name by default) and the baseline's value. With `per`, it is one per layer: `name`_0 ..
+    `name`_{n-1}, n the most `per` (a count declared before it) allows, and `baseline` holds one value per layer of
+    the baseline. The settings' SearchSpace, the baseline's point (hypermodel.BASELINE), Keras Tuner's declaration
+    (hypermodel.declare) and Optuna's distributions (reporting/study.py) are all made from these rows."""
 
     name: str
-    key: str
     kind: str
+    check: Check = dataclasses.field(repr=False, compare=False)
+    baseline: Any
     per: str | None = None
+    key: str = ""  # the search_space key: `name` where left empty
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"hyperparameter {self.name}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
 
     def names(self, search_space: Mapping[str, Any]) -> list[str]:
         """The names it takes over a search space (config.yaml's form): its own, or one per possible layer."""
@@ -418,21 +425,31 @@ class Hyperparameter:
             return parameter == self.name
         return re.fullmatch(rf"{re.escape(self.name)}_\d+", parameter) is not None
 
+    def baseline_values(self) -> dict[str, Any]:
+        """The baseline's value under each of its names: {"dropout": 0.2}, or {"filters_0": 64, ...} per layer."""
+        if self.per is None:
+            return {self.name: self.baseline}
+        return {f"{self.name}_{i}": value for i, value in enumerate(self.baseline)}
+
+
+_FRACTION = _number(0, 1, include_high=False)
+_FACTOR = _range(_number(0, 1), step=True)
 
 # Every hyperparameter, in the order Keras Tuner declares and so draws them: the order decides which points a
-# seeded random search visits, so a new one goes last. The baseline's values are hypermodel.BASELINE.
+# seeded random search visits, so a new one goes last. The baseline's values are the Kaggle notebook's CNN
+# (docs/baseline.md); the options beyond it (batch_norm and after) have values that leave its model as it was.
 HYPERPARAMETERS = (
-    Hyperparameter("conv_blocks", "conv_blocks", "int"),
-    Hyperparameter("dense_layers", "dense_layers", "int"),
-    Hyperparameter("dropout", "dropout", "stepped"),
-    Hyperparameter("learning_rate", "learning_rate", "log"),
-    Hyperparameter("batch_norm", "batch_norm", "boolean"),
-    Hyperparameter("pooling", "pooling", "choice"),
-    Hyperparameter("brightness", "brightness", "stepped"),
-    Hyperparameter("contrast", "contrast", "stepped"),
-    Hyperparameter("label_smoothing", "label_smoothing", "stepped"),
-    Hyperparameter("filters", "filters", "choice", per="conv_blocks"),
-    Hyperparameter("units", "dense_units", "choice", per="dense_layers"),
+    Hyperparameter("conv_blocks", "int", _range(_integer(1)), 4),
+    Hyperparameter("dense_layers", "int", _range(_integer(0)), 2),
+    Hyperparameter("dropout", "stepped", _range(_FRACTION, step=True), 0.2),
+    Hyperparameter("learning_rate", "log", _range(_number(0, 1, include_low=False)), 1e-3),  # RMSprop's
+    Hyperparameter("batch_norm", "boolean", _list_of(False, True), False),
+    Hyperparameter("pooling", "choice", _list_of("flatten", "average"), "flatten"),
+    Hyperparameter("brightness", "stepped", _FACTOR, 0.0),
+    Hyperparameter("contrast", "stepped", _FACTOR, 0.0),
+    Hyperparameter("label_smoothing", "stepped", _range(_number(0, 0.5), step=True), 0.0),
+    Hyperparameter("filters", "choice", _int_list, (64, 32, 128, 128), per="conv_blocks"),
+    Hyperparameter("units", "choice", _int_list, (512, 264), per="dense_layers", key="dense_units"),
 )
 TUNER_PREFIX = "tuner/"  # Keras Tuner's own values in a point and in trials.csv (Hyperband's tuner/epochs, ...)
 
@@ -442,21 +459,23 @@ def hyperparameter(parameter: str) -> Hyperparameter | None:
     return next((declared for declared in HYPERPARAMETERS if declared.takes(parameter)), None)
 
 
-@dataclass(frozen=True)
-class SearchSpace(Section):
-    """The ranges and lists the search draws from; HYPERPARAMETERS says how each is drawn."""
+def baseline_point() -> dict[str, Any]:
+    """The baseline's value of every hyperparameter, by name (filters_0 .. filters_3 for its four blocks)."""
+    return {name: value for declared in HYPERPARAMETERS for name, value in declared.baseline_values().items()}
 
-    conv_blocks: Range = setting(_range(_integer(1)))
-    filters: tuple[int, ...] = setting(_int_list)
-    dropout: Range = setting(_range(_number(0, 1, include_high=False), step=True))
-    dense_layers: Range = setting(_range(_integer(0)))
-    dense_units: tuple[int, ...] = setting(_int_list)
-    learning_rate: Range = setting(_range(_number(0, 1, include_low=False)))
-    batch_norm: tuple[bool, ...] = setting(_list_of(False, True))
-    pooling: tuple[str, ...] = setting(_list_of("flatten", "average"))
-    brightness: Range = setting(_range(_number(0, 1), step=True))
-    contrast: Range = setting(_range(_number(0, 1), step=True))
-    label_smoothing: Range = setting(_range(_number(0, 0.5), step=True))
+
+# The ranges and lists the search draws from, one field per row above, in its order; the rows say how each is drawn.
+SearchSpace = dataclasses.make_dataclass(
+    "SearchSpace",
+    [
+        (declared.key, Range if declared.kind in RANGE_KINDS else tuple, setting(declared.check))
+        for declared in HYPERPARAMETERS
+    ],
+    bases=(Section,),
+    frozen=True,
+)
+SearchSpace.__module__ = __name__  # pickled and named as if written out as a class here
+SearchSpace.__doc__ = "The ranges and lists the search draws from (config.yaml's search_space), one per hyperparameter."
 
 
 @dataclass(frozen=True)

@@ -22,24 +22,8 @@ from augmentation import RandomAffine
 from budget import point_work
 from runtime import compat
 
-BASELINE: dict[str, Any] = {
-    "conv_blocks": 4,
-    "filters_0": 64,
-    "filters_1": 32,
-    "filters_2": 128,
-    "filters_3": 128,
-    "dropout": 0.2,
-    "dense_layers": 2,
-    "units_0": 512,
-    "units_1": 264,
-    "learning_rate": 1e-3,
-    # Options beyond the original notebook; their baseline values leave its model as it was.
-    "batch_norm": False,
-    "pooling": "flatten",
-    "brightness": 0.0,
-    "contrast": 0.0,
-    "label_smoothing": 0.0,
-}
+# The baseline's point: every hyperparameter's baseline value, from its row of config.HYPERPARAMETERS.
+BASELINE: dict[str, Any] = config.baseline_point()
 
 
 def max_conv_blocks(image_size: int) -> int:
@@ -57,6 +41,26 @@ def min_image_size(blocks: int) -> int:
     for _ in range(blocks):
         side = 2 * side + 2
     return side
+
+
+def model_size(values: dict[str, Any], image_size: int, channels: int) -> tuple[float, float]:
+    """Per image, the multiply-adds of the model `build` makes at a point (its 3x3 valid convolutions, each followed
+    by a 2x2 max pooling, and its hidden dense layers) and the activations its convolutions write: what prices a
+    point's epoch (budget.point_work). Only the active values are read; tests/test_hypermodel.py ties it to the
+    built model's layers."""
+    side, inputs, multiply_adds, activations = image_size, channels, 0.0, 0.0
+    for block in range(int(values["conv_blocks"])):
+        filters = int(values[f"filters_{block}"])
+        out = side - 2
+        multiply_adds += out * out * 9 * inputs * filters
+        activations += out * out * filters
+        side, inputs = out // 2, filters
+    features = inputs if values.get("pooling") == "average" else side * side * inputs
+    for layer in range(int(values["dense_layers"])):
+        units = int(values[f"units_{layer}"])
+        multiply_adds += features * units
+        features = units
+    return multiply_adds, activations
 
 
 def baseline_hyperparameters() -> kt.HyperParameters:
@@ -103,11 +107,11 @@ class ChestXRayHyperModel(kt.HyperModel):
         for parameter in config.HYPERPARAMETERS:
             where, bounds = f"search_space.{parameter.key}", self.space[parameter.key]
             if parameter.per is not None:
-                missing = sorted({v for k, v in BASELINE.items() if parameter.takes(k)} - set(bounds))
+                missing = sorted(set(parameter.baseline) - set(bounds))
                 if missing:
                     raise ValueError(f"{where} must include the baseline's {missing}: add them to its list")
                 continue
-            value, is_range = BASELINE[parameter.name], parameter.kind in config.RANGE_KINDS
+            value, is_range = parameter.baseline, parameter.kind in config.RANGE_KINDS
             if is_range and not bounds["min"] <= value <= bounds["max"]:
                 raise ValueError(f"{where} must include the baseline's {value}: widen its min/max")
             if not is_range and value not in bounds:
@@ -115,7 +119,8 @@ class ChestXRayHyperModel(kt.HyperModel):
 
     def work(self, values: dict[str, Any]) -> float:
         """One epoch's relative cost at a point (budget.point_work), for pricing a time budget."""
-        return point_work(values, self.input_shape[0], self.input_shape[2])
+        multiply_adds, activations = model_size(values, self.input_shape[0], self.input_shape[2])
+        return point_work(multiply_adds, activations, bool(values.get("batch_norm")))
 
     def mean_work(self, samples: int = 400, seed: int = 0) -> float:
         """The search space's mean work over points drawn uniformly from it, as a random search draws them: the
@@ -153,12 +158,12 @@ class ChestXRayHyperModel(kt.HyperModel):
         for parameter in config.HYPERPARAMETERS:
             bounds = self.space[parameter.key]
             if parameter.per is None:
-                point[parameter.name] = _declare(hp, parameter.kind, parameter.name, bounds)
+                point[parameter.name] = _declare(hp, parameter.kind, parameter.name, bounds, parameter.baseline)
                 continue
-            most = self.space[parameter.per]["max"]
+            most, defaults = self.space[parameter.per]["max"], parameter.baseline_values()
             for i, name in enumerate(parameter.names(self.space)):
                 with hp.conditional_scope(parameter.per, list(range(i + 1, most + 1))):
-                    point[name] = _declare(hp, parameter.kind, name, bounds)
+                    point[name] = _declare(hp, parameter.kind, name, bounds, defaults.get(name))
         return point
 
     def _build_model(self, hp: kt.HyperParameters, ema_momentum: float | None = None) -> keras.Model:
@@ -231,10 +236,10 @@ class ChestXRayHyperModel(kt.HyperModel):
         )
 
 
-def _declare(hp: kt.HyperParameters, kind: str, name: str, bounds: Any) -> Any:
+def _declare(hp: kt.HyperParameters, kind: str, name: str, bounds: Any, default: Any) -> Any:
     """Keras Tuner's hyperparameter for one of `kind` (config.KINDS) over its search_space entry, declared on `hp`
-    with the baseline's value as default; a stepped range of one point, or a boolean list of one value, is fixed."""
-    default = BASELINE.get(name)
+    with the baseline's value as default (None past the baseline's layers); a stepped range of one point, or a
+    boolean list of one value, is fixed."""
     if kind == "int":
         return hp.Int(name, bounds["min"], bounds["max"], default=default)
     if kind == "log":
@@ -245,7 +250,7 @@ def _declare(hp: kt.HyperParameters, kind: str, name: str, bounds: Any) -> Any:
         return hp.Float(name, bounds["min"], bounds["max"], step=bounds["step"], default=default)
     if kind == "boolean":
         return hp.Boolean(name, default=default) if len(bounds) == 2 else hp.Fixed(name, bounds[0])
-    return hp.Choice(name, bounds, default=BASELINE.get(name, bounds[0]))  # past the baseline's layers: the first
+    return hp.Choice(name, bounds, default=bounds[0] if default is None else default)  # past the baseline's: the first
 
 
 def without_augmentation(model: keras.Model) -> keras.Model:

@@ -40,15 +40,19 @@ def test_duration_text_is_one_spelling() -> None:
 
 
 def test_a_point_costs_by_its_size() -> None:
+    from hypermodel import model_size
+
+    def work(values: dict, channels: int = 1) -> float:
+        return budget.point_work(*model_size(values, 80, channels), bool(values["batch_norm"]))
+
     small = {**BASELINE, "conv_blocks": 2, "filters_0": 16, "filters_1": 16}
     wide = {**BASELINE, "filters_0": 128, "filters_1": 128}
-    normalised = {**BASELINE, "batch_norm": True}
-    baseline = budget.point_work(BASELINE, 80, 1)
-    assert budget.point_work(small, 80, 1) < baseline < budget.point_work(wide, 80, 1)
-    assert budget.point_work(normalised, 80, 1) > 2 * baseline  # batch normalisation's passes cost more than its sums
-    assert budget.point_work(BASELINE, 80, 3) > baseline  # RGB's first convolution
+    baseline = work(BASELINE)
+    assert work(small) < baseline < work(wide)
+    assert work({**BASELINE, "batch_norm": True}) > 2 * baseline  # batch normalisation's passes cost more than its sums
+    assert work(BASELINE, channels=3) > baseline  # RGB's first convolution
     # Inactive per-layer values (a deeper point's leftovers) change nothing.
-    assert budget.point_work({**small, "filters_3": 128}, 80, 1) == budget.point_work(small, 80, 1)
+    assert work({**small, "filters_3": 128}) == work(small)
 
 
 def test_the_price_is_seconds_over_work_epochs() -> None:

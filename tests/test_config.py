@@ -222,4 +222,4 @@ def test_every_search_space_key_is_drawn_by_one_declared_hyperparameter():
             assert count.kind == "int" and count.per is None
     assert config.hyperparameter("units_2").key == "dense_units" and config.hyperparameter("filters") is None
     with pytest.raises(ValueError, match="kind must be one of"):
-        config.Hyperparameter("momentum", "momentum", "uniform")
+        config.Hyperparameter("momentum", "uniform", config._number(0, 1), 0.9)

@@ -233,3 +233,31 @@ def test_keras_tuner_declares_the_space_in_the_order_it_has_always_drawn_it():
         "batch_norm": False, "pooling": "flatten", "brightness": 0.0, "contrast": 0.0, "label_smoothing": 0.1,
         "filters_0": 32, "filters_1": 64, "units_0": 64,
     }  # fmt: skip
+
+
+def _counted_from_layers(model: keras.Model) -> tuple[float, float]:
+    """Per image, the multiply-adds of a built model's convolutions and hidden dense layers (its 2-unit output
+    left out) and the activations its convolutions write, read off the layers themselves."""
+    multiply_adds = activations = 0.0
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            kernel_height, kernel_width, inputs, _ = layer.kernel.shape
+            multiply_adds += height * width * kernel_height * kernel_width * inputs * filters
+            activations += height * width * filters
+        elif layer in dense[:-1]:
+            multiply_adds += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return multiply_adds, activations
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_the_size_that_prices_a_point_is_the_size_of_the_model_it_builds(seed):
+    # budget.point_work prices a trial from model_size; a change to the builder that model_size missed fails here.
+    from hypermodel import model_size
+
+    for channels, image_size in ((1, 80), (3, 64)):
+        space = hypermodel(image_size=image_size, channels=channels)
+        point = baseline_hyperparameters() if seed == 1 else random_point(space, seed * 11)
+        model = space.build(point)
+        assert model_size(point.values, image_size, channels) == _counted_from_layers(model), point.values

@@ -351,12 +351,14 @@ def test_one_declaration_makes_both_the_keras_tuner_and_the_optuna_forms(preset:
 
 
 def test_a_new_declared_hyperparameter_reaches_both_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One row each: its kind, its search_space entry's check and the baseline's value.
     added = (
-        config.Hyperparameter("weight_decay", "weight_decay", "log"),
-        config.Hyperparameter("kernel", "kernel_sizes", "choice", per="conv_blocks"),
+        config.Hyperparameter("weight_decay", "log", config._range(config._number(0, 1, include_low=False)), 1e-4),
+        config.Hyperparameter(
+            "kernel", "choice", config._int_list, (3, 3, 3, 3), per="conv_blocks", key="kernel_sizes"
+        ),
     )
     monkeypatch.setattr(config, "HYPERPARAMETERS", config.HYPERPARAMETERS + added)
-    monkeypatch.setitem(BASELINE, "weight_decay", 1e-4)
     search_space = {
         **config.load().search_space.as_dict(),
         "weight_decay": {"min": 1e-6, "max": 1e-2},
@@ -366,5 +368,6 @@ def test_a_new_declared_hyperparameter_reaches_both_forms(monkeypatch: pytest.Mo
     new = ["weight_decay", "kernel_0", "kernel_1", "kernel_2", "kernel_3"]
     assert list(tuner_form)[-5:] == list(optuna_form)[-5:] == new  # drawn last: earlier seeded points stay put
     assert tuner_form["weight_decay"].sampling == "log" and optuna_form["weight_decay"].log
+    assert tuner_form["weight_decay"].default == 1e-4 and tuner_form["kernel_0"].default == 3  # the rows' baseline
     assert tuner_form["kernel_3"].conditions[0].values == [4] and optuna_form["kernel_3"].choices == (3, 5)
     assert study.space_key("kernel_2") == "kernel_sizes"
