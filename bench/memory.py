@@ -93,13 +93,14 @@ def measure(args: argparse.Namespace) -> None:
     """RSS after each trial of the search, then what the retrain's datasets add."""
     import search
     from pipeline import training, tuning
+    from runtime import start
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
     flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]
     config = search.resolve_run(search.parse_args(flags)).settings
     if args.no_tensorboard:
         config = config.replace(tensorboard=False)
-    hypermodel = search.make_hypermodel(config)
+    hypermodel = start.make_hypermodel(config)
     splits = search.load_data(config)
     logging = "on" if config.tensorboard else "off"
     print(f"RSS after decoding the data: {rss_mb():.0f} MB (TensorBoard {logging}, {config.precision})")

@@ -13,6 +13,7 @@ import config
 import search
 from errors import ConfigError
 from hypermodel import BASELINE
+from runtime import start
 
 REPO = Path(search.__file__).resolve().parent
 KEPT = REPO / "bench" / "results" / "quality"
@@ -220,11 +221,11 @@ def test_no_two_presets_share_a_run_folder() -> None:
         settings = config.load(preset)
         for budget_text in (None, "1h"):
             named = settings.replace(time_budget=budget_text)
-            names.add(search.default_run_name(named, "search", False, preset if preset else None))
+            names.add(start.default_run_name(named, "search", False, preset if preset else None))
     assert len(names) == 2 * len(presets)
-    assert search.default_run_name(config.load(), "search", False) == "search-random-80px-seed42"
+    assert start.default_run_name(config.load(), "search", False) == "search-random-80px-seed42"
     smoke = config.load(REPO / "configs" / "smoke.yaml")
-    assert search.default_run_name(smoke, "search", True, Path("configs/smoke.yaml")) == (
+    assert start.default_run_name(smoke, "search", True, Path("configs/smoke.yaml")) == (
         "synthetic-smoke-search-random-48px-seed42"
     )
 

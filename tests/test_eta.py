@@ -268,17 +268,18 @@ def test_cpu_budget_hint_names_a_command_that_starts(tmp_path) -> None:
 
     import runs
     import search
+    from runtime import start
 
     hint = cpu_budget_hint(gpus=0, default_protocol=True, time_budget=None)
     assert "1.8 to 2.4 hours" in hint
     command = re.search(r"`python search.py ([^`]*)`", hint).group(1).split()
     reports = ["--reports-dir", str(tmp_path / "reports")]
     default_args = search.parse_args(reports)
-    default = search.load_settings(default_args)
-    runs.prepare_run_dir(default.replace(run_name=search.default_run_name(default, "search", False)), False)
+    default = start.load_settings(default_args)
+    runs.prepare_run_dir(default.replace(run_name=start.default_run_name(default, "search", False)), False)
     advised_args = search.parse_args([*command, *reports])
-    advised = search.load_settings(advised_args)
-    advised = advised.replace(run_name=search.default_run_name(advised, "search", False, advised_args.config))
+    advised = start.load_settings(advised_args)
+    advised = advised.replace(run_name=start.default_run_name(advised, "search", False, advised_args.config))
     assert (runs.prepare_run_dir(advised, False) / "config.yaml").is_file()
     assert advised.time_budget == "1h" and advised.run_name.endswith("-budget1h")
     assert cpu_budget_hint(gpus=1, default_protocol=True, time_budget=None) is None

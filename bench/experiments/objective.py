@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def best_points(run_dir: Path, config: Settings, count: int) -> list[tuple[str, float, object]]:
     """(trial id, search score, point) of the best distinct points, best first, from the run's tuner state."""
-    import search
     from pipeline import training, tuning
+    from runtime import start
 
-    tuner = training.make_tuner(search.make_hypermodel(config), config, run_dir)
+    tuner = training.make_tuner(start.make_hypermodel(config), config, run_dir)
     chosen, seen = [], []
     for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
         values = tuning.searched_values(trial.hyperparameters)
@@ -75,12 +75,12 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
     """The point retrained as the run's final training: validation AUC and loss at the kept epoch, and its
     validation P(pneumonia)."""
     import data
-    import search
     from pipeline import training
+    from runtime import start
 
     splits = _splits(config)
     model, history, kept = training.retrain(
-        search.make_hypermodel(config),
+        start.make_hypermodel(config),
         point,
         splits,
         config,

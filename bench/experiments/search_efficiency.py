@@ -33,11 +33,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import search
     from pipeline import training
+    from runtime import start
 
     common = ["--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     config = search.resolve_run(search.parse_args([*common, "--tuner", "hyperband"])).settings
     config = config.replace(hyperband_factor=args.factor)
-    hypermodel = search.make_hypermodel(config)
+    hypermodel = start.make_hypermodel(config)
     splits = search.load_data(config)
     with tempfile.TemporaryDirectory() as scratch:
         _, hyperband = training.search(hypermodel, splits, config, Path(scratch) / "hyperband")
