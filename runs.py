@@ -315,7 +315,7 @@ def read_trials(path: Path) -> pd.DataFrame | None:
 
 
 def run_folder(settings: Settings) -> Path:
-    """reports_dir/run_name (runtime/start.py's Run.dir says the same without importing this module)."""
+    """reports_dir/run_name (pipeline/start.py's Run.dir says the same without importing this module)."""
     return Path(settings.reports_dir) / settings.run_name
 
 

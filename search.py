@@ -8,7 +8,7 @@
 The test split is predicted once, after every choice (trials, checkpoint, threshold) was
 made on the validation split carved from train.
 
-This module is the command line and the flow: it settles what the run is (runtime/start.py's `resolve_run`),
+This module is the command line and the flow: it settles what the run is (pipeline/start.py's `resolve_run`),
 then hands each step to its module: data.py, training.py, final_model.py, runs.py and report.py.
 """
 
@@ -29,8 +29,8 @@ import runs
 from budget import Planner
 from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
+from pipeline.start import Run, resolve_run
 from runtime.interrupt import CTRL_C
-from runtime.start import Run, resolve_run
 
 if TYPE_CHECKING:
     from data import Splits

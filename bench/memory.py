@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 def measure(args: argparse.Namespace) -> None:
     """RSS after each trial of the search, then what the retrain's datasets add."""
     import search
-    from pipeline import training, tuning
-    from runtime import start
+    from pipeline import start, training, tuning
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
     flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]

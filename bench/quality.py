@@ -42,9 +42,9 @@ import data
 import runs
 from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS
 from evaluation import paired_difference
+from pipeline.start import SEARCH_ONLY_FLAGS
 from reporting.tables import markdown_table
 from runs import PREDICTIONS_FILE, TRIALS_FILE, RunFolder, chose_among_finalists, is_finished
-from runtime.start import SEARCH_ONLY_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import config
 import search
 from errors import ConfigError
 from hypermodel import BASELINE
-from runtime import start
+from pipeline import start
 
 REPO = Path(search.__file__).resolve().parent
 KEPT = REPO / "bench" / "results" / "quality"

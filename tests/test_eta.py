@@ -268,7 +268,7 @@ def test_cpu_budget_hint_names_a_command_that_starts(tmp_path) -> None:
 
     import runs
     import search
-    from runtime import start
+    from pipeline import start
 
     hint = cpu_budget_hint(gpus=0, default_protocol=True, time_budget=None)
     assert "1.8 to 2.4 hours" in hint

@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def best_points(run_dir: Path, config: Settings, count: int) -> list[tuple[str, float, object]]:
     """(trial id, search score, point) of the best distinct points, best first, from the run's tuner state."""
-    from pipeline import training, tuning
-    from runtime import start
+    from pipeline import start, training, tuning
 
     tuner = training.make_tuner(start.make_hypermodel(config), config, run_dir)
     chosen, seen = [], []
@@ -75,8 +74,7 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
     """The point retrained as the run's final training: validation AUC and loss at the kept epoch, and its
     validation P(pneumonia)."""
     import data
-    from pipeline import training
-    from runtime import start
+    from pipeline import start, training
 
     splits = _splits(config)
     model, history, kept = training.retrain(

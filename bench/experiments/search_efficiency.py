@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import search
-    from pipeline import training
-    from runtime import start
+    from pipeline import start, training
 
     common = ["--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     config = search.resolve_run(search.parse_args([*common, "--tuner", "hyperband"])).settings
