@@ -29,6 +29,7 @@ import runs
 from budget import Planner
 from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
+from pipeline.context import RunContext
 from pipeline.start import Run, resolve_run
 from runtime.interrupt import CTRL_C
 
@@ -49,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         run = resolve_run(args, command)
         from pipeline.final_model import train_and_evaluate
 
-        hypermodel, splits, planner, run_dir = set_up(run, args.overwrite, clock)
-        candidates, trials = find_candidates(run, hypermodel, splits, run_dir, planner, clock)
+        context = set_up(run, args.overwrite, clock)
+        candidates, trials = find_candidates(run, context)
         if candidates is None:  # a distributed worker: the chief retrains the best and reports
             return 0
-        final = train_and_evaluate(hypermodel, candidates, splits, run.settings, run_dir, clock, planner)
-        write_report(run, splits, trials, final, clock, planner)
+        final = train_and_evaluate(context, candidates)
+        write_report(run, context, trials, final)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -72,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, Splits, Planner | None, Path]:
-    """The search space, the data, the budget's planner and the run folder, in the order that refuses a finished
-    or changed run, or a budget too small, before anything is written: a refusal leaves nothing behind, so the
-    advice it prints works as printed."""
+def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> RunContext:
+    """The data, the budget's planner and the run folder, in the order that refuses a finished or changed run, or a
+    budget too small, before anything is written: a refusal leaves nothing behind, so the advice it prints works as
+    printed. Returns what every later stage shares."""
     settings, hypermodel = run.settings, run.hypermodel
     resuming = runs.will_resume(settings, overwrite)
     splits = load_data(settings)
@@ -86,12 +87,10 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> tuple[Any, Split
         clock.keep_in(run_dir, every=5.0 if settings.time_budget else 60.0)
     print_estimates(run, run_dir, splits)
     clock.lap("data")
-    return hypermodel, splits, planner, run_dir
+    return RunContext(settings, hypermodel, splits, run_dir, clock, planner)
 
 
-def find_candidates(
-    run: Run, hypermodel: Any, splits: Splits, run_dir: Path, planner: Planner | None, clock: runs.Stopwatch
-) -> tuple[list | None, Any]:
+def find_candidates(run: Run, context: RunContext) -> tuple[list | None, Any]:
     """The points the final stage retrains and the trials table: the baseline's point alone for --baseline, else
     the search's (None on a distributed worker, whose chief retrains and reports)."""
     from pipeline import training
@@ -100,8 +99,8 @@ def find_candidates(
         from hypermodel import baseline_hyperparameters
 
         return [training.Candidate("baseline", baseline_hyperparameters(), is_baseline=True)], None
-    candidates, trials = training.search(hypermodel, splits, run.settings, run_dir, planner)
-    clock.lap("search")
+    candidates, trials = training.search(context)
+    context.clock.lap("search")
     return candidates, trials
 
 
@@ -270,15 +269,14 @@ def run_record(run: Run, best_epoch: int, clock: runs.Stopwatch) -> dict[str, An
     }
 
 
-def write_report(
-    run: Run, splits: Splits, trials: Any, final: Any, clock: runs.Stopwatch, planner: Planner | None = None
-) -> None:
+def write_report(run: Run, context: RunContext, trials: Any, final: Any) -> None:
     """Write the run's files (the model, then the tables) and its report, and refresh the
     other kind's report to compare with this one."""
     import data
     from reporting import report
 
-    final.metrics["run"] = run_record(run, final.best_epoch, clock)
+    splits, planner = context.splits, context.planner
+    final.metrics["run"] = run_record(run, final.best_epoch, context.clock)
     if planner is not None:
         final.metrics["budget"] = planner.budget.record()
     counterpart = runs.find_counterpart(run.settings, run.kind)

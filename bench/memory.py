@@ -93,6 +93,8 @@ def measure(args: argparse.Namespace) -> None:
     """RSS after each trial of the search, then what the retrain's datasets add."""
     import search
     from pipeline import start, training, tuning
+    from pipeline.context import RunContext
+    from runs import Stopwatch
 
     flags = ["--data-dir", str(args.data_dir), "--tuner", "random", "--max-trials", str(args.trials)]
     flags += ["--epochs", "1", "--image-size", str(args.image_size), "--precision", args.precision]
@@ -134,7 +136,7 @@ def measure(args: argparse.Namespace) -> None:
     tuning.build_tuner = measured_tuner
     try:
         with tempfile.TemporaryDirectory() as run_dir:
-            training.search(hypermodel, splits, config, Path(run_dir))
+            training.search(RunContext(config, hypermodel, splits, Path(run_dir), Stopwatch()))
     finally:
         tuning.build_tuner = build_tuner
     before = rss_mb()

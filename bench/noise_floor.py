@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import runs
 from data import patient_id
 from evaluation import choose_threshold, image_log_loss, paired_difference
+from pipeline.context import RunContext
 from runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +143,9 @@ def train_repeats(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
             continue
         print(f"\nRepeat with training seed {training_seed} (split seed {args.seed})", flush=True)
         started = time.monotonic()
+        context = RunContext(settings, hypermodel, splits, args.out, runs.Stopwatch())
         model, history, kept = training.retrain(
-            hypermodel, point, splits, settings, args.out / f"backup-{training_seed}", training_seed=training_seed
+            context, point, args.out / f"backup-{training_seed}", training_seed=training_seed
         )
         seconds = time.monotonic() - started
         (p,) = predict_split([without_augmentation(model)], splits.validation, settings.batch_size)

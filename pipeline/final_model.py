@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,9 +39,9 @@ from runs import RETRAIN_BACKUP, only_finalist_selection
 if TYPE_CHECKING:
     import pandas as pd
 
-    from budget import Planner
     from config import Settings
     from data import Splits
+    from pipeline.context import RunContext
 
 
 @dataclass
@@ -57,22 +56,15 @@ class FinalModel:
     predictions: pd.DataFrame
 
 
-def train_and_evaluate(
-    hypermodel: Any,
-    candidates: list,
-    splits: Splits,
-    settings: Settings,
-    run_dir: Path,
-    clock: Any,
-    planner: Planner | None = None,
-) -> FinalModel:
+def train_and_evaluate(context: RunContext, candidates: list) -> FinalModel:
     """Retrain the finalists for final_epochs, choose the final model among them and evaluate once on test. The
     best point alone (`finalists: 0`, or a --baseline run) is one finalist, scored by the same code. With a time
-    budget (`planner`), only the finalists that fit in the time left are retrained, the first always."""
+    budget (the context's planner), only the finalists that fit in the time left are retrained, the first always."""
     from hypermodel import weighted_ensemble
     from pipeline import repeats, tuning
 
-    backups = run_dir / RETRAIN_BACKUP
+    settings, hypermodel, planner = context.settings, context.hypermodel, context.planner
+    backups = context.run_dir / RETRAIN_BACKUP
     if not settings.finalists:
         candidates = candidates[:1]
     elif planner is not None:
@@ -80,9 +72,9 @@ def train_and_evaluate(
         candidates = candidates[
             : planner.finalists_that_fit(works, begun=repeats.first_retrains_begun(candidates, backups))
         ]
-    finalists, comparisons = repeats.retrain_repeats(hypermodel, candidates, splits, settings, backups, planner)
-    clock.lap("final_training")
-    metrics, predictions, weights = evaluate_finalists(finalists, splits, settings)
+    finalists, comparisons = repeats.retrain_repeats(context, candidates)
+    context.clock.lap("final_training")
+    metrics, predictions, weights = evaluate_finalists(finalists, context.splits, settings)
     if settings.repeats > 1:
         metrics["selection"]["racing"] = comparisons
     heaviest = finalists[int(np.argmax(weights))]

@@ -27,12 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation import challenger_minus_incumbent, predict_split
-from runs import plural, point_name
+from runs import RETRAIN_BACKUP, plural, point_name
 
 if TYPE_CHECKING:
-    from budget import Planner
-    from config import Settings
-    from data import Splits
+    from pipeline.context import RunContext
 
 
 def repeat_seed(seed: int, repeat: int) -> int:
@@ -63,22 +61,17 @@ class Finalist:
         return np.mean(self.validation[:count], axis=0)
 
 
-def retrain_repeats(
-    hypermodel: Any,
-    candidates: Sequence[Any],
-    splits: Splits,
-    settings: Settings,
-    backup_root: Path,
-    planner: Planner | None = None,
-) -> tuple[list[Finalist], list[dict[str, Any]]]:
+def retrain_repeats(context: RunContext, candidates: Sequence[Any]) -> tuple[list[Finalist], list[dict[str, Any]]]:
     """Every finalist retrained in rounds, the incumbent (the first candidate) first in each; challengers raced
     against it from round 2 on. Returns the finalists with their repeats and every comparison made. A killed run
-    resumes repeat by repeat: each has a backup folder of its own."""
+    resumes repeat by repeat: each has a backup folder of its own, under the run's retrain folder."""
     import data
     from hypermodel import without_augmentation
     from pipeline import training, tuning
     from pipeline.resume import has_begun
 
+    settings, hypermodel, splits, planner = context.settings, context.hypermodel, context.splits, context.planner
+    backup_root = context.run_dir / RETRAIN_BACKUP
     finalists = [Finalist(candidate) for candidate in candidates]
     labels = np.asarray(splits.validation.labels)
     patients = [data.patient_id(path) for path in splits.validation.files]
@@ -106,8 +99,8 @@ def retrain_repeats(
             )
             seed = repeat_seed(settings.seed, repeat)
             model, history, kept = training.retrain(
-                hypermodel, finalist.candidate.point, splits, settings, backup,
-                training.final_log_dir(backup, rank) if repeat == 1 else None, planner, training_seed=seed,
+                context, finalist.candidate.point, backup, training.final_log_dir(backup, rank) if repeat == 1 else None,
+                training_seed=seed,
             )  # fmt: skip
             model = without_augmentation(model)
             finalist.models.append(model)

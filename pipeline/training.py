@@ -28,6 +28,7 @@ from data import Splits
 from evaluation import image_log_loss
 from hypermodel import BASELINE, baseline_hyperparameters
 from pipeline import tuning
+from pipeline.context import RunContext
 from pipeline.resume import RetrainBackup
 from runtime import distributed
 from runtime.interrupt import CTRL_C
@@ -77,13 +78,20 @@ def fit_settings(splits, settings: Settings, training_seed: int | None = None) -
     }
 
 
-def search(hypermodel, splits, settings: Settings, run_dir: Path, planner: Planner | None = None):
+def search(context: RunContext):
     """Run (or resume) the search; the first trial is the baseline. Returns the candidates for the final retrain
     (the baseline's point and the `finalists` best others; or, with no finalists, the best point) and the trials.
 
     Distributed, the chief serves the search and returns its result; a worker returns (None, None). With a time
-    budget (`planner`, budget.Planner), a trial starts only where the plan leaves the final stage its time.
+    budget (the context's planner), a trial starts only where the plan leaves the final stage its time.
     """
+    settings, hypermodel, splits, run_dir, planner = (
+        context.settings,
+        context.hypermodel,
+        context.splits,
+        context.run_dir,
+        context.planner,
+    )
     keras.utils.set_random_seed(settings.seed)
     role = settings.distributed.role
     distributed.configure(settings.distributed)  # Keras Tuner reads it when the tuner is built
@@ -257,20 +265,11 @@ def tensorboard_logging(enabled: bool, log_dir: Path) -> list:
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)]
 
 
-def retrain(
-    hypermodel,
-    hp,
-    splits,
-    settings: Settings,
-    backup_dir: Path,
-    log_dir: Path | None = None,
-    planner: Planner | None = None,
-    *,
-    training_seed: int,
-):
+def retrain(context: RunContext, hp, backup_dir: Path, log_dir: Path | None = None, *, training_seed: int):
     """Train the chosen point from scratch for final_epochs and keep the epoch best on validation; a retrain
     that was cut off goes on from its last finished epoch, backed up in `backup_dir`. `training_seed` draws its
     weights, augmentation and batch order; the split is the run's (settings.seed) whatever it is."""
+    settings, hypermodel, splits, planner = context.settings, context.hypermodel, context.splits, context.planner
     keras.utils.set_random_seed(training_seed)
     with distributed.strategy_scope(settings.distribution):
         ema = settings.final_ema_momentum

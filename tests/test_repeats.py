@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import runs
 from pipeline import repeats
+from pipeline.context import RunContext
 
 
 def test_the_first_repeat_trains_with_the_runs_seed_and_each_other_with_one_of_its_own():
@@ -120,7 +122,7 @@ def test_a_short_budget_drops_challengers_before_the_incumbents_repeats(tmp_path
     splits = SimpleNamespace(validation=SimpleNamespace(labels=labels, files=files))
     trained = []
 
-    def retrain(hypermodel_, point, splits_, settings, backup, log_dir=None, planner_=None, *, training_seed):
+    def retrain(context, point, backup, log_dir=None, *, training_seed):
         trained.append((point.name, training_seed))
         now[0] += 45.0 if point.name == "00" else 90.0  # each challenger takes twice its price
         return SimpleNamespace(), None, 1
@@ -134,7 +136,8 @@ def test_a_short_budget_drops_challengers_before_the_incumbents_repeats(tmp_path
     ]
     settings = config.load().replace(repeats=3, final_epochs=45, seed=53)
     space = SimpleNamespace(work=lambda values: 1.0)
-    finalists, _ = repeats.retrain_repeats(space, candidates, splits, settings, tmp_path / "run" / "retrain", planner)
+    context = RunContext(settings, space, splits, tmp_path / "run", runs.Stopwatch(), planner)
+    finalists, _ = repeats.retrain_repeats(context, candidates)
     assert [f.candidate.trial_id for f in finalists] == ["00", "03"]  # trial 07's retrain did not fit: no finalist
     assert trained.count(("00", 53)) == 1 and ("00", 1053) in trained and ("00", 2053) in trained
     assert len(finalists[0].models) == 3  # the incumbent's three repeats, which the delivered model averages

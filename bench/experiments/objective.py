@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from config import Settings
-from runs import RunFolder
+from pipeline.context import RunContext
+from runs import RunFolder, Stopwatch
 
 RESULTS = "objective_bench.csv"
 VALIDATION = "objective_bench_validation.csv"
@@ -77,13 +78,9 @@ def retrained_scores(run_dir: Path, config: Settings, point) -> tuple[dict[str, 
     from pipeline import start, training
 
     splits = _splits(config)
+    context = RunContext(config, start.make_hypermodel(config), splits, run_dir, Stopwatch())
     model, history, kept = training.retrain(
-        start.make_hypermodel(config),
-        point,
-        splits,
-        config,
-        run_dir / "objective-bench-retrain",
-        training_seed=config.seed,
+        context, point, run_dir / "objective-bench-retrain", training_seed=config.seed
     )
     row = history.iloc[kept - 1]
     scores = {

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import search
     from pipeline import start, training
+    from pipeline.context import RunContext
+    from runs import Stopwatch
 
     common = ["--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     config = search.resolve_run(search.parse_args([*common, "--tuner", "hyperband"])).settings
@@ -40,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     hypermodel = start.make_hypermodel(config)
     splits = search.load_data(config)
     with tempfile.TemporaryDirectory() as scratch:
-        _, hyperband = training.search(hypermodel, splits, config, Path(scratch) / "hyperband")
+        _, hyperband = training.search(RunContext(config, hypermodel, splits, Path(scratch) / "hyperband", Stopwatch()))
         budget = int(hyperband["epochs_run"].sum())
         trials = math.ceil(budget / args.epochs)
         config = config.replace(tuner="random", max_trials=trials)
-        _, random = training.search(hypermodel, splits, config, Path(scratch) / "random")
+        _, random = training.search(RunContext(config, hypermodel, splits, Path(scratch) / "random", Stopwatch()))
 
     objective = config.objective
     print(f"\nBest {objective} so far against epochs spent ({args.image_size} px, all {len(splits.train)} train / "
