@@ -20,9 +20,7 @@ import runs
 from config import Settings
 from errors import ConfigError
 
-SYNTHETIC_DIR = Path("data/synthetic")
-
-
+SYNTHETIC_DIR = Path("data/synthetic")  # remade for each --synthetic or --smoke run
 SMOKE_PRESET = Path(__file__).parents[1] / "configs" / "smoke.yaml"
 
 
