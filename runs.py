@@ -315,7 +315,7 @@ def read_trials(path: Path) -> pd.DataFrame | None:
 
 
 def run_folder(settings: Settings) -> Path:
-    """reports_dir/run_name (pipeline/start.py's Run.dir says the same without importing this module)."""
+    """reports_dir/run_name, where a run's files go."""
     return Path(settings.reports_dir) / settings.run_name
 
 
@@ -407,10 +407,14 @@ def _upgrade_selection(selection: dict[str, Any]) -> dict[str, Any]:
     return {"incumbent_rule": "race", "replaced": race["clearly_better"], **selection, "race": race}
 
 
+def no_race() -> dict[str, Any]:
+    """selection.race where there was no challenger to race: the incumbent against itself."""
+    return {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
+
+
 def only_finalist_selection() -> dict[str, Any]:
     """metrics.json's "selection" where the final stage retrained one point: nothing to choose, nothing raced."""
-    alone = {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
-    return {"rule": "one finalist: nothing to choose", "replaced": False, "greedy_weights": [1.0], "race": alone,
+    return {"rule": "one finalist: nothing to choose", "replaced": False, "greedy_weights": [1.0], "race": no_race(),
             "weights": [1.0]}  # fmt: skip
 
 

@@ -34,7 +34,7 @@ from evaluation import (
     scored,
     validation_threshold,
 )
-from runs import RETRAIN_BACKUP, only_finalist_selection
+from runs import RETRAIN_BACKUP, no_race, only_finalist_selection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,7 +144,7 @@ def choose(
     challenger = np.average(probabilities, axis=0, weights=counts)
     incumbent_alone = np.eye(len(probabilities), dtype=int)[0]
     if np.array_equal(counts > 0, incumbent_alone > 0):
-        race = {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
+        race = no_race()
     else:
         gap = challenger_minus_incumbent(labels, probabilities[0], challenger, patients)
         race = {"difference": gap["difference"], "ci95": gap["ci95"], "clearly_better": gap["clearly_better"]}
