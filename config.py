@@ -121,6 +121,22 @@ def _range(kind: Check, *, step: bool = False) -> Check:
     return check
 
 
+def _points(value: Any, key: str) -> list[dict[str, Any]]:
+    """Points given as the values they change from the baseline's (their ranges are checked against search_space
+    where the model is made, hypermodel.ChestXRayHyperModel)."""
+    if not isinstance(value, list) or any(not isinstance(point, dict) or not point for point in value):
+        raise ConfigError(f"{key} must be a list of mappings of hyperparameter names to values, not {value!r}")
+    for number, point in enumerate(value):
+        unknown = sorted(name for name in point if hyperparameter(name) is None)
+        if unknown:
+            raise ConfigError(f"{key}[{number}] names no hyperparameter: {', '.join(unknown)} (known: {_known()})")
+    return [dict(point) for point in value]
+
+
+def _known() -> str:
+    return ", ".join(declared.name if declared.per is None else f"{declared.name}_N" for declared in HYPERPARAMETERS)
+
+
 def _address(value: Any, key: str) -> str:
     host, _, port = str(value).rpartition(":")
     if not isinstance(value, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -521,6 +537,7 @@ class Settings(Section):
     seed: int = setting(_integer(0), flag="--seed")
     local_share: float = setting(_number(0, 1), legacy=0.0)  # before it, every point was drawn over the whole space
     local_changes: int = setting(_integer(1, 15), legacy=3)
+    candidates: tuple = setting(_points, legacy=[])  # before it, no point was tried after the baseline's on purpose
     search_space: SearchSpace
     final_epochs: int = setting(_integer(1), flag="--final-epochs")
     time_budget: str | None = setting(_optional(_duration), flag="--time-budget", legacy=None)  # ran to its end

@@ -117,6 +117,33 @@ class ChestXRayHyperModel(kt.HyperModel):
             if not is_range and value not in bounds:
                 raise ValueError(f"{where} must include the baseline's {value}: add it to its list")
 
+    def point_from(self, changes: dict[str, Any], where: str) -> dict[str, Any]:
+        """The baseline's point with `changes` made (config.yaml's candidates), each value inside the search space
+        and every layer a deeper point adds given; `where` names the entry in the error otherwise."""
+        point = {**BASELINE, **changes}
+        for name, value in changes.items():
+            declared = config.hyperparameter(name)
+            bounds = self.space[declared.key]
+            if declared.kind in config.RANGE_KINDS:
+                inside = not isinstance(value, bool) and isinstance(value, int | float)
+                inside = inside and bounds["min"] <= value <= bounds["max"]
+            else:
+                inside = value in bounds
+            if not inside:
+                raise ValueError(
+                    f"{where}: {name} {value!r} lies outside search_space.{declared.key} ({bounds}): change the "
+                    "value or widen the range"
+                )
+        for declared in (row for row in config.HYPERPARAMETERS if row.per):
+            missing = [
+                f"{declared.name}_{i}" for i in range(point[declared.per]) if f"{declared.name}_{i}" not in point
+            ]
+            if missing:
+                raise ValueError(f"{where}: {declared.per} {point[declared.per]} needs {', '.join(missing)}: add them")
+        if point == BASELINE:
+            raise ValueError(f"{where} changes none of the baseline's values: change one or leave the entry out")
+        return point
+
     def work(self, values: dict[str, Any]) -> float:
         """One epoch's relative cost at a point (budget.point_work), for pricing a time budget."""
         multiply_adds, activations = model_size(values, self.input_shape[0], self.input_shape[2])

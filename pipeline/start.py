@@ -154,12 +154,15 @@ def make_hypermodel(settings: Settings):
     from hypermodel import ChestXRayHyperModel
 
     try:
-        return ChestXRayHyperModel(
+        hypermodel = ChestXRayHyperModel(
             settings.image_size,
             channel_count(settings.color_mode),
             settings.search_space.as_dict(),
             settings.augmentation.as_dict(),
             settings.precision,
         )
+        for number, changes in enumerate(settings.candidates):
+            hypermodel.point_from(changes, f"candidates[{number}]")
+        return hypermodel
     except ValueError as error:
         raise ConfigError(str(error)) from None

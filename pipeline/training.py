@@ -197,6 +197,7 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
         distribution_strategy=strategy,
         local_share=settings.local_share,
         local_changes=settings.local_changes,
+        candidates=[hypermodel.point_from(changes, "candidates") for changes in settings.candidates],
         trial_gate=BudgetGate(planner, hypermodel) if planner is not None else None,
         # The trial headers' ETA counts the final retrains too.
         retrain_epochs=settings.final_epochs * final_retrains(settings.finalists, settings.repeats),

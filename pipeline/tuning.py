@@ -11,6 +11,7 @@ import ctypes.util
 import gc
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,9 +28,10 @@ from runtime import compat
 
 
 class BaselineFirst:
-    """Oracle mixin: the first trial evaluates the baseline, so every search is compared with it; after it, a share
-    of the points (`local_share`) are the baseline's point with 1 to `local_changes` of its values drawn anew, the
-    rest drawn over the whole space as Keras Tuner draws them.
+    """Oracle mixin: the first trial evaluates the baseline, so every search is compared with it, and the next ones
+    the `candidates` (whole points) in their order, as Optuna's enqueued trials; after them, a share of the points
+    (`local_share`) are the baseline's point with 1 to `local_changes` of its values drawn anew, the rest drawn
+    over the whole space as Keras Tuner draws them.
 
     A point drawn over the whole space changes 8 to 15 of the baseline's 15 values (bench/search_evidence.py), so a
     search never asks what one or two changes to a good point would do; SMAC3 and Optuna start from the default
@@ -41,15 +43,18 @@ class BaselineFirst:
         baseline_values: dict[str, Any],
         local_share: float = 0.0,
         local_changes: int = 3,
+        candidates: Sequence[dict[str, Any]] = (),
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.baseline_values = baseline_values
         self.local_share, self.local_changes = local_share, local_changes
+        self.candidates = [dict(point) for point in candidates]
 
     def _random_values(self) -> dict[str, Any] | None:  # Keras Tuner's private hook (compat.HOOKS)
-        if not self.trials:
-            return dict(self.baseline_values)
+        first = [dict(self.baseline_values), *self.candidates]
+        if len(self.trials) < len(first):
+            return first[len(self.trials)]
         # Seeded by the trial's number, so a resumed or distributed search draws the same points.
         rng = np.random.default_rng([self.seed, len(self.trials)])
         if rng.random() < self.local_share:
@@ -334,16 +339,18 @@ def build_tuner(
     distribution_strategy: Any = None,
     local_share: float = 0.0,
     local_changes: int = 3,
+    candidates: Sequence[dict[str, Any]] = (),
     trial_gate: TrialGate | None = None,
     retrain_epochs: int | None = None,
 ) -> kt.Tuner:
-    """A tuner of the given kind whose first trial is the baseline, a `local_share` of the later points near it; it
-    resumes from `directory`. A `trial_gate` decides whether each new trial starts (a time budget); the trial
+    """A tuner of the given kind whose first trial is the baseline, the next ones the `candidates`, a `local_share`
+    of the later points near the baseline; it resumes from `directory`. A `trial_gate` decides whether each new trial starts (a time budget); the trial
     headers' ETA counts `retrain_epochs` for the final stage."""
     goal = kt.Objective(objective, direction="min" if objective.endswith("loss") else "max")
     common = {
         "objective": goal, "seed": sampler_seed(seed), "baseline_values": baseline_values,
-        "local_share": local_share, "local_changes": local_changes, "trial_gate": trial_gate,
+        "local_share": local_share, "local_changes": local_changes, "candidates": candidates,
+        "trial_gate": trial_gate,
     }  # fmt: skip
     if kind == "hyperband":
         oracle = BaselineFirstHyperbandOracle(max_epochs=epochs, factor=hyperband_factor, **common)
@@ -461,10 +468,22 @@ def completed_trials(oracle: kt.Oracle) -> list[tuple[dict[str, Any], float, flo
 
 
 def ranked_points(oracle: kt.Oracle, baseline_values: dict[str, Any]) -> list[dict[str, Any]]:
-    """The completed trials' points other than the baseline's, best first, each once: the finalists so far."""
-    ranked = _distinct_completed(oracle)
-    others = [t for t in ranked if not is_baseline_point(t.hyperparameters, baseline_values)]
-    return [searched_values(t.hyperparameters) for t in others]
+    """The completed trials' points other than the baseline's, in finalist order, each once: the finalists so far."""
+    return [searched_values(t.hyperparameters) for t in _challengers(oracle, baseline_values)]
+
+
+def _challengers(oracle: kt.Oracle, baseline_values: dict[str, Any]) -> list[kt.engine.trial.Trial]:
+    """The completed trials at points other than the baseline's, each once: the candidates first, in their order
+    (finalists whatever their trial's score: a short trial ranks points poorly as their full-length retrains
+    would), then the others, best first."""
+    others = [t for t in _distinct_completed(oracle) if not is_baseline_point(t.hyperparameters, baseline_values)]
+    candidates = getattr(oracle, "candidates", [])  # the oracles of build_tuner have them; a plain one has none
+
+    def place(trial: kt.engine.trial.Trial) -> int:
+        hits = [n for n, point in enumerate(candidates) if is_baseline_point(trial.hyperparameters, point)]
+        return hits[0] if hits else len(candidates)
+
+    return sorted(others, key=place)  # stable: the others keep their ranking
 
 
 def _distinct_completed(oracle: kt.Oracle) -> list[kt.engine.trial.Trial]:
@@ -492,13 +511,12 @@ def best_trials(tuner: kt.Tuner, count: int = 1) -> list[kt.engine.trial.Trial]:
 
 
 def finalist_trials(tuner: kt.Tuner, count: int, baseline_values: dict[str, Any]) -> list[kt.engine.trial.Trial]:
-    """The baseline's trial first, then the `count` best completed trials at other points: what the finalist
-    protocol retrains for final_epochs each."""
-    ranked = best_trials(tuner, len(tuner.oracle.trials))
+    """The baseline's trial first, then `count` completed trials at other points (the candidates', then the best
+    others'): what the finalist protocol retrains for final_epochs each."""
+    best_trials(tuner)  # an error naming the cause when every trial failed
     trials = tuner.oracle.trials.values()
     baseline = [trial for trial in trials if is_baseline_point(trial.hyperparameters, baseline_values)]
-    others = [trial for trial in ranked if not is_baseline_point(trial.hyperparameters, baseline_values)]
-    return baseline[:1] + others[:count]
+    return baseline[:1] + _challengers(tuner.oracle, baseline_values)[:count]
 
 
 def point_line(hp: kt.HyperParameters, baseline_values: dict[str, Any]) -> str:

@@ -64,6 +64,8 @@ def test_user_file_merges_onto_defaults_and_flags_win(tmp_path):
             "label_smoothing.max must lie in [0, 0.5]",
         ),
         ("final_schedule: linear\n", "final_schedule must be one of constant, cosine"),
+        ("candidates: {batch_norm: true}\n", "candidates must be a list of mappings of hyperparameter names"),
+        ("candidates: [{batchnorm: true}]\n", "candidates[0] names no hyperparameter: batchnorm (known: conv_blocks"),
     ],
 )
 def test_bad_values_name_the_file_and_key(tmp_path, text, expected):
@@ -126,7 +128,8 @@ def test_every_preset_is_valid_and_keeps_the_baseline_inside(preset):
 
     loaded = load(preset)
     space, augmentation = loaded.search_space.as_dict(), loaded.augmentation.as_dict()
-    ChestXRayHyperModel(loaded.image_size, channel_count(loaded.color_mode), space, augmentation)
+    model = ChestXRayHyperModel(loaded.image_size, channel_count(loaded.color_mode), space, augmentation)
+    assert all(model.point_from(changes, "candidates") for changes in loaded.candidates)
 
 
 def test_settings_are_frozen_and_nested():
@@ -182,6 +185,7 @@ def test_each_key_is_declared_once_as_a_field():
         "skip_bad_images": False,
         "local_share": 0.0,
         "local_changes": 3,
+        "candidates": [],
         "time_budget": None,
         "final_schedule": "constant",
         "final_ema_momentum": None,

@@ -110,6 +110,22 @@ def test_space_must_contain_the_baseline():
         hypermodel(learning_rate={"min": 0.01, "max": 0.1})
 
 
+def test_a_candidate_is_the_baseline_with_its_changes_each_inside_the_space():
+    model = hypermodel()
+    assert model.point_from({"batch_norm": True}, "c") == {**BASELINE, "batch_norm": True}
+    assert model.point_from({"conv_blocks": 2}, "c")["filters_1"] == BASELINE["filters_1"]
+    with pytest.raises(ValueError, match=r"candidates\[1\]: dropout 0.9 lies outside search_space.dropout"):
+        model.point_from({"dropout": 0.9}, "candidates[1]")
+    with pytest.raises(ValueError, match="units_0 100 lies outside search_space.dense_units"):
+        model.point_from({"units_0": 100}, "c")
+    with pytest.raises(ValueError, match="lies outside search_space.batch_norm"):
+        model.point_from({"batch_norm": "yes"}, "c")
+    with pytest.raises(ValueError, match="dense_layers 3 needs units_2: add them"):
+        model.point_from({"dense_layers": 3}, "c")
+    with pytest.raises(ValueError, match="c changes none of the baseline's values"):
+        model.point_from({"dropout": 0.2}, "c")
+
+
 def test_augmentation_acts_only_in_training():
     model = hypermodel(image_size=48).build(baseline_hyperparameters())
     augmentation = model.get_layer("augmentation")

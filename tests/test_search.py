@@ -531,9 +531,11 @@ def test_the_smoke_runs_time_is_one_figure_wherever_it_is_stated():
 
 @pytest.mark.e2e
 def test_a_search_near_the_baseline_runs_end_to_end_with_its_study(workdir):
-    """local_share: 1: every trial after the baseline's changes 1 to local_changes of its values, and the report's
-    Optuna study and "What the search learned" read such trials as any others."""
-    (workdir / "near.yaml").write_text("finalists: 0\nlocal_share: 1.0\nlocal_changes: 2\n")
+    """local_share: 1: every trial after the baseline's changes 1 to local_changes of its values, the candidate is
+    trial 1 and the first finalist, and the report's Optuna study and "What the search learned" read such trials as
+    any others."""
+    near = "finalists: 1\nlocal_share: 1.0\nlocal_changes: 2\ncandidates: [{dropout: 0.4}]\n"
+    (workdir / "near.yaml").write_text(near)
     flags = [*TINY_ONE_EPOCH, "--config", str(workdir / "near.yaml"), "--tuner", "random", "--max-trials", "3"]
     assert search.main([*flags, "--epochs", "1"]) == 0
     run_dir = only_run(workdir / "reports")
@@ -548,3 +550,6 @@ def test_a_search_near_the_baseline_runs_end_to_end_with_its_study(workdir):
         shared = [name for name in BASELINE if name in trials.columns and pd.notna(row[name])]
         assert 1 <= sum(differs(row[name], BASELINE[name]) for name in shared) <= 2, row.to_dict()
     assert (run_dir / "study.db").is_file() and "local_share: 1.0" in (run_dir / "config.yaml").read_text()
+    assert trials["dropout"].iloc[1] == pytest.approx(0.4)
+    finalists = json.loads((run_dir / "metrics.json").read_text())["finalists"]
+    assert [int(f["trial_id"]) for f in finalists] == [0, 1] and finalists[1]["point"]["dropout"] == pytest.approx(0.4)

@@ -158,3 +158,23 @@ def test_a_trial_gate_given_where_the_tuner_is_made_decides_each_trial_and_sets_
     assert len(tuner.oracle.trials) == 1 and gate.asked[0] is tuner.oracle and len(gate.asked) == 2
     out = capsys.readouterr().out
     assert "== Trial 0 (1 of 7)" in out and "ETA: within the time budget" in out
+
+
+def test_candidates_are_tried_after_the_baseline_and_are_the_first_finalists_whatever_their_score(tmp_path):
+    # A short trial ranks points poorly as their full-length retrains would (docs/results.md): a candidate the
+    # config names is retrained however its trial scored.
+    tuner = tuning.build_tuner(
+        _Units(), kind="random", objective="val_accuracy", max_trials=4, epochs=1, hyperband_factor=3, seed=1,
+        baseline_values={"units": 4}, directory=tmp_path, overwrite=True, candidates=[{"units": 60}, {"units": 2}],
+    )  # fmt: skip
+    x = np.random.default_rng(0).uniform(size=(8, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(8) % 2, 2)
+    tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    trials = [tuner.oracle.trials[trial_id] for trial_id in sorted(tuner.oracle.trials)]
+    assert [trial.hyperparameters.values["units"] for trial in trials[:3]] == [4, 60, 2]
+    for trial in trials:  # the candidates score worst, the other point best
+        trial.score = {60: 0.1, 2: 0.2}.get(trial.hyperparameters.values["units"], 0.9)
+    finalists = tuning.finalist_trials(tuner, 2, {"units": 4})
+    assert [trial.hyperparameters.values["units"] for trial in finalists] == [4, 60, 2]
+    ranked = tuning.ranked_points(tuner.oracle, {"units": 4})
+    assert ranked[:2] == [{"units": 60}, {"units": 2}] and len(ranked) == 3
