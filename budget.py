@@ -132,20 +132,24 @@ class Plan:
 
 @dataclass
 class Budget:
-    """The run's budget in seconds, the run clock (seconds used so far, every process of the run together), and
-    what the plan cut, for the report."""
+    """The run's budget in seconds (None: no limit, the run only priced), the run clock (seconds used so far, every
+    process of the run together), and what the plan cut, for the report."""
 
-    seconds: float
+    seconds: float | None
     used: Callable[[], float]
     cuts: list[str] = field(default_factory=list)
     plans: list[str] = field(default_factory=list)
 
     @property
+    def limited(self) -> bool:
+        return self.seconds is not None
+
+    @property
     def report_seconds(self) -> float:
-        return max(REPORT_SECONDS, REPORT_SHARE * self.seconds)
+        return max(REPORT_SECONDS, REPORT_SHARE * self.seconds) if self.limited else REPORT_SECONDS
 
     def left(self) -> float:
-        return self.seconds - self.used()
+        return self.seconds - self.used() if self.limited else math.inf
 
     def final_seconds(self, price: Price, works: Sequence[float], final_epochs: int) -> float:
         """The retrains of these points (the baseline's first) and the report after them."""
@@ -218,13 +222,31 @@ class Planner:
     final_epochs: int
     max_trials: int | None
     max_finalists: int
-    price: Price
+    price: Price | None  # None while nothing is known to price from (a run without a budget, before its first trial)
     repeats: int = 1  # retrains of the baseline's point in the final stage (pipeline/repeats.py)
     funded: int | None = None  # the finalists the search's last plan kept time for; None before any plan
 
     def reprice(self, observations: Sequence[tuple[float, float, float]], source: str) -> None:
         """Prices from this run's own finished trainings (work, epochs, seconds), once it has any."""
         self.price = Price.fitted(observations, source) or self.price
+
+    def eta_line(
+        self, trials_ended: int, planned: int | None, trial_epochs: float, finalist_works: Sequence[float]
+    ) -> str:
+        """The trial header's estimate: the trials still planned at the space's mean work and `trial_epochs` each,
+        then the final stage (each finalist, the first `max_finalists` of `finalist_works`, and the baseline's point,
+        `repeats` times each), at the same price as the plan's; under a budget, the plan printed above says it."""
+        if self.budget.limited:
+            return "ETA: within the time budget (the plan above)"
+        if self.price is None or planned is None:
+            cause = "no finished trial to go by" if self.price is None else "number of trials unknown"
+            return f"ETA search unknown ({cause})"
+        search = max(planned - trials_ended, 0) * trial_epochs * self.price.epoch(self.mean_work)
+        chosen = list(finalist_works[: self.max_finalists])
+        chosen += [self.mean_work] * (self.max_finalists - len(chosen))
+        works = [self.baseline_work, *chosen] * self.repeats
+        final = sum(self.final_epochs * self.price.epoch(work) for work in works)
+        return f"ETA search {format_duration(search)}, run {format_duration(search + final)} (from {self.price.source})"
 
     def plan(self, trials_done: int, trial_epochs: float | None = None) -> Plan:
         """The plan for the time left; the final stage holds to the last one made (`funded`)."""

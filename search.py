@@ -80,7 +80,7 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> RunContext:
     settings, hypermodel = run.settings, run.hypermodel
     resuming = runs.will_resume(settings, overwrite)
     splits = load_data(settings)
-    planner = plan_budget(run, hypermodel, splits, clock, resuming)
+    planner = plan_run(run, hypermodel, splits, clock, resuming)
     run_dir = runs.prepare_run_dir(settings, overwrite)
     if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
         # A kill loses the time since the clock's last save: under a time budget that time would be spent twice.
@@ -212,12 +212,12 @@ def print_estimates(run: Run, run_dir: Path, splits: Splits) -> None:
         print(line)
 
 
-def plan_budget(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, resuming: bool) -> Planner | None:
-    """With a time budget, its planner: prices from what this machine recorded on the same data (else a timed
-    epoch of the baseline's point), and, for a fresh run, a budget too small for the baseline refused. None
-    without."""
+def plan_run(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, resuming: bool) -> Planner | None:
+    """The run's planner, one price model for the ETA and the time budget: prices from what this machine recorded
+    on the same data, else (with a budget) a timed epoch of the baseline's point, else none until a trial has
+    finished; for a fresh run, a budget too small for the baseline refused. None on a distributed worker."""
     settings = run.settings
-    if not settings.time_budget or settings.distributed.role == "worker":
+    if settings.distributed.role == "worker":
         return None
     import data
     from hypermodel import BASELINE
@@ -225,11 +225,14 @@ def plan_budget(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch
 
     recorded, source = eta.recorded_trainings(run.dir, settings.as_dict(), data.image_counts(splits), resuming)
     price = budget.Price.fitted([(hypermodel.work(point), e, s) for point, e, s in recorded], source)
-    if price is None:
+    if price is None and settings.time_budget:
         seconds = training.time_one_epoch(hypermodel, splits, settings)
         price = budget.Price(seconds / hypermodel.work(BASELINE), "a timed epoch of the baseline's point")
     planner = budget.Planner(
-        budget.Budget(budget.parse_duration(settings.time_budget), lambda: clock.total()["total"]),
+        budget.Budget(
+            budget.parse_duration(settings.time_budget) if settings.time_budget else None,
+            lambda: clock.total()["total"],
+        ),
         mean_work=hypermodel.mean_work(),
         baseline_work=hypermodel.work(BASELINE),
         epochs=settings.epochs,
@@ -240,7 +243,7 @@ def plan_budget(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch
         repeats=settings.repeats,
     )
     # Refused up front only: a resumed run has spent part of its budget already, and its plan shrinks to the rest.
-    refusal = None if resuming else planner.too_small(run.kind == "search")
+    refusal = None if resuming or not settings.time_budget else planner.too_small(run.kind == "search")
     if refusal:
         raise ConfigError(refusal)
     return planner  # a search prints its plan before each trial (training.BudgetGate)
@@ -275,7 +278,7 @@ def write_report(run: Run, context: RunContext, trials: Any, final: Any) -> None
     import data
     from reporting import report
 
-    splits, planner = context.splits, context.planner
+    splits, planner = context.splits, context.time_budget
     final.metrics["run"] = run_record(run, final.best_epoch, context.clock)
     if planner is not None:
         final.metrics["budget"] = planner.budget.record()

@@ -1,5 +1,5 @@
 """What every stage of a run shares, passed as one value instead of six: the settings, the search space, the data,
-the run folder, the clock and the time budget's planner.
+the run folder, the clock and the planner that prices the run (and holds it to its time budget, if any).
 
 One concern: the run's context. It imports nothing at run time; search.py makes it once the data is read and the
 budget planned, and the search, the final stage and the report read it.
@@ -28,4 +28,11 @@ class RunContext:
     splits: Splits
     run_dir: Path
     clock: Stopwatch
-    planner: Planner | None = None  # None without a time budget
+    planner: Planner | None = (
+        None  # prices the run (the trial headers' ETA); with a time budget, plans it; None on a worker
+    )
+
+    @property
+    def time_budget(self) -> Planner | None:
+        """The planner where the run has a time budget to hold to, else None."""
+        return self.planner if self.planner is not None and self.planner.budget.limited else None

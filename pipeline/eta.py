@@ -73,29 +73,6 @@ def remaining_seconds(
     return remaining_trials * epochs_per_trial * seconds_per_epoch
 
 
-def eta_text(
-    finished_seconds: Sequence[float | None],
-    finished_epochs: Sequence[float | None],
-    planned_trials: int | None,
-    max_epochs: int | None = None,
-    trials_ended: int | None = None,
-    retrain_epochs: int | None = None,
-) -> str:
-    """One line for a trial header: "ETA search 1h 05m (from 2 trials)", or why there is none yet. With
-    `retrain_epochs` (the final retrains' epochs in all), the whole run's too, the retrain's epochs priced at the
-    finished trials' seconds per epoch: "ETA search 40m 10s, run 1h 12m (from 2 trials)"."""
-    seconds = remaining_seconds(finished_seconds, finished_epochs, planned_trials, max_epochs, trials_ended)
-    if seconds is None:
-        cause = "number of trials unknown" if planned_trials is None else "no finished trial to go by"
-        return f"ETA search unknown ({cause})"
-    pairs = _pairs(finished_seconds, finished_epochs)
-    run = ""
-    if retrain_epochs:
-        retrain = retrain_epochs * _seconds_per_epoch(pairs)
-        run = f", run {format_duration(seconds + retrain)}"
-    return f"ETA search {format_duration(seconds)}{run} (from {len(pairs)} trial{'s' if len(pairs) != 1 else ''})"
-
-
 # A finished run beside this one says what a trial and an epoch cost when these keys of its config.yaml match, and it
 # read the same data: the same kind (the chest X-rays or generated images) and the same image counts.
 SEARCH_KEYS = ("tuner", "epochs", "image_size", "color_mode", "precision")

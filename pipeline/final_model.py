@@ -63,7 +63,7 @@ def train_and_evaluate(context: RunContext, candidates: list) -> FinalModel:
     from hypermodel import weighted_ensemble
     from pipeline import repeats, tuning
 
-    settings, hypermodel, planner = context.settings, context.hypermodel, context.planner
+    settings, hypermodel, planner = context.settings, context.hypermodel, context.time_budget
     backups = context.run_dir / RETRAIN_BACKUP
     if not settings.finalists:
         candidates = candidates[:1]

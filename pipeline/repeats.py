@@ -70,7 +70,7 @@ def retrain_repeats(context: RunContext, candidates: Sequence[Any]) -> tuple[lis
     from pipeline import training, tuning
     from pipeline.resume import has_begun
 
-    settings, hypermodel, splits, planner = context.settings, context.hypermodel, context.splits, context.planner
+    settings, hypermodel, splits, planner = context.settings, context.hypermodel, context.splits, context.time_budget
     backup_root = context.run_dir / RETRAIN_BACKUP
     finalists = [Finalist(candidate) for candidate in candidates]
     labels = np.asarray(splits.validation.labels)

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 import data
-from budget import Planner, final_retrains
+from budget import Planner
 from config import EXACT_OBJECTIVES, Settings
 from data import Splits
 from evaluation import image_log_loss
@@ -131,8 +131,9 @@ def search(context: RunContext):
 
 
 class BudgetGate:
-    """What the oracle asks before each new trial under a time budget (tuning.TrialGate): re-price from the trials
-    finished so far, print the plan, and say whether a trial at this point still fits."""
+    """What the oracle asks before each new trial (tuning.TrialGate): re-price from the trials finished so far and,
+    under a time budget, print the plan and say whether a trial at this point still fits; the trial header's ETA at
+    the same prices."""
 
     def __init__(self, planner: Planner, hypermodel: Any):
         self.planner, self.hypermodel = planner, hypermodel
@@ -140,10 +141,9 @@ class BudgetGate:
 
     def allows(self, oracle: Any, values: dict[str, Any]) -> bool:
         planner, work = self.planner, self.hypermodel.work
-        done = tuning.completed_trials(oracle)
-        if done:
-            planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
-        trial_epochs = sum(e for _, e, _ in done) / len(done) if done else None
+        trial_epochs = self._reprice(oracle)
+        if not planner.budget.limited:
+            return True
         started = len(oracle.trials)
         plan = planner.plan(started, trial_epochs)
         line = planner.plan_line(plan, started)
@@ -153,11 +153,26 @@ class BudgetGate:
         ranked = [work(v) for v in tuning.ranked_points(oracle, BASELINE)]
         return planner.may_start(work(values), started, ranked, trial_epochs or planner.epochs)
 
+    def eta(self, oracle: Any, planned: int | None, trials_ended: int) -> str:
+        """The trial header's estimate, at the price the plan uses (budget.Planner.eta_line)."""
+        trial_epochs = self._reprice(oracle) or self.planner.epochs
+        ranked = [self.hypermodel.work(v) for v in tuning.ranked_points(oracle, BASELINE)]
+        return self.planner.eta_line(trials_ended, planned, trial_epochs, ranked)
+
+    def _reprice(self, oracle: Any) -> float | None:
+        """Prices from the trials finished so far; their mean epochs (None before the first)."""
+        done = tuning.completed_trials(oracle)
+        if not done:
+            return None
+        work = self.hypermodel.work
+        self.planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
+        return sum(e for _, e, _ in done) / len(done)
+
 
 def budget_deadline(planner: Planner | None, final_stage: bool) -> list:
     """A callback that ends a fit after the epoch past which the next would eat into the time the rest of the run
     needs (the final stage for a trial, the report for a retrain); nothing without a time budget."""
-    if planner is None:
+    if planner is None or not planner.budget.limited:
         return []
 
     class BudgetDeadline(keras.callbacks.Callback):
@@ -199,8 +214,6 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
         local_changes=settings.local_changes,
         candidates=[hypermodel.point_from(changes, "candidates") for changes in settings.candidates],
         trial_gate=BudgetGate(planner, hypermodel) if planner is not None else None,
-        # The trial headers' ETA counts the final retrains too.
-        retrain_epochs=settings.final_epochs * final_retrains(settings.finalists, settings.repeats),
     )
 
 

@@ -104,6 +104,8 @@ class TrialGate(Protocol):
 
     def allows(self, oracle: kt.Oracle, values: dict[str, Any]) -> bool: ...
 
+    def eta(self, oracle: kt.Oracle, planned: int | None, trials_ended: int) -> str: ...
+
 
 class Gated:
     """Oracle mixin: a new trial starts only where the `trial_gate` allows its point; otherwise the search ends, as
@@ -179,13 +181,11 @@ class TrialRecorder:
         self,
         *args: Any,
         baseline_values: dict[str, Any] | None = None,
-        retrain_epochs: int | None = None,
         trial_gate: TrialGate | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.baseline_values = baseline_values or {}  # the baseline's point, which each trial's header compares with
-        self.retrain_epochs = retrain_epochs  # the final retrains' epochs in all, which the ETA counts too
         self.trial_gate = trial_gate  # the oracle's, whose plan the headers count to
 
     def save(self) -> None:
@@ -211,21 +211,11 @@ class TrialRecorder:
         # get_best_trials and trial ids work the same on a worker, whose oracle is a gRPC client.
         best = [trial for trial in self.oracle.get_best_trials(1) if trial.score is not None]
         best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "none yet"
-        from pipeline.eta import eta_text  # pure arithmetic, no Keras
-
-        # The ended trials' recorded cost, as trials_table reads it.
-        ended = ended_trials(self.oracle)
-        done = [t for t in ended if t.status == "COMPLETED"]
-        seconds, epochs = (
-            [t.metrics.get_last_value(name) if t.metrics.exists(name) else None for t in done]
-            for name in ("trial_seconds", "epochs_run")
-        )
-        max_epochs = getattr(compat.local_oracle(self.oracle), "max_epochs", None)  # Hyperband's; None for the others
-        # Under a time budget the plan printed above says what is left; an ETA for max_trials would contradict it.
+        # The gate prices the rest as the time budget's plan does; a distributed worker has none.
         eta = (
-            "ETA: within the time budget (the plan above)"
+            self.trial_gate.eta(self.oracle, planned, len(ended_trials(self.oracle)))
             if self.trial_gate
-            else eta_text(seconds, epochs, planned, max_epochs, len(ended), self.retrain_epochs)
+            else "ETA: not estimated on a worker (its trials run beside other workers')"
         )
         print(
             f"\n== Trial {trial.trial_id} ({int(trial.trial_id) + 1} of {planned or '?'}) | elapsed {elapsed}{since} | "
@@ -341,11 +331,10 @@ def build_tuner(
     local_changes: int = 3,
     candidates: Sequence[dict[str, Any]] = (),
     trial_gate: TrialGate | None = None,
-    retrain_epochs: int | None = None,
 ) -> kt.Tuner:
     """A tuner of the given kind whose first trial is the baseline, the next ones the `candidates`, a `local_share`
-    of the later points near the baseline; it resumes from `directory`. A `trial_gate` decides whether each new trial starts (a time budget); the trial
-    headers' ETA counts `retrain_epochs` for the final stage."""
+    of the later points near the baseline; it resumes from `directory`. A `trial_gate` decides whether each new trial starts (a time budget) and
+    gives the trial headers' ETA."""
     goal = kt.Objective(objective, direction="min" if objective.endswith("loss") else "max")
     common = {
         "objective": goal, "seed": sampler_seed(seed), "baseline_values": baseline_values,
@@ -370,7 +359,6 @@ def build_tuner(
         overwrite=overwrite,
         distribution_strategy=distribution_strategy,
         baseline_values=baseline_values,
-        retrain_epochs=retrain_epochs,
         trial_gate=trial_gate,
     )
 

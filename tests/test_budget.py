@@ -85,6 +85,21 @@ def planner(seconds: float, clock: FakeClock, *, max_trials: int = 25, finalists
     )
 
 
+def test_without_a_budget_the_header_eta_prices_the_rest_as_a_plan_would() -> None:
+    # One price model: 5 of 25 trials ended, 6 epochs each at work 1 (1 s an epoch), then the final stage: the
+    # baseline's point and 4 finalists (two known, of work 2 and 3; two at the mean), 3 repeats each, 45 epochs.
+    free = budget.Planner(budget.Budget(None, FakeClock()), 1.0, 1.0, 8, 45, 25, 4, budget.Price(1.0, "a test"), 3)
+    assert not free.budget.limited and free.budget.left() == float("inf")
+    final = 45 * 3 * (1 + 2 + 3 + 1 + 1)
+    assert budget.final_retrains(4, 3) == 15  # the retrains priced: (4 + 1) x 3
+    line = free.eta_line(5, 25, 6.0, [2.0, 3.0])
+    assert line == f"ETA search {budget.format_duration(120)}, run {budget.format_duration(120 + final)} (from a test)"
+    assert free.eta_line(5, None, 6.0, []) == "ETA search unknown (number of trials unknown)"
+    free.price = None
+    assert free.eta_line(0, 25, 8.0, []) == "ETA search unknown (no finished trial to go by)"
+    assert planner(600, FakeClock()).eta_line(5, 25, 6.0, []) == "ETA: within the time budget (the plan above)"
+
+
 def test_the_plan_keeps_finalists_first_each_with_its_five_trials() -> None:
     clock = FakeClock()
     # 600 s: report 20 s; t trials x 8 s + (1 + f) x 45 s with f = (t - 1) // 5.

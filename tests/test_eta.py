@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from budget import format_duration
-from pipeline import eta
-from pipeline.eta import cpu_budget_hint, eta_text, recorded_trainings, remaining_seconds, start_estimate, start_lines
+from pipeline.eta import cpu_budget_hint, recorded_trainings, remaining_seconds, start_estimate, start_lines
 
 
 def test_remaining_seconds_is_rate_times_epochs_times_trials() -> None:
@@ -57,13 +56,6 @@ def test_format_duration_of_nothing() -> None:
     assert format_duration(None) == format_duration(math.nan) == format_duration(-1) == "unknown"
 
 
-def test_eta_text() -> None:
-    assert eta_text([1800, 2100], [8, 8], planned_trials=4) == "ETA search 1h 05m (from 2 trials)"
-    assert eta_text([60], [4], planned_trials=3) == "ETA search 2m 00s (from 1 trial)"
-    assert eta_text([], [], planned_trials=3) == "ETA search unknown (no finished trial to go by)"
-    assert eta_text([60], [4], planned_trials=None) == "ETA search unknown (number of trials unknown)"
-
-
 def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> None:
     """TrialRecorder's header on a real Keras Tuner oracle: 2 completed trials, 1 failed, the 4th starting."""
     kt = pytest.importorskip("keras_tuner")
@@ -93,14 +85,26 @@ def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> Non
             trial.metrics.update("epochs_run", epochs)
             trial.score = 0.9
         oracle.trials[trial_id] = trial
+    from budget import Budget, Planner
+    from pipeline.training import BudgetGate
+
+    class SameWork:  # every point costs the same: the price is the trials' seconds per epoch
+        def work(self, values):
+            return 1.0
+
+    planner = Planner(Budget(None, lambda: 0.0), 1.0, 1.0, 8, 45, 5, 0, price=None)
     recorder = Recorder()
     recorder.oracle, recorder.trials_run, recorder.search_started = oracle, [], 0.0
+    recorder.trial_gate = BudgetGate(planner, SameWork())
     recorder.on_trial_begin(oracle.trials["03"])
     header, point = capsys.readouterr().out.strip().splitlines()
-    # 15 s an epoch, 6 epochs a trial, 5 planned less 3 ended: 2 x 6 x 15 = 180 s. Trials are named by their ids,
-    # as every file and report names them; the count beside the id is a count.
+    # 15 s an epoch, 6 epochs a trial, 5 planned less 3 ended: 2 x 6 x 15 = 180 s; then the baseline's retrain,
+    # 45 x 15 = 675 s. Trials are named by their ids, as every file and report names them; the count beside the id
+    # is a count.
     assert header.startswith("== Trial 03 (4 of 5) | elapsed")
-    assert header.endswith("best val_auc so far: 0.9000 (trial 00) | ETA search 3m 00s (from 2 trials)")
+    assert header.endswith(
+        "best val_auc so far: 0.9000 (trial 00) | ETA search 3m 00s, run 14m 15s (from this run's 2 finished trials)"
+    )
     assert point == "Point: the baseline's"
 
     # Resumed with those trials kept, the header's time counts from the resume, and says so.
@@ -297,12 +301,6 @@ def test_eta_imports_neither_keras_nor_pandas() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
-
-
-def test_the_header_adds_the_final_retrains_at_the_trials_seconds_per_epoch():
-    # Two trials of 4 epochs in 60 s each: 15 s an epoch; 3 trials left, 90 retrain epochs.
-    text = eta.eta_text([60.0, 60.0], [4, 4], planned_trials=5, retrain_epochs=90)
-    assert text == "ETA search 3m 00s, run 25m 30s (from 2 trials)"
 
 
 def test_a_trial_header_names_what_its_point_changes_and_keras_tuner_counts_nothing(capsys) -> None:

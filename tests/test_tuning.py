@@ -144,20 +144,23 @@ class _OneTrialGate:
         self.planned = 7
         return len(self.asked) == 1
 
+    def eta(self, oracle, planned, trials_ended) -> str:
+        return f"ETA: the gate's, {trials_ended} ended of {planned}"
+
 
 def test_a_trial_gate_given_where_the_tuner_is_made_decides_each_trial_and_sets_the_headers_count(tmp_path, capsys):
     # The time budget reaches the search through build_tuner only: nothing is set on the tuner or its oracle later.
     gate = _OneTrialGate()
     tuner = tuning.build_tuner(
         _Units(), kind="random", objective="val_accuracy", max_trials=5, epochs=1, hyperband_factor=3, seed=1,
-        baseline_values={"units": 4}, directory=tmp_path, overwrite=True, trial_gate=gate, retrain_epochs=10,
+        baseline_values={"units": 4}, directory=tmp_path, overwrite=True, trial_gate=gate,
     )  # fmt: skip
     x = np.random.default_rng(0).uniform(size=(8, 3)).astype("float32")
     y = keras.utils.to_categorical(np.arange(8) % 2, 2)
     tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert len(tuner.oracle.trials) == 1 and gate.asked[0] is tuner.oracle and len(gate.asked) == 2
     out = capsys.readouterr().out
-    assert "== Trial 0 (1 of 7)" in out and "ETA: within the time budget" in out
+    assert "== Trial 0 (1 of 7)" in out and "ETA: the gate's, 0 ended of 7" in out
 
 
 def test_candidates_are_tried_after_the_baseline_and_are_the_first_finalists_whatever_their_score(tmp_path):
