@@ -126,7 +126,7 @@ class Plan:
 
     trials: int
     finalists: int
-    trial_seconds: float  # one trial at the space's mean work and the expected epochs
+    trial_seconds: float  # one trial at the mean work of the points drawn and the expected epochs
     final_seconds: float  # the retrains of the baseline's point and the finalists
 
 
@@ -167,18 +167,20 @@ class Budget:
         max_trials: int | None,
         max_finalists: int,
         repeats: int = 1,
+        known_works: Sequence[float] = (),
     ) -> Plan:
         """The most finalists the time left can retrain, each with the trials it needs to be chosen from (the
         preset's own share: max_trials over the finalists and the baseline's point, else TRIALS_PER_FINALIST); then
-        as many more trials (up to max_trials in all) as the rest holds. A finalist's retrain is priced at the
-        space's mean work until its point is known. The baseline's point is retrained `repeats` times (the delivered
+        as many more trials (up to max_trials in all) as the rest holds. A finalist's retrain is priced at its
+        point's work where it is known (`known_works`, the first finalists'), else at the mean work drawn. The baseline's point is retrained `repeats` times (the delivered
         model averages them), each finalist once: a challenger's further repeats run only while they fit."""
         trial_seconds = trial_epochs * price.epoch(mean_work)
         most = max((max_trials or 10_000) - trials_done, 0)
         share = max(max_trials // (max_finalists + 1), 1) if max_trials else TRIALS_PER_FINALIST
         for finalists in range(max_finalists, -1, -1):
             needed = max(share * finalists + 1 - trials_done, 0)
-            final = self.final_seconds(price, [baseline_work] * repeats + [mean_work] * finalists, final_epochs)
+            chosen = [*known_works[:finalists], *[mean_work] * max(finalists - len(known_works), 0)]
+            final = self.final_seconds(price, [baseline_work] * repeats + chosen, final_epochs)
             room = self.left() - final
             if finalists and (needed > most or room < needed * trial_seconds):
                 continue
@@ -216,7 +218,7 @@ class Planner:
     and the lines it prints. What it needs of the run comes in as numbers; it never trains anything itself."""
 
     budget: Budget
-    mean_work: float  # the search space's mean work (trials not yet drawn, finalists not yet known)
+    mean_work: float  # the mean work of the points the search draws (trials not yet drawn, finalists not yet known)
     baseline_work: float
     epochs: int  # the most epochs a trial trains
     final_epochs: int
@@ -224,6 +226,7 @@ class Planner:
     max_finalists: int
     price: Price | None  # None while nothing is known to price from (a run without a budget, before its first trial)
     repeats: int = 1  # retrains of the baseline's point in the final stage (pipeline/repeats.py)
+    candidate_works: Sequence[float] = ()  # the config's candidates, the first finalists, known before their trials
     funded: int | None = None  # the finalists the search's last plan kept time for; None before any plan
 
     def reprice(self, observations: Sequence[tuple[float, float, float]], source: str) -> None:
@@ -233,7 +236,7 @@ class Planner:
     def eta_line(
         self, trials_ended: int, planned: int | None, trial_epochs: float, finalist_works: Sequence[float]
     ) -> str:
-        """The trial header's estimate: the trials still planned at the space's mean work and `trial_epochs` each,
+        """The trial header's estimate: the trials still planned at the mean work drawn and `trial_epochs` each,
         then the final stage (each finalist, the first `max_finalists` of `finalist_works`, and the baseline's point,
         `repeats` times each), at the same price as the plan's; under a budget, the plan printed above says it."""
         if self.budget.limited:
@@ -242,7 +245,7 @@ class Planner:
             cause = "no finished trial to go by" if self.price is None else "number of trials unknown"
             return f"ETA search unknown ({cause})"
         search = max(planned - trials_ended, 0) * trial_epochs * self.price.epoch(self.mean_work)
-        chosen = list(finalist_works[: self.max_finalists])
+        chosen = list(self._known(finalist_works)[: self.max_finalists])
         chosen += [self.mean_work] * (self.max_finalists - len(chosen))
         works = [self.baseline_work, *chosen] * self.repeats
         final = sum(self.final_epochs * self.price.epoch(work) for work in works)
@@ -265,7 +268,13 @@ class Planner:
             max_trials=self.max_trials,
             max_finalists=self.max_finalists,
             repeats=self.repeats,
+            known_works=self.candidate_works,
         )
+
+    def _known(self, finalist_works: Sequence[float]) -> Sequence[float]:
+        """The finalists' works as far as known: the search's ranking (the candidates first once their trials
+        ended), else the candidates'."""
+        return finalist_works if len(finalist_works) >= len(self.candidate_works) else self.candidate_works
 
     def minimum_final_seconds(self) -> float:
         """The final stage at its smallest: the baseline's retrain (each of its repeats) and the report."""
@@ -318,7 +327,7 @@ class Planner:
         return (
             f"Time budget {duration_text(self.budget.seconds)}, {format_duration(self.budget.left())} left: "
             f"{plan.trials} more trial{'s' if plan.trials != 1 else ''} ({trials_done} done{total}) and {finalists} "
-            f"fit{bought} (a trial about {format_duration(plan.trial_seconds)} at the space's mean size, the final "
+            f"fit{bought} (a trial about {format_duration(plan.trial_seconds)} at the mean size of the points drawn, the final "
             f"stage about {format_duration(plan.final_seconds)}; priced from {self.price.source})"
         )
 
@@ -326,7 +335,7 @@ class Planner:
         """Before a trial at a point of this work: whether it fits beside the final stage that the plan keeps
         (the finalists chosen so far priced at their own points). Records the cut when it does not."""
         plan = self.plan(trials_done, trial_epochs)
-        works = [self.baseline_work, *finalist_works[: plan.finalists]]
+        works = [self.baseline_work, *self._known(finalist_works)[: plan.finalists]]
         works += [self.mean_work] * (plan.finalists + 1 - len(works))
         works += [self.baseline_work] * (self.repeats - 1)
         final = self.budget.final_seconds(self.price, works, self.final_epochs)

@@ -233,7 +233,7 @@ def plan_run(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, r
             budget.parse_duration(settings.time_budget) if settings.time_budget else None,
             lambda: clock.total()["total"],
         ),
-        mean_work=hypermodel.mean_work(),
+        mean_work=training.mean_trial_work(hypermodel, settings),
         baseline_work=hypermodel.work(BASELINE),
         epochs=settings.epochs,
         final_epochs=settings.final_epochs,
@@ -241,6 +241,7 @@ def plan_run(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, r
         max_finalists=settings.finalists,
         price=price,
         repeats=settings.repeats,
+        candidate_works=[hypermodel.work(hypermodel.point_from(c, "candidates")) for c in settings.candidates],
     )
     # Refused up front only: a resumed run has spent part of its budget already, and its plan shrinks to the rest.
     refusal = None if resuming or not settings.time_budget else planner.too_small(run.kind == "search")

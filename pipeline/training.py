@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import keras_tuner as kt
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
@@ -193,6 +194,21 @@ def budget_deadline(planner: Planner | None, final_stage: bool) -> list:
                 )
 
     return [BudgetDeadline()]
+
+
+def mean_trial_work(hypermodel, settings: Settings, samples: int = 400) -> float:
+    """The mean work of the points this search draws (budget.point_work): the space's mean for draws over the whole
+    space, the mean of points near the baseline's for the `local_share` drawn there (they cost about what the
+    baseline's does, much less than the space's mean), the price of trials not yet drawn."""
+    whole = hypermodel.mean_work(samples)
+    if not settings.local_share:
+        return whole
+    space = kt.HyperParameters()
+    hypermodel.declare(space)
+    rng = np.random.default_rng(0)
+    near = [tuning.near_point(space, BASELINE, settings.local_changes, rng, []) for _ in range(samples)]
+    near_mean = float(np.mean([hypermodel.work(point) for point in near if point is not None]))
+    return settings.local_share * near_mean + (1 - settings.local_share) * whole
 
 
 def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None, planner: Planner | None = None):

@@ -100,6 +100,24 @@ def test_without_a_budget_the_header_eta_prices_the_rest_as_a_plan_would() -> No
     assert planner(600, FakeClock()).eta_line(5, 25, 6.0, []) == "ETA: within the time budget (the plan above)"
 
 
+def test_a_candidate_is_priced_at_its_own_point_before_its_trial_and_a_near_search_at_near_points() -> None:
+    from hypermodel import ChestXRayHyperModel
+    from pipeline.training import mean_trial_work
+
+    clock = FakeClock()
+    free = planner(600, clock, max_trials=60, finalists=1)
+    costly = planner(600, clock, max_trials=60, finalists=1)
+    costly.candidate_works = [3.0]  # its retrain 135 s, not the mean point's 45 s
+    assert costly.plan(0).final_seconds == free.plan(0).final_seconds + 90
+    assert costly.plan(0).trials < free.plan(0).trials
+    # Points near the baseline's cost about what it does, well under the whole space's mean.
+    settings = config.load()
+    model = ChestXRayHyperModel(80, 1, settings.search_space.as_dict(), settings.augmentation.as_dict())
+    whole = mean_trial_work(model, settings)
+    near = mean_trial_work(model, settings.replace(local_share=1.0, local_changes=2))
+    assert whole == pytest.approx(model.mean_work()) and model.work(BASELINE) < near < 0.7 * whole
+
+
 def test_the_plan_keeps_finalists_first_each_with_its_five_trials() -> None:
     clock = FakeClock()
     # 600 s: report 20 s; t trials x 8 s + (1 + f) x 45 s with f = (t - 1) // 5.
