@@ -1,5 +1,8 @@
-"""A whole run fitted into a time budget: durations as people write them, what a point costs, and the plan.
+"""The run's one time model: durations as people write them, what a point costs, the estimates a run prints, and
+the plan that fits a whole run into a time budget.
 
+Every estimate comes from one Planner: the expected time before trial 1 (`start_line`), each trial header's ETA
+(`eta_line`) and, under `--time-budget`, the plan; without a budget it is the same Planner with no limit.
 `--time-budget 1h` bounds search, finalists, evaluation and report together. The search's points differ up to
 ten times in cost, so a trial is priced by its point, not by the mean of the trials so far:
 
@@ -245,11 +248,43 @@ class Planner:
             cause = "no finished trial to go by" if self.price is None else "number of trials unknown"
             return f"ETA search unknown ({cause})"
         search = max(planned - trials_ended, 0) * trial_epochs * self.price.epoch(self.mean_work)
+        final = sum(self.final_epochs * self.price.epoch(work) for work in self._final_works(finalist_works))
+        return f"ETA search {format_duration(search)}, run {format_duration(search + final)} (from {self.price.source})"
+
+    def start_line(self, search: bool, trial_epochs: float | None, trials_ended: int = 0) -> str | None:
+        """Before trial 1, the whole run's expected time (a resumed search's time left) at the prices the header and
+        the plan use: the trials still planned, of `trial_epochs` each (as recorded; else at most `epochs`), then the
+        final stage's retrains (a run without search retrains the baseline's point once). None under a time budget
+        (its plan says), with nothing to price from, or with the number of trials unknown (Hyperband's schedule)."""
+        if self.budget.limited or self.price is None or (search and self.max_trials is None):
+            return None
+        parts, total = [], 0.0
+        if search:
+            left, epochs = max(self.max_trials - trials_ended, 0), trial_epochs or self.epochs
+            total += left * epochs * self.price.epoch(self.mean_work)
+            trials = f"{left} of {self.max_trials} trials left" if trials_ended else f"{self.max_trials} trials"
+            parts.append(
+                f"{trials} of {'about' if trial_epochs else 'up to'} {epochs:.2g} epoch{'s' if epochs != 1 else ''}"
+            )
+        works = self._final_works(()) if search else [self.baseline_work]
+        total += sum(self.final_epochs * self.price.epoch(work) for work in works)
+        # Racing drops the repeats of challengers found clearly worse, and early stopping ends trials early.
+        bound = search and (self.repeats > 1 or not trial_epochs)
+        count = len(works)
+        parts.append(
+            f"{'up to ' if bound else ''}{count} retrain{'s' if count != 1 else ''} of {self.final_epochs} "
+            f"epoch{'s' if self.final_epochs != 1 else ''}"
+        )
+        what = "time left" if trials_ended else "wall time"
+        about = "at most about" if bound else "about"
+        return f"Expected {what}: {about} {format_duration(total)} ({', then '.join(parts)}; priced from {self.price.source})"
+
+    def _final_works(self, finalist_works: Sequence[float]) -> list[float]:
+        """The final stage's retrains, each by its point's work: the baseline's point and each finalist (as far as
+        known, else at the mean work drawn), `repeats` times each (budget.final_retrains of them)."""
         chosen = list(self._known(finalist_works)[: self.max_finalists])
         chosen += [self.mean_work] * (self.max_finalists - len(chosen))
-        works = [self.baseline_work, *chosen] * self.repeats
-        final = sum(self.final_epochs * self.price.epoch(work) for work in works)
-        return f"ETA search {format_duration(search)}, run {format_duration(search + final)} (from {self.price.source})"
+        return [self.baseline_work, *chosen] * self.repeats
 
     def plan(self, trials_done: int, trial_epochs: float | None = None) -> Plan:
         """The plan for the time left; the final stage holds to the last one made (`funded`)."""

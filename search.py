@@ -29,6 +29,7 @@ import runs
 from budget import Planner
 from config import BACKENDS, PRECISIONS, ROLES, TUNERS, Settings
 from errors import ConfigError, RunFilesError, UserError
+from pipeline import eta
 from pipeline.context import RunContext
 from pipeline.start import Run, resolve_run
 from runtime.interrupt import CTRL_C
@@ -77,15 +78,18 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> RunContext:
     """The data, the budget's planner and the run folder, in the order that refuses a finished or changed run, or a
     budget too small, before anything is written: a refusal leaves nothing behind, so the advice it prints works as
     printed. Returns what every later stage shares."""
+    import data
+
     settings, hypermodel = run.settings, run.hypermodel
     resuming = runs.will_resume(settings, overwrite)
     splits = load_data(settings)
-    planner = plan_run(run, hypermodel, splits, clock, resuming)
+    recorded = eta.recorded_trainings(run.dir, settings.as_dict(), data.image_counts(splits), resuming)
+    planner = plan_run(run, hypermodel, splits, clock, recorded, resuming)
     run_dir = runs.prepare_run_dir(settings, overwrite)
-    if settings.distributed.role != "worker":  # the chief times the run; a worker only trains trials
+    if planner is not None:  # the chief times the run; a worker only trains trials
         # A kill loses the time since the clock's last save: under a time budget that time would be spent twice.
         clock.keep_in(run_dir, every=5.0 if settings.time_budget else 60.0)
-    print_estimates(run, run_dir, splits)
+        print_estimates(run, planner, recorded)
     clock.lap("data")
     return RunContext(settings, hypermodel, splits, run_dir, clock, planner)
 
@@ -189,60 +193,38 @@ def load_data(settings: Settings) -> Splits:
 PROTOCOL_COST_KEYS = ("tuner", "max_trials", "epochs", "final_epochs", "finalists", "repeats", "image_size")
 
 
-def print_estimates(run: Run, run_dir: Path, splits: Splits) -> None:
-    """Before trial 1 (a worker leaves it to the chief): how to bound a long run on a CPU, and the expected wall
-    time, each from runs on the same data only."""
-    import data
-    from pipeline import eta
+def print_estimates(run: Run, planner: Planner, recorded: eta.Recorded) -> None:
+    """Before trial 1: how to bound a long run on a CPU, and the expected wall time at the planner's prices, each
+    from runs on the same data only."""
     from runtime import backends
 
     settings = run.settings
-    if settings.distributed.role == "worker":
-        return
     defaults = config.load()
     default_protocol = (
         run.kind == "search"
         and not runs.is_synthetic(settings.data_dir)
         and all(getattr(settings, key) == getattr(defaults, key) for key in PROTOCOL_COST_KEYS)
     )
-    counts = data.image_counts(splits)
-    for line in eta.start_lines(
-        run_dir, settings.as_dict(), counts, len(backends.gpus()), run.kind == "search", default_protocol
-    ):
+    for line in eta.start_lines(planner, recorded, len(backends.gpus()), run.kind == "search", default_protocol):
         print(line)
 
 
-def plan_run(run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, resuming: bool) -> Planner | None:
+def plan_run(
+    run: Run, hypermodel: Any, splits: Splits, clock: runs.Stopwatch, recorded: eta.Recorded, resuming: bool
+) -> Planner | None:
     """The run's planner, one price model for the ETA and the time budget: prices from what this machine recorded
     on the same data, else (with a budget) a timed epoch of the baseline's point, else none until a trial has
     finished; for a fresh run, a budget too small for the baseline refused. None on a distributed worker."""
     settings = run.settings
     if settings.distributed.role == "worker":
         return None
-    import data
     from hypermodel import BASELINE
-    from pipeline import eta, training
+    from pipeline import training
 
-    recorded, source = eta.recorded_trainings(run.dir, settings.as_dict(), data.image_counts(splits), resuming)
-    price = budget.Price.fitted([(hypermodel.work(point), e, s) for point, e, s in recorded], source)
-    if price is None and settings.time_budget:
+    planner = training.make_planner(hypermodel, settings, recorded, lambda: clock.total()["total"])
+    if planner.price is None and settings.time_budget:
         seconds = training.time_one_epoch(hypermodel, splits, settings)
-        price = budget.Price(seconds / hypermodel.work(BASELINE), "a timed epoch of the baseline's point")
-    planner = budget.Planner(
-        budget.Budget(
-            budget.parse_duration(settings.time_budget) if settings.time_budget else None,
-            lambda: clock.total()["total"],
-        ),
-        mean_work=training.mean_trial_work(hypermodel, settings),
-        baseline_work=hypermodel.work(BASELINE),
-        epochs=settings.epochs,
-        final_epochs=settings.final_epochs,
-        max_trials=settings.max_trials,
-        max_finalists=settings.finalists,
-        price=price,
-        repeats=settings.repeats,
-        candidate_works=[hypermodel.work(hypermodel.point_from(c, "candidates")) for c in settings.candidates],
-    )
+        planner.price = budget.Price(seconds / hypermodel.work(BASELINE), "a timed epoch of the baseline's point")
     # Refused up front only: a resumed run has spent part of its budget already, and its plan shrinks to the rest.
     refusal = None if resuming or not settings.time_budget else planner.too_small(run.kind == "search")
     if refusal:

@@ -12,6 +12,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+import budget
 import data
 from budget import Planner
 from config import EXACT_OBJECTIVES, Settings
@@ -30,7 +32,9 @@ from evaluation import image_log_loss
 from hypermodel import BASELINE, baseline_hyperparameters
 from pipeline import tuning
 from pipeline.context import RunContext
+from pipeline.eta import Recorded
 from pipeline.resume import RetrainBackup
+from runs import plural
 from runtime import distributed
 from runtime.interrupt import CTRL_C
 
@@ -166,7 +170,7 @@ class BudgetGate:
         if not done:
             return None
         work = self.hypermodel.work
-        self.planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {len(done)} finished trials")
+        self.planner.reprice([(work(v), e, s) for v, e, s in done], f"this run's {plural(len(done), 'finished trial')}")
         return sum(e for _, e, _ in done) / len(done)
 
 
@@ -209,6 +213,25 @@ def mean_trial_work(hypermodel, settings: Settings, samples: int = 400) -> float
     near = [tuning.near_point(space, BASELINE, settings.local_changes, rng, []) for _ in range(samples)]
     near_mean = float(np.mean([hypermodel.work(point) for point in near if point is not None]))
     return settings.local_share * near_mean + (1 - settings.local_share) * whole
+
+
+def make_planner(hypermodel, settings: Settings, recorded: Recorded, used: Callable[[], float]) -> Planner:
+    """The run's planner (budget.Planner), priced from what this machine recorded (eta.recorded_trainings; None
+    where nothing was), its budget the settings' (none: no limit) on the run clock `used`."""
+    trainings = [(hypermodel.work(point), e, s) for point, e, s in recorded.trainings]
+    seconds = budget.parse_duration(settings.time_budget) if settings.time_budget else None
+    return Planner(
+        budget.Budget(seconds, used),
+        mean_work=mean_trial_work(hypermodel, settings),
+        baseline_work=hypermodel.work(BASELINE),
+        epochs=settings.epochs,
+        final_epochs=settings.final_epochs,
+        max_trials=settings.max_trials,
+        max_finalists=settings.finalists,
+        price=budget.Price.fitted(trainings, recorded.source),
+        repeats=settings.repeats,
+        candidate_works=[hypermodel.work(hypermodel.point_from(c, "candidates")) for c in settings.candidates],
+    )
 
 
 def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = None, planner: Planner | None = None):

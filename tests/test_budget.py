@@ -289,7 +289,7 @@ def test_a_budgeted_run_prints_and_records_its_plan_and_a_budget_too_small_is_re
     out = capsys.readouterr().out
     assert out.count("Time budget 10m, ") == 2  # before each trial, re-planned
     assert "more trials (0 done of 2)" in out and "priced from a timed epoch of the baseline's point" in out
-    assert "priced from this run's 1 finished trials" in out
+    assert "priced from this run's 1 finished trial)" in out
     run_dir = tmp_path / "reports" / "synthetic-best_point-search-random-48px-seed7-budget10m"
     recorded = json.loads((run_dir / "metrics.json").read_text())["budget"]
     assert (recorded["seconds"], recorded["text"], recorded["cut"], len(recorded["plans"])) == (600, "10m", [], 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -15,25 +14,7 @@ import pytest
 import yaml
 
 from budget import format_duration
-from pipeline.eta import cpu_budget_hint, recorded_trainings, remaining_seconds, start_estimate, start_lines
-
-
-def test_remaining_seconds_is_rate_times_epochs_times_trials() -> None:
-    # 180 s over 12 epochs is 15 s an epoch; 6 epochs a trial; 10 planned, 2 ended: 8 x 6 x 15.
-    assert remaining_seconds([60, 120], [4, 8], planned_trials=10, max_epochs=8) == pytest.approx(720)
-    # Failed trials use up places in max_trials: 4 ended leaves 6.
-    assert remaining_seconds([60, 120], [4, 8], 10, 8, trials_ended=4) == pytest.approx(540)
-    # Mean epochs above the per-trial maximum are capped (a budget lowered on resume).
-    assert remaining_seconds([100], [10], planned_trials=3, max_epochs=5) == pytest.approx(2 * 5 * 10)
-
-
-def test_remaining_seconds_when_little_is_known() -> None:
-    assert remaining_seconds([], [], planned_trials=10, max_epochs=8) is None
-    assert remaining_seconds([60], [4], planned_trials=None, max_epochs=8) is None
-    # A trial without recorded seconds or epochs says nothing of the rate and is skipped.
-    assert remaining_seconds([None, math.nan, 40], [4, 4, 2], planned_trials=4, max_epochs=None) == pytest.approx(120)
-    assert remaining_seconds([60], [0], planned_trials=4) is None
-    assert remaining_seconds([60, 60], [4, 4], planned_trials=2) == 0  # all done
+from pipeline.eta import cpu_budget_hint, recorded_trainings, start_lines
 
 
 @pytest.mark.parametrize(
@@ -113,156 +94,153 @@ def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().out.strip().startswith("== Trial 03 (4 of 5) | elapsed 00:00:00 since resuming | best")
 
 
-# start_estimate and cpu_budget_hint: the whole run's expected time before trial 1, and the CPU advice.
+# start_lines and cpu_budget_hint: the whole run's expected time before trial 1, and the CPU advice.
 
 KEPT = Path(__file__).resolve().parents[1] / "bench" / "results" / "quality" / "tuned-search-seed45"
 SAME_DATA = {"pool": 4703 + 529, "test": 624}  # the kept run's images: the real data
 
 
 def kept_beside(reports: Path, name: str = KEPT.name, **changes: object) -> dict:
-    """A finished run's files that start_estimate reads, copied into `reports`; its config (with `changes`)."""
+    """A finished run's files that recorded_trainings reads, copied into `reports`; its config (with `changes`)."""
     folder = reports / name
     folder.mkdir(parents=True)
-    for file in ("trials.csv", "history.csv", "report.md", "data_summary.csv"):
+    for file in ("trials.csv", "history.csv", "report.md", "data_summary.csv", "best_hyperparameters.yaml"):
         shutil.copy(KEPT / file, folder / file)
     config = {**yaml.safe_load((KEPT / "config.yaml").read_text()), **changes}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return config
 
 
-def kept_seconds() -> tuple[float, float]:
-    """The kept run's summed trial seconds and mean retrain epoch seconds."""
-    with open(KEPT / "trials.csv", newline="") as file:
-        search = sum(float(row["seconds"]) for row in csv.DictReader(file) if row["status"] == "COMPLETED")
-    with open(KEPT / "history.csv", newline="") as file:
-        epochs = [float(row["seconds"]) for row in csv.DictReader(file)]
-    return search, sum(epochs) / len(epochs)
+def estimate(run_dir: Path, config: dict, counts: dict = SAME_DATA, search: bool = True, **changes) -> list[str]:
+    """What a run with these settings prints before trial 1, priced as search.py prices it (training.make_planner)."""
+    from config import Settings, read_yaml, upgrade
+    from data import channel_count
+    from hypermodel import ChestXRayHyperModel
+    from pipeline.training import make_planner
+
+    defaults = read_yaml(Path(__file__).resolve().parents[1] / "config.yaml")
+    settings = Settings.from_dict({**defaults, **upgrade(config, run_dir)})  # keys the kept run predates: legacy
+    settings = settings.replace(**changes)
+    space, augmentation = settings.search_space.as_dict(), settings.augmentation.as_dict()
+    model = ChestXRayHyperModel(settings.image_size, channel_count(settings.color_mode), space, augmentation)
+    recorded = recorded_trainings(run_dir, settings.as_dict(), counts)
+    planner = make_planner(model, settings, recorded, lambda: 0.0)
+    return start_lines(planner, recorded, gpus=1, search=search, default_protocol=False), planner
+
+
+NOT_KNOWN = "Expected wall time: not known yet: no finished run on the same data, image size, colour and precision"
 
 
 def test_start_estimate_from_a_finished_run_beside(tmp_path: Path) -> None:
     config = kept_beside(tmp_path)
-    search, epoch = kept_seconds()
-    line = start_estimate(tmp_path / "new-run", config, SAME_DATA)
-    # 25 planned trials at the kept run's mean cost is its summed trial time; then 45 retrain epochs.
-    assert line == (
-        f"Expected wall time: about {format_duration(search + 45 * epoch)} (25 trials x {format_duration(search / 25)} "
-        f"from tuned-search-seed45's trials.csv; then 45 retrain epochs x {format_duration(epoch)} "
-        "from tuned-search-seed45's history.csv)"
+    (line,), planner = estimate(tmp_path / "new-run", config)
+    # The kept run's 24 completed trials and its retrain epochs price the run at the mean size of the space's points.
+    assert planner.price.source == "tuned-search-seed45's trials and retrain"
+    retrain = 45 * planner.price.epoch(planner.baseline_work)
+    assert line.endswith(
+        "(25 trials of about 7.4 epochs, then 1 retrain of 45 epochs; priced from tuned-search-seed45's trials and "
+        "retrain)"
     )
-    assert line.startswith("Expected wall time: about 45m")  # the kept run took 45m 31s in all
-    # A baseline run: the retrain alone. Four retrained finalists (3 and the baseline's): four retrains.
-    assert start_estimate(tmp_path / "new-run", config, SAME_DATA, search=False).startswith(
-        f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs"
+    # It took 45m 31s: its trials drew points cheaper than the space's mean, which another draw need not.
+    assert line.startswith("Expected wall time: about 1h 04m ")
+    # A baseline run: its one retrain, whatever the config retrains. Finalists and repeats add theirs.
+    (line,), _ = estimate(tmp_path / "new-run", config, search=False, finalists=4, repeats=3)
+    assert line == f"Expected wall time: about {format_duration(retrain)} (1 retrain of 45 epochs; priced from " + (
+        "tuned-search-seed45's trials and retrain)"
     )
-    assert f"about {format_duration(search + 4 * 45 * epoch)} " in start_estimate(
-        tmp_path / "new", {**config, "finalists": 3}, SAME_DATA
-    )
+    (line,), _ = estimate(tmp_path / "new", config, finalists=3)
+    assert "then 4 retrains of 45 epochs" in line and line.startswith("Expected wall time: about ")
     # With repeats the racing may drop challengers' repeats: the estimate is a bound, every repeat of every finalist.
-    assert start_estimate(tmp_path / "new", {**config, "finalists": 2, "repeats": 3}, SAME_DATA).startswith(
-        f"Expected wall time: at most about {format_duration(search + 9 * 45 * epoch)} "
-    )
-    assert "then up to 9 retrains x 45 retrain epochs" in start_estimate(
-        tmp_path / "new", {**config, "finalists": 2, "repeats": 3}, SAME_DATA
-    )
-    # A baseline run trains one model even under a config that retrains finalists and repeats them.
-    assert start_estimate(
-        tmp_path / "new", {**config, "finalists": 4, "repeats": 3}, SAME_DATA, search=False
-    ).startswith(f"Expected wall time: about {format_duration(45 * epoch)} (45 retrain epochs")
+    (line,), _ = estimate(tmp_path / "new", config, finalists=2, repeats=3)
+    assert line.startswith("Expected wall time: at most about ") and "then up to 9 retrains of 45 epochs" in line
 
 
-def test_start_estimate_needs_a_run_that_costs_the_same(tmp_path: Path) -> None:
+def test_start_estimate_needs_a_run_at_the_same_size_colour_and_precision(tmp_path: Path) -> None:
     config = kept_beside(tmp_path)
-    for key, value in [
-        ("precision", "float32"),
-        ("epochs", 12),
-        ("tuner", "hyperband"),
-        ("image_size", 128),
-        ("color_mode", "rgb"),
-    ]:
-        assert start_estimate(tmp_path / "new-run", {**config, key: value}, SAME_DATA) is None, key
-    assert start_estimate(tmp_path / "missing" / "new-run", config, SAME_DATA) is None
+    for key, value in [("precision", "float32"), ("image_size", 128), ("color_mode", "rgb")]:
+        (line,), _ = estimate(tmp_path / "new-run", {**config, key: value})
+        assert line.startswith(NOT_KNOWN), key
+    # The work model prices any point, so other trial settings or another tuner are priced too.
+    assert estimate(tmp_path / "new-run", {**config, "epochs": 12})[0][0].startswith("Expected wall time: about")
+    assert estimate(tmp_path / "missing" / "new-run", config)[0][0].startswith(NOT_KNOWN)
     # The run itself is not its own yardstick, nor is an unfinished run (no report.md).
-    assert start_estimate(tmp_path / KEPT.name, config, SAME_DATA) is None
+    assert estimate(tmp_path / KEPT.name, config)[0][0].startswith(NOT_KNOWN)
     (tmp_path / KEPT.name / "report.md").unlink()
-    assert start_estimate(tmp_path / "new-run", config, SAME_DATA) is None
+    assert estimate(tmp_path / "new-run", config)[0][0].startswith(NOT_KNOWN)
 
 
 def test_start_estimate_is_priced_only_from_runs_on_the_same_data(tmp_path: Path) -> None:
     """A run on generated images, or on a dataset of other image counts, never prices one on the chest X-rays, and
     the other way round (a smoke run's seconds once priced the real-data smoke run at 12 s; it took 71 s)."""
     config = kept_beside(tmp_path)
-    assert start_estimate(tmp_path / "new-run", config, SAME_DATA) is not None
-    assert start_estimate(tmp_path / "new-run", config, {**SAME_DATA, "test": 16}) is None
-    assert start_estimate(tmp_path / "new-run", {**config, "data_dir": "data/synthetic"}, SAME_DATA) is None
+    assert not estimate(tmp_path / "new-run", config)[0][0].startswith(NOT_KNOWN)
+    assert estimate(tmp_path / "new-run", config, {**SAME_DATA, "test": 16})[0][0].startswith(NOT_KNOWN)
+    assert estimate(tmp_path / "new-run", {**config, "data_dir": "data/synthetic"})[0][0].startswith(NOT_KNOWN)
     generated = kept_beside(tmp_path, "synthetic-run", data_dir="data/synthetic")
     shutil.rmtree(tmp_path / KEPT.name)
-    assert start_estimate(tmp_path / "new-run", config, SAME_DATA) is None
-    assert "from synthetic-run's trials.csv" in start_estimate(tmp_path / "new-run", generated, SAME_DATA)
+    assert estimate(tmp_path / "new-run", config)[0][0].startswith(NOT_KNOWN)
+    assert "priced from synthetic-run's trials and retrain" in estimate(tmp_path / "new-run", generated)[0][0]
     # The budget's prices follow the same rule, and a run started afresh has no trials of its own.
-    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA) == ([], "")
-    points, source = recorded_trainings(tmp_path / "new-run", generated, SAME_DATA)
-    assert points and source == "synthetic-run's trials and retrain"
+    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA).trainings == []
+    recorded = recorded_trainings(tmp_path / "new-run", generated, SAME_DATA)
+    assert recorded.trainings and recorded.source == "synthetic-run's trials and retrain"
     write_trial(tmp_path / "mine" / "tuner", "00", "COMPLETED", 120.0, 8)
-    assert recorded_trainings(tmp_path / "mine", config, SAME_DATA, resumed=False) == ([], "")
+    assert recorded_trainings(tmp_path / "mine", config, SAME_DATA, resumed=False).trainings == []
 
 
 def test_start_lines_say_when_nothing_prices_the_run(tmp_path: Path) -> None:
     config = {**kept_beside(tmp_path), "data_dir": "data/synthetic"}
-    lines = start_lines(tmp_path / "new-run", config, SAME_DATA, gpus=0, search=True, default_protocol=False)
-    assert lines == [
-        "Expected wall time: not known yet: no finished run on the same data and settings beside this one to price it "
-        "from; each trial's header gives an ETA once a trial has finished"
-    ]
+    (line,), planner = estimate(tmp_path / "new-run", config)
+    assert (
+        line
+        == f"{NOT_KNOWN} beside this one to price it from; each trial's header gives an ETA once a trial has finished"
+    )
     # The CPU note quotes the default protocol's cost: only that protocol's runs print it.
-    lines = start_lines(tmp_path / "new-run", config, SAME_DATA, gpus=0, search=True, default_protocol=True)
+    recorded = recorded_trainings(tmp_path / "new-run", config, SAME_DATA)
+    lines = start_lines(planner, recorded, gpus=0, search=True, default_protocol=True)
     assert lines[0].startswith("Note: no GPU. A run of the default protocol took")
 
 
-def test_start_estimate_takes_the_newest_matching_run_and_its_trial_count(tmp_path: Path) -> None:
+def test_start_estimate_takes_the_newest_matching_run_and_leaves_hyperbands_count_to_its_schedule(tmp_path) -> None:
     config = kept_beside(tmp_path, "older")
     kept_beside(tmp_path, "newer")
     os.utime(tmp_path / "older" / "report.md", (1, 1))
-    assert "from newer's trials.csv" in start_estimate(tmp_path / "new-run", config, SAME_DATA)
-    # Hyperband without max_trials runs its own schedule: as many trials as the recorded run ran.
-    hyperband = {**config, "max_trials": None}
-    assert "(25 trials x" in start_estimate(tmp_path / "new-run", hyperband, SAME_DATA)
+    assert "priced from newer's trials and retrain" in estimate(tmp_path / "new-run", config)[0][0]
+    # Hyperband without max_trials runs its own schedule, which the tuner draws: the trial headers price it.
+    (line,), _ = estimate(tmp_path / "new-run", config, tuner="hyperband", max_trials=None)
+    assert line.startswith("Expected wall time: not known yet: Hyperband's schedule sets the number of trials")
 
 
 def write_trial(
     tuner: Path, trial_id: str, status: str, seconds: float | None = None, epochs: float | None = None
 ) -> None:
-    """A trial.json as Keras Tuner writes it, with the run's own metrics."""
+    """A trial.json as Keras Tuner writes it, at the baseline's point, with the run's own metrics."""
+    from hypermodel import BASELINE
+
     metrics = {}
     if seconds is not None:
         for name, value in (("trial_seconds", seconds), ("epochs_run", epochs)):
             metrics[name] = {"direction": "min", "observations": [{"value": [value], "step": 0}]}
     folder = tuner / "search" / f"trial_{trial_id}"
     folder.mkdir(parents=True)
-    (folder / "trial.json").write_text(
-        json.dumps({"trial_id": trial_id, "status": status, "metrics": {"metrics": metrics}})
-    )
+    state = {"trial_id": trial_id, "status": status, "metrics": {"metrics": metrics}}
+    (folder / "trial.json").write_text(json.dumps({**state, "hyperparameters": {"values": BASELINE}}))
 
 
 def test_start_estimate_of_a_resumed_run_uses_its_own_trials(tmp_path: Path) -> None:
     config = kept_beside(tmp_path)
-    _, epoch = kept_seconds()
     run_dir = tmp_path / "resumed"
     write_trial(run_dir / "tuner", "00", "COMPLETED", 120.0, 8)
     write_trial(run_dir / "tuner", "01", "COMPLETED", 60.0, 4)
     write_trial(run_dir / "tuner", "02", "FAILED")
     write_trial(run_dir / "tuner", "03", "RUNNING")
-    # 180 s over 12 epochs, 6 epochs a trial: 90 s a trial; 25 planned less 3 ended.
-    line = start_estimate(run_dir, config, SAME_DATA)
+    # 180 s over 12 epochs at the baseline's point: its price; 6 epochs a trial; 25 planned less 3 ended.
+    (line,), planner = estimate(run_dir, config)
+    assert planner.price.epoch(planner.baseline_work) == pytest.approx(15.0)
+    expected = 22 * 6 * planner.price.epoch(planner.mean_work) + 45 * 15.0
     assert line == (
-        f"Expected time left: about {format_duration(22 * 90 + 45 * epoch)} (22 of 25 trials left x 1m 30s from "
-        f"this run's finished trials; then 45 retrain epochs x {format_duration(epoch)} from tuned-search-seed45's "
-        "history.csv)"
-    )
-    # With no finished run beside it, the search part alone, and the line says the retrain is missing.
-    shutil.rmtree(tmp_path / KEPT.name)
-    assert start_estimate(run_dir, config, SAME_DATA) == (
-        "Expected time left: about 33m 00s (22 of 25 trials left x 1m 30s from this run's finished trials; "
-        "the retrain is not included: no finished run at 80 px grayscale in mixed_bfloat16 beside this one to go by)"
+        f"Expected time left: about {format_duration(expected)} (22 of 25 trials left of about 6 epochs, then 1 "
+        "retrain of 45 epochs; priced from this run's 2 finished trials)"
     )
 
 
