@@ -71,12 +71,6 @@ def duration_text(seconds: float) -> str:
     )
 
 
-def final_retrains(finalists: int, repeats: int) -> int:
-    """The most full-length retrains a final stage runs: the baseline's point (or the best point alone) and each
-    finalist, each `repeats` times (racing and the time budget may run fewer). Counted here only."""
-    return (finalists + 1) * repeats
-
-
 def format_duration(seconds: float | None) -> str:
     """A duration as a person reads it: "45s", "12m 30s", "1h 05m" (an estimate has no use for seconds past an hour)."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
@@ -281,7 +275,7 @@ class Planner:
 
     def _final_works(self, finalist_works: Sequence[float]) -> list[float]:
         """The final stage's retrains, each by its point's work: the baseline's point and each finalist (as far as
-        known, else at the mean work drawn), `repeats` times each (budget.final_retrains of them)."""
+        known, else at the mean work drawn), `repeats` times each: the one count of the final stage's retrains."""
         chosen = list(self._known(finalist_works)[: self.max_finalists])
         chosen += [self.mean_work] * (self.max_finalists - len(chosen))
         return [self.baseline_work, *chosen] * self.repeats

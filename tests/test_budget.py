@@ -91,7 +91,6 @@ def test_without_a_budget_the_header_eta_prices_the_rest_as_a_plan_would() -> No
     free = budget.Planner(budget.Budget(None, FakeClock()), 1.0, 1.0, 8, 45, 25, 4, budget.Price(1.0, "a test"), 3)
     assert not free.budget.limited and free.budget.left() == float("inf")
     final = 45 * 3 * (1 + 2 + 3 + 1 + 1)
-    assert budget.final_retrains(4, 3) == 15  # the retrains priced: (4 + 1) x 3
     line = free.eta_line(5, 25, 6.0, [2.0, 3.0])
     assert line == f"ETA search {budget.format_duration(120)}, run {budget.format_duration(120 + final)} (from a test)"
     assert free.eta_line(5, None, 6.0, []) == "ETA search unknown (number of trials unknown)"
