@@ -71,6 +71,11 @@ def duration_text(seconds: float) -> str:
     )
 
 
+def works_of_finalists(known: Sequence[float], count: int, mean_work: float) -> list[float]:
+    """The works of `count` finalists: those `known` first (their own points), the rest at the mean work drawn."""
+    return [*known[:count], *[mean_work] * max(count - len(known), 0)]
+
+
 def format_duration(seconds: float | None) -> str:
     """A duration as a person reads it: "45s", "12m 30s", "1h 05m" (an estimate has no use for seconds past an hour)."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
@@ -169,14 +174,15 @@ class Budget:
         """The most finalists the time left can retrain, each with the trials it needs to be chosen from (the
         preset's own share: max_trials over the finalists and the baseline's point, else TRIALS_PER_FINALIST); then
         as many more trials (up to max_trials in all) as the rest holds. A finalist's retrain is priced at its
-        point's work where it is known (`known_works`, the first finalists'), else at the mean work drawn. The baseline's point is retrained `repeats` times (the delivered
-        model averages them), each finalist once: a challenger's further repeats run only while they fit."""
+        point's work where it is known (`known_works`, the first finalists'), else at the mean work drawn. The
+        baseline's point is retrained `repeats` times (the delivered model averages them), each finalist once: a
+        challenger's further repeats run only while they fit."""
         trial_seconds = trial_epochs * price.epoch(mean_work)
         most = max((max_trials or 10_000) - trials_done, 0)
         share = max(max_trials // (max_finalists + 1), 1) if max_trials else TRIALS_PER_FINALIST
         for finalists in range(max_finalists, -1, -1):
             needed = max(share * finalists + 1 - trials_done, 0)
-            chosen = [*known_works[:finalists], *[mean_work] * max(finalists - len(known_works), 0)]
+            chosen = works_of_finalists(known_works, finalists, mean_work)
             final = self.final_seconds(price, [baseline_work] * repeats + chosen, final_epochs)
             room = self.left() - final
             if finalists and (needed > most or room < needed * trial_seconds):
@@ -276,8 +282,7 @@ class Planner:
     def _final_works(self, finalist_works: Sequence[float]) -> list[float]:
         """The final stage's retrains, each by its point's work: the baseline's point and each finalist (as far as
         known, else at the mean work drawn), `repeats` times each: the one count of the final stage's retrains."""
-        chosen = list(self._known(finalist_works)[: self.max_finalists])
-        chosen += [self.mean_work] * (self.max_finalists - len(chosen))
+        chosen = works_of_finalists(self._known(finalist_works), self.max_finalists, self.mean_work)
         return [self.baseline_work, *chosen] * self.repeats
 
     def plan(self, trials_done: int, trial_epochs: float | None = None) -> Plan:
@@ -364,8 +369,7 @@ class Planner:
         """Before a trial at a point of this work: whether it fits beside the final stage that the plan keeps
         (the finalists chosen so far priced at their own points). Records the cut when it does not."""
         plan = self.plan(trials_done, trial_epochs)
-        works = [self.baseline_work, *self._known(finalist_works)[: plan.finalists]]
-        works += [self.mean_work] * (plan.finalists + 1 - len(works))
+        works = [self.baseline_work, *works_of_finalists(self._known(finalist_works), plan.finalists, self.mean_work)]
         works += [self.baseline_work] * (self.repeats - 1)
         final = self.budget.final_seconds(self.price, works, self.final_epochs)
         cost = self.epochs * self.price.epoch(work)

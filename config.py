@@ -129,11 +129,13 @@ def _points(value: Any, key: str) -> list[dict[str, Any]]:
     for number, point in enumerate(value):
         unknown = sorted(name for name in point if hyperparameter(name) is None)
         if unknown:
-            raise ConfigError(f"{key}[{number}] names no hyperparameter: {', '.join(unknown)} (known: {_known()})")
+            raise ConfigError(
+                f"{key}[{number}] names no hyperparameter: {', '.join(unknown)} (known: {_hyperparameter_names()})"
+            )
     return [dict(point) for point in value]
 
 
-def _known() -> str:
+def _hyperparameter_names() -> str:
     return ", ".join(declared.name if declared.per is None else f"{declared.name}_N" for declared in HYPERPARAMETERS)
 
 

@@ -111,11 +111,9 @@ class ChestXRayHyperModel(kt.HyperModel):
                 if missing:
                     raise ValueError(f"{where} must include the baseline's {missing}: add them to its list")
                 continue
-            value, is_range = parameter.baseline, parameter.kind in config.RANGE_KINDS
-            if is_range and not bounds["min"] <= value <= bounds["max"]:
-                raise ValueError(f"{where} must include the baseline's {value}: widen its min/max")
-            if not is_range and value not in bounds:
-                raise ValueError(f"{where} must include the baseline's {value}: add it to its list")
+            if not _inside(parameter.kind, bounds, parameter.baseline):
+                remedy = "widen its min/max" if parameter.kind in config.RANGE_KINDS else "add it to its list"
+                raise ValueError(f"{where} must include the baseline's {parameter.baseline}: {remedy}")
 
     def point_from(self, changes: dict[str, Any], where: str) -> dict[str, Any]:
         """The baseline's point with `changes` made (config.yaml's candidates), each value inside the search space
@@ -124,12 +122,7 @@ class ChestXRayHyperModel(kt.HyperModel):
         for name, value in changes.items():
             declared = config.hyperparameter(name)
             bounds = self.space[declared.key]
-            if declared.kind in config.RANGE_KINDS:
-                inside = not isinstance(value, bool) and isinstance(value, int | float)
-                inside = inside and bounds["min"] <= value <= bounds["max"]
-            else:
-                inside = value in bounds
-            if not inside:
+            if not _inside(declared.kind, bounds, value):
                 raise ValueError(
                     f"{where}: {name} {value!r} lies outside search_space.{declared.key} ({bounds}): change the "
                     "value or widen the range"
@@ -261,6 +254,15 @@ class ChestXRayHyperModel(kt.HyperModel):
             if steps
             else layers.Identity(name="augmentation", dtype="float32")
         )
+
+
+def _inside(kind: str, bounds: Any, value: Any) -> bool:
+    """Whether `value` lies in a search_space entry of this kind: a min/max range (a number), else a list."""
+    if kind in config.RANGE_KINDS:
+        return (
+            not isinstance(value, bool) and isinstance(value, int | float) and bounds["min"] <= value <= bounds["max"]
+        )
+    return value in bounds
 
 
 def _declare(hp: kt.HyperParameters, kind: str, name: str, bounds: Any, default: Any) -> Any:

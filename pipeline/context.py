@@ -28,9 +28,8 @@ class RunContext:
     splits: Splits
     run_dir: Path
     clock: Stopwatch
-    planner: Planner | None = (
-        None  # prices the run (the trial headers' ETA); with a time budget, plans it; None on a worker
-    )
+    # Prices the run (the estimates it prints); with a time budget, plans it too. None on a distributed worker.
+    planner: Planner | None = None
 
     @property
     def time_budget(self) -> Planner | None:

@@ -215,6 +215,11 @@ def mean_trial_work(hypermodel, settings: Settings, samples: int = 400) -> float
     return settings.local_share * near_mean + (1 - settings.local_share) * whole
 
 
+def candidate_points(hypermodel, settings: Settings) -> list[dict[str, Any]]:
+    """The config's candidates as whole points (the baseline's with their changes made), in their order."""
+    return [hypermodel.point_from(changes, "candidates") for changes in settings.candidates]
+
+
 def make_planner(hypermodel, settings: Settings, recorded: Recorded, used: Callable[[], float]) -> Planner:
     """The run's planner (budget.Planner), priced from what this machine recorded (eta.recorded_trainings; None
     where nothing was), its budget the settings' (none: no limit) on the run clock `used`."""
@@ -230,7 +235,7 @@ def make_planner(hypermodel, settings: Settings, recorded: Recorded, used: Calla
         max_finalists=settings.finalists,
         price=budget.Price.fitted(trainings, recorded.source),
         repeats=settings.repeats,
-        candidate_works=[hypermodel.work(hypermodel.point_from(c, "candidates")) for c in settings.candidates],
+        candidate_works=[hypermodel.work(point) for point in candidate_points(hypermodel, settings)],
     )
 
 
@@ -251,7 +256,7 @@ def make_tuner(hypermodel, settings: Settings, run_dir: Path, strategy: Any = No
         distribution_strategy=strategy,
         local_share=settings.local_share,
         local_changes=settings.local_changes,
-        candidates=[hypermodel.point_from(changes, "candidates") for changes in settings.candidates],
+        candidates=candidate_points(hypermodel, settings),
         trial_gate=BudgetGate(planner, hypermodel) if planner is not None else None,
     )
 
