@@ -24,6 +24,8 @@ patient-level bootstrap that draws the same test patients for every seed's pair 
 and the seeds' differences together. "beats the baseline" only where that interval lies above 0.
 Each model's threshold regret (accuracy at the best threshold on test minus accuracy at its validation-chosen
 one) says how well the threshold transferred; it is read after the run and chooses nothing.
+Last, a line per tuned run with finalists says, from validation alone, which model it delivered and why: the greedy
+choice's gap to the baseline's point and each challenger's gap in the race, with how many values it changed.
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from search_evidence import changed_values
 
 import data
 import runs
 from config import DEFAULT_CONFIG, NOTEBOOK_SETTINGS
 from evaluation import paired_difference
 from pipeline.start import SEARCH_ONLY_FLAGS
-from reporting.tables import markdown_table
+from reporting.tables import finalist_name, markdown_table, weights_in_words
 from runs import PREDICTIONS_FILE, TRIALS_FILE, RunFolder, chose_among_finalists, is_finished
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in target_lines(results, paired):
         print(line)
+    delivered = delivery_lines(runs, Path(args.reports_dir))
+    if delivered:
+        print(
+            "\nWhat each tuned run delivered, on validation log loss (a gap is minus the incumbent's, the baseline's point; "
+            "paired 95% interval over validation patients; a challenger whose interval lies above 0 is out of the race):\n"
+        )
+        print("\n".join(delivered))
     return 0
 
 
@@ -343,6 +353,52 @@ def seed_cost_lines(results: pd.DataFrame) -> list[str]:
             verdict = "met" if hours <= SEED_HOURS else "not met"
             lines.append(f"seed {seed}: baseline and tuned {hours:.2f} h vs target {SEED_HOURS} h: {verdict}")
     return lines
+
+
+def delivery_lines(runs: list[dict], reports_dir: Path) -> list[str]:
+    """Per finished tuned run with finalists, on validation only: the model it delivered, the greedy choice's gap to
+    the baseline's point and each challenger's standing in the race, with what the challenger changed."""
+    lines = []
+    for run in runs:
+        run_dir = reports_dir / run["name"]
+        if run["kind"] != "tuned" or not is_finished(run_dir):
+            continue
+        metrics = RunFolder(run_dir).metrics()
+        if chose_among_finalists(metrics):
+            lines.append(f"- seed {run['seed']}: " + "; ".join(_delivery_parts(metrics)) + ".")
+    return lines
+
+
+def _delivery_parts(metrics: dict) -> list[str]:
+    selection, finalists = metrics["selection"], metrics["finalists"]
+    names = [finalist_name(finalist) for finalist in finalists]
+    parts = [f"delivered {weights_in_words(names, selection['weights'])}"]
+    if any(weight > 0 for weight in selection["greedy_weights"][1:]):
+        low, high = selection["race"]["ci95"]
+        parts.append(
+            f"greedy choice minus the baseline's point {selection['race']['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+        )
+    raced = {record["trial_id"]: record for record in selection.get("racing", [])}  # the last record per challenger
+    baseline = metrics["run"]["baseline_hyperparameters"]
+    for finalist, name in zip(finalists[1:], names[1:]):
+        changed = changed_values(finalist["point"], baseline)
+        what = (
+            ", ".join(f"{key} {finalist['point'][key]}" for key in changed)
+            if len(changed) <= 2
+            else f"{len(changed)} values changed"
+        )
+        record = raced.get(finalist["trial_id"])
+        if record is None:  # a protocol without repeats, or a finalist the time budget left unraced
+            loss, incumbent = finalist["validation"]["log_loss"], finalists[0]["validation"]["log_loss"]
+            parts.append(f"{name} ({what}) retrained once, not raced: {loss:.4f} against {incumbent:.4f}")
+            continue
+        low, high = record["ci95"]
+        standing = "out" if record["clearly_worse"] else "raced to the end"
+        repeats = runs.plural(record["repeats"], "repeat")
+        parts.append(
+            f"{name} ({what}) {record['difference']:+.4f} [{low:+.4f}, {high:+.4f}] over {repeats}, {standing}"
+        )
+    return parts
 
 
 def verdict(paired: dict | None, name: str) -> str:

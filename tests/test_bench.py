@@ -148,6 +148,12 @@ def check_quality(out: str) -> None:
     assert "beats the baseline (mean paired difference +0.0045 [+0.0012, +0.0084] on seeds 49, 50, 51)" in out
     assert "| mean over seeds | +0.005 [-0.003, +0.013] | +0.005 [+0.001, +0.008] |" in out
     assert "seed 51: baseline and tuned 1.27 h" in out
+    # What each seed delivered and why, from its metrics.json; this protocol retrained each finalist once.
+    assert (
+        "- seed 50: delivered the baseline's point at weight 0.6 and trial 10 at weight 0.4; greedy choice minus the "
+        "baseline's point -0.0060 [-0.0188, +0.0042]; trial 10 (10 values changed) retrained once, not raced: 0.0745 "
+        "against 0.0706;" in out
+    )
 
 
 def check_search_evidence(out: str) -> None:
@@ -182,6 +188,20 @@ def test_living_benchmark_smoke(name, capsys, monkeypatch):
     argv, check = SMOKES[name]
     monkeypatch.chdir(BENCH.parent)  # where the documented commands run
     check(run_script(name, argv, capsys, monkeypatch))
+
+
+def test_quality_says_which_point_each_raced_seed_delivered_and_each_challengers_standing(monkeypatch):
+    # The repeats protocol's kept runs: the race put every challenger of seed 54 out after one retrain.
+    monkeypatch.chdir(BENCH.parent)
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    runs = quality.planned_runs(Path("configs/repeats.yaml"), [54])
+    (line,) = quality.delivery_lines(runs, Path("bench/results/quality"))
+    assert line.startswith("- seed 54: delivered the baseline's point alone; trial 15 (10 values changed) ")
+    assert "trial 15 (10 values changed) +0.0197 [+0.0028, +0.0346] over 1 repeat, out;" in line
+    assert line.count(", out") == 4 and "greedy choice" not in line  # the greedy choice was the baseline's point
 
 
 def test_noise_floor_replays_the_first_round_of_racing_on_committed_finalist_runs(capsys, monkeypatch):
