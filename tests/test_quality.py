@@ -178,10 +178,18 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
     run_dir = reports / "finalists-search-seed1"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     baseline_point = {**metrics["test"], "accuracy": 0.9, "roc_auc": 0.98}
+    baseline_values, challenger = {"dropout": 0.2, "batch_norm": False}, {"dropout": 0.2, "batch_norm": True}
     metrics["finalists"] = [
-        {"trial_id": "00", "is_baseline": True, "weight": 0.4, "test": baseline_point},
-        {"trial_id": "07", "is_baseline": False, "weight": 0.6, "test": metrics["test"]},
+        {"trial_id": "00", "is_baseline": True, "weight": 0.4, "test": baseline_point, "point": baseline_values},
+        {"trial_id": "07", "is_baseline": False, "weight": 0.6, "test": metrics["test"], "point": challenger},
     ]
+    metrics["finalists"][0]["validation"], metrics["finalists"][1]["validation"] = (
+        {"log_loss": 0.08},
+        {"log_loss": 0.07},
+    )
+    metrics["run"]["baseline_hyperparameters"] = baseline_values
+    race = {"difference": -0.012, "ci95": [-0.02, -0.004], "clearly_better": True}
+    metrics["selection"] = {"race": race, "replaced": True, "greedy_weights": [0.4, 0.6], "weights": [0.4, 0.6]}
     # Resumed after its search: the last process timed 0.1 h of search, its trials took 0.5 h in all.
     metrics["run"]["wall_seconds"] = {"search": 360.0, "final_training": 3240.0, "total": 3600.0}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -203,6 +211,11 @@ def test_a_finalist_run_shows_the_baseline_point_under_its_protocol_and_what_the
     )
     assert "log_loss" in second.splitlines()[2]  # the header of the paired table
     assert "seed 1: baseline and tuned 2.40 h vs target 2.5 h: met" in result.stdout  # 1 + 1 + the 0.4 h before
+    assert (
+        "- seed 1: delivered the baseline's point at weight 0.4 and trial 07 at weight 0.6; greedy choice minus the "
+        "baseline's point -0.0120 [-0.0200, -0.0040]; trial 07 (batch_norm True) retrained once, not raced: 0.0700 "
+        "against 0.0800." in result.stdout
+    )
 
 
 def test_where_finalists_repeat_one_retrain_of_the_baselines_point_has_a_row_of_its_own(tmp_path):
@@ -215,9 +228,12 @@ def test_where_finalists_repeat_one_retrain_of_the_baselines_point_has_a_row_of_
     metrics["finalists"] = [
         {"trial_id": "00", "is_baseline": True, "weight": 1.0, "test": metrics["test"], "repeats": [first_repeat]},
     ]
+    metrics["run"]["baseline_hyperparameters"] = {"dropout": 0.2}
     # Its challengers were cut by the budget: one finalist, and a race with no comparison to make.
     alone = {"difference": 0.0, "ci95": [0.0, 0.0], "clearly_better": False}
-    metrics["selection"] = {"race": alone, "replaced": False, "incumbent_rule": "race", "racing": []}
+    metrics["selection"] = {
+        "race": alone, "replaced": False, "incumbent_rule": "race", "racing": [], "greedy_weights": [1.0], "weights": [1.0]
+    }  # fmt: skip
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     predictions = fake_predictions(0.0)
     predictions["p_finalist_00"] = predictions["p_pneumonia"]
@@ -232,3 +248,4 @@ def test_where_finalists_repeat_one_retrain_of_the_baselines_point_has_a_row_of_
         result.stdout,
         re.MULTILINE,
     )  # its regret: at 0.5 it misses 20% of NORMAL, 10% of the images
+    assert "- seed 1: delivered the baseline's point alone." in result.stdout  # no challenger left to name
