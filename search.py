@@ -79,11 +79,13 @@ def set_up(run: Run, overwrite: bool, clock: runs.Stopwatch) -> RunContext:
     budget too small, before anything is written: a refusal leaves nothing behind, so the advice it prints works as
     printed. Returns what every later stage shares."""
     import data
+    from runtime import backends
 
     settings, hypermodel = run.settings, run.hypermodel
     resuming = runs.will_resume(settings, overwrite)
     splits = load_data(settings)
-    recorded = eta.recorded_trainings(run.dir, settings.as_dict(), data.image_counts(splits), resuming)
+    counts = data.image_counts(splits)
+    recorded = eta.recorded_trainings(run.dir, settings.as_dict(), counts, backends.machine(), resuming)
     planner = plan_run(run, hypermodel, splits, clock, recorded, resuming)
     run_dir = runs.prepare_run_dir(settings, overwrite)
     if planner is not None:  # the chief times the run; a worker only trains trials

@@ -3,8 +3,8 @@
 Every estimate a run prints comes from one price model, budget.Planner's (seconds per epoch = scale x the work of
 the point trained, budget.point_work): the expected wall time before trial 1, each trial header's ETA and, under a
 time budget, the plan. This module finds what prices it: the run's own finished trials when it is resumed, else the
-newest finished run beside it (same reports folder) at the same image size, colour and precision that read the same
-data (its trials and its retrain epochs). It prints the line before trial 1, and, for a run of the default protocol
+newest finished run beside it (same reports folder) that ran on this machine, at the same image size, colour and
+precision, and read the same data (its trials and its retrain epochs). It prints the line before trial 1, and, for a run of the default protocol
 on a CPU without a budget, what such a run costs and how to bound it (`--time-budget`, budget.py).
 
 One concern: how long a run will take. It imports PyYAML, the standard library, budget.py and runs.py (run
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from runs import CONFIG_FILE, REPORT_FILE, RunFolder, is_synthetic, plural
+from runs import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RunFolder, is_synthetic, plural
 
 if TYPE_CHECKING:
     from budget import Planner
@@ -35,14 +35,14 @@ ENDED = ("COMPLETED", "FAILED", "INVALID", "STOPPED")  # Keras Tuner's statuses 
 
 
 def _comparable_runs(
-    run_dir: Path, config: Mapping[str, Any], keys: Sequence[str], counts: Mapping[str, int]
+    run_dir: Path, config: Mapping[str, Any], keys: Sequence[str], counts: Mapping[str, int], machine: str
 ) -> list[Path]:
-    """Finished runs beside `run_dir` (report.md written) whose config.yaml matches `config` on `keys` and that read
-    the same data (`counts` images, real or generated alike), newest first."""
+    """Finished runs beside `run_dir` (report.md written) that ran on `machine`, whose config.yaml matches `config`
+    on `keys` and that read the same data (`counts` images, real or generated alike), newest first."""
     found = []
     for config_file in run_dir.parent.glob(f"*/{CONFIG_FILE}"):
         folder = RunFolder(config_file.parent)
-        if folder.path.resolve() == run_dir.resolve() or not folder.is_finished():
+        if folder.path.resolve() == run_dir.resolve() or not folder.is_finished() or _machine(folder) != machine:
             continue
         try:
             recorded = yaml.safe_load(config_file.read_text())
@@ -53,6 +53,14 @@ def _comparable_runs(
             if generated and folder.image_counts() == dict(counts):
                 found.append(folder.path)
     return sorted(found, key=lambda folder: RunFolder(folder).file(REPORT_FILE).stat().st_mtime, reverse=True)
+
+
+def _machine(folder: RunFolder) -> str | None:
+    """The machine a finished run recorded (a copied run, such as the committed reports/example, names another)."""
+    try:
+        return json.loads(folder.file(METRICS_FILE).read_text())["run"]["machine"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _number(text: Any) -> float | None:
@@ -130,17 +138,17 @@ def _mean_epochs(trainings: Sequence[tuple[dict, float, float]]) -> float | None
 
 
 def recorded_trainings(
-    run_dir: Path, config: Mapping[str, Any], counts: Mapping[str, int], resumed: bool = True
+    run_dir: Path, config: Mapping[str, Any], counts: Mapping[str, int], machine: str, resumed: bool = True
 ) -> Recorded:
-    """What this machine has trained at this run's image size, colour and precision on the same data: the run's own
-    finished trials when it is resumed, else the newest finished run beside it (its trials and its retrain epochs);
-    nothing when there is none. A run started afresh (`resumed` false; --overwrite) has no trials of its own,
+    """What this machine (`machine`, as metrics.json records it) has trained at this run's image size, colour and
+    precision on the same data: the run's own finished trials when it is resumed, else the newest finished run beside
+    it that ran here (its trials and its retrain epochs); nothing when there is none. A run started afresh (`resumed` false; --overwrite) has no trials of its own,
     whatever its folder still holds."""
     ended = _ended_trial_states(run_dir / "tuner") if resumed else []
     own = _tuner_points(ended)
     if own:
         return Recorded(own, f"this run's {plural(len(own), 'finished trial')}", _mean_epochs(own), len(ended))
-    for other in _comparable_runs(run_dir, config, RETRAIN_KEYS, counts):
+    for other in _comparable_runs(run_dir, config, RETRAIN_KEYS, counts, machine):
         trials, retrain = _recorded_points(other)
         if trials or retrain:
             return Recorded([*trials, *retrain], f"{other.name}'s trials and retrain", _mean_epochs(trials))

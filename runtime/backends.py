@@ -214,5 +214,12 @@ def environment() -> dict[str, Any]:
             "keras_tuner": keras_tuner.__version__,
             "numpy": numpy.__version__,
         },
-        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, {len(gpus())} GPU(s)",
+        "machine": machine(),
     }
+
+
+def machine() -> str:
+    """The machine a run ran on, as metrics.json records it: only a run recorded on this one prices this one."""
+    import platform
+
+    return f"{platform.platform()}, {os.cpu_count()} CPU cores, {len(gpus())} GPU(s)"

@@ -98,13 +98,21 @@ def test_trial_header_carries_the_eta(capsys: pytest.CaptureFixture[str]) -> Non
 
 KEPT = Path(__file__).resolve().parents[1] / "bench" / "results" / "quality" / "tuned-search-seed45"
 SAME_DATA = {"pool": 4703 + 529, "test": 624}  # the kept run's images: the real data
+HERE = json.loads((KEPT / "metrics.json").read_text())["run"]["machine"]  # as if this machine had made the kept run
 
 
 def kept_beside(reports: Path, name: str = KEPT.name, **changes: object) -> dict:
     """A finished run's files that recorded_trainings reads, copied into `reports`; its config (with `changes`)."""
     folder = reports / name
     folder.mkdir(parents=True)
-    for file in ("trials.csv", "history.csv", "report.md", "data_summary.csv", "best_hyperparameters.yaml"):
+    for file in (
+        "trials.csv",
+        "history.csv",
+        "report.md",
+        "data_summary.csv",
+        "best_hyperparameters.yaml",
+        "metrics.json",
+    ):
         shutil.copy(KEPT / file, folder / file)
     config = {**yaml.safe_load((KEPT / "config.yaml").read_text()), **changes}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -123,7 +131,7 @@ def estimate(run_dir: Path, config: dict, counts: dict = SAME_DATA, search: bool
     settings = settings.replace(**changes)
     space, augmentation = settings.search_space.as_dict(), settings.augmentation.as_dict()
     model = ChestXRayHyperModel(settings.image_size, channel_count(settings.color_mode), space, augmentation)
-    recorded = recorded_trainings(run_dir, settings.as_dict(), counts)
+    recorded = recorded_trainings(run_dir, settings.as_dict(), counts, HERE)
     planner = make_planner(model, settings, recorded, lambda: 0.0)
     return start_lines(planner, recorded, gpus=1, search=search, default_protocol=False), planner
 
@@ -169,6 +177,16 @@ def test_start_estimate_needs_a_run_at_the_same_size_colour_and_precision(tmp_pa
     assert estimate(tmp_path / "new-run", config)[0][0].startswith(NOT_KNOWN)
 
 
+def test_a_run_from_another_machine_prices_nothing(tmp_path: Path) -> None:
+    """A copied run (the committed reports/example is one) timed someone else's machine: a fresh clone's first
+    estimate and plan were priced from it, and called what this machine recorded."""
+    config = kept_beside(tmp_path)
+    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA, HERE).trainings
+    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA, "another machine").trainings == []
+    (tmp_path / KEPT.name / "metrics.json").unlink()  # a run that records no machine is no one's to trust
+    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA, HERE).trainings == []
+
+
 def test_start_estimate_is_priced_only_from_runs_on_the_same_data(tmp_path: Path) -> None:
     """A run on generated images, or on a dataset of other image counts, never prices one on the chest X-rays, and
     the other way round (a smoke run's seconds once priced the real-data smoke run at 12 s; it took 71 s)."""
@@ -181,11 +199,11 @@ def test_start_estimate_is_priced_only_from_runs_on_the_same_data(tmp_path: Path
     assert estimate(tmp_path / "new-run", config)[0][0].startswith(NOT_KNOWN)
     assert "priced from synthetic-run's trials and retrain" in estimate(tmp_path / "new-run", generated)[0][0]
     # The budget's prices follow the same rule, and a run started afresh has no trials of its own.
-    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA).trainings == []
-    recorded = recorded_trainings(tmp_path / "new-run", generated, SAME_DATA)
+    assert recorded_trainings(tmp_path / "new-run", config, SAME_DATA, HERE).trainings == []
+    recorded = recorded_trainings(tmp_path / "new-run", generated, SAME_DATA, HERE)
     assert recorded.trainings and recorded.source == "synthetic-run's trials and retrain"
     write_trial(tmp_path / "mine" / "tuner", "00", "COMPLETED", 120.0, 8)
-    assert recorded_trainings(tmp_path / "mine", config, SAME_DATA, resumed=False).trainings == []
+    assert recorded_trainings(tmp_path / "mine", config, SAME_DATA, HERE, resumed=False).trainings == []
 
 
 def test_start_lines_say_when_nothing_prices_the_run(tmp_path: Path) -> None:
@@ -196,7 +214,7 @@ def test_start_lines_say_when_nothing_prices_the_run(tmp_path: Path) -> None:
         == f"{NOT_KNOWN} beside this one to price it from; each trial's header gives an ETA once a trial has finished"
     )
     # The CPU note quotes the default protocol's cost: only that protocol's runs print it.
-    recorded = recorded_trainings(tmp_path / "new-run", config, SAME_DATA)
+    recorded = recorded_trainings(tmp_path / "new-run", config, SAME_DATA, HERE)
     lines = start_lines(planner, recorded, gpus=0, search=True, default_protocol=True)
     assert lines[0].startswith("Note: no GPU. A run of the default protocol took")
 
