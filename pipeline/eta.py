@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from runs import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RunFolder, is_synthetic, plural
+from runs import CONFIG_FILE, REPORT_FILE, RunFolder, is_synthetic, plural
 
 if TYPE_CHECKING:
     from budget import Planner
@@ -58,7 +58,7 @@ def _comparable_runs(
 def _machine(folder: RunFolder) -> str | None:
     """The machine a finished run recorded (a copied run, such as the committed reports/example, names another)."""
     try:
-        return json.loads(folder.file(METRICS_FILE).read_text())["run"]["machine"]
+        return folder.metrics()["run"]["machine"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
